@@ -1,0 +1,1 @@
+"""htbase: archive a web page five ways and summarize it."""
