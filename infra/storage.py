@@ -6,8 +6,23 @@ redelivered capture never clobbers a finished one.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import Protocol
+
+from google.api_core.exceptions import NotFound, PreconditionFailed
+from google.auth.credentials import AnonymousCredentials, Signing
+from google.cloud import storage
+
+from htbase.config import Settings
+
+# Formats that shrink well; stored gzip-compressed on GCS.
+COMPRESSIBLE_TYPES = frozenset({"text/html", "text/plain", "text/css", "application/json", "image/svg+xml"})
 
 
 class ObjectNotFound(KeyError):
@@ -29,3 +44,154 @@ class FileStore(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def signed_url(self, key: str, expires_s: int) -> str | None:
+        """A time-limited GET URL for the object, or None when the store cannot
+        issue one (the caller then streams the bytes itself)."""
+
+
+def check_key(key: str) -> str:
+    """Keys are relative POSIX paths without ``..``: the same key must name the
+    same object in every store, and no key may escape a local root."""
+    # An empty part also catches "", "/abs" and "a//b".
+    if "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalFileStore:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _stored(self, key: str, path: Path, data: bytes, content_type: str) -> StoredObject:
+        return StoredObject(key, path.as_uri(), len(data), _sha256(data), content_type)
+
+    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write a private temp file, make it durable, then hard-link it into
+        # place: link() fails if the name exists, so the first complete file
+        # wins and readers never see a partial one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                # Same key means same archiver and format, so the caller's
+                # content type describes the existing file too.
+                return self._stored(key, path, path.read_bytes(), content_type)
+            _fsync_dir(path.parent)
+        finally:
+            os.unlink(tmp)
+        return self._stored(key, path, data, content_type)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def signed_url(self, key: str, expires_s: int) -> str | None:
+        return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The new directory entry must survive a crash too, not just the file data.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class GcsFileStore:
+    def __init__(self, bucket: str, client: storage.Client):
+        self.bucket = client.bucket(bucket)
+        # Only key-holding credentials (e.g. a service-account key) sign
+        # offline; the client keeps its credentials in _credentials.
+        self._can_sign = isinstance(client._credentials, Signing)
+
+    def _uri(self, key: str) -> str:
+        return f"gs://{self.bucket.name}/{key}"
+
+    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        blob = self.bucket.blob(check_key(key))
+        digest = _sha256(data)
+        # Metadata keeps the facts about the original bytes, which a compressed
+        # object's own size and hashes no longer describe.
+        blob.metadata = {"sha256": digest, "size": str(len(data))}
+        payload = data
+        if content_type.split(";")[0].strip().lower() in COMPRESSIBLE_TYPES:
+            blob.content_encoding = "gzip"
+            payload = gzip.compress(data, mtime=0)
+        try:
+            # Generation 0 means "only if absent": create-once, enforced by GCS.
+            blob.upload_from_string(payload, content_type=content_type, if_generation_match=0)
+        except PreconditionFailed:
+            return self._existing(key)
+        return StoredObject(key, self._uri(key), len(data), digest, content_type)
+
+    def _existing(self, key: str) -> StoredObject:
+        blob = self.bucket.get_blob(key)
+        if blob is None:
+            raise ObjectNotFound(key)
+        meta = blob.metadata or {}
+        if "sha256" in meta and "size" in meta:
+            return StoredObject(key, self._uri(key), int(meta["size"]), meta["sha256"], blob.content_type)
+        data = self.get(key)  # written by something else: describe it from its bytes
+        return StoredObject(key, self._uri(key), len(data), _sha256(data), blob.content_type)
+
+    def get(self, key: str) -> bytes:
+        blob = self.bucket.blob(check_key(key))
+        try:
+            # Raw download returns the stored bytes on both GCS and the emulator
+            # (decompressive transcoding differs between them); the response
+            # headers set blob.content_encoding, so gunzip here when needed.
+            data = blob.download_as_bytes(raw_download=True)
+        except NotFound:
+            raise ObjectNotFound(key) from None
+        return gzip.decompress(data) if blob.content_encoding == "gzip" else data
+
+    def exists(self, key: str) -> bool:
+        return self.bucket.blob(check_key(key)).exists()
+
+    def signed_url(self, key: str, expires_s: int) -> str | None:
+        if not self._can_sign:
+            return None
+        blob = self.bucket.blob(check_key(key))
+        return blob.generate_signed_url(version="v4", expiration=timedelta(seconds=expires_s), method="GET")
+
+
+def gcs_client(settings: Settings) -> storage.Client:
+    """A storage client from settings alone (never from the process env)."""
+    if settings.storage_emulator_host:
+        host = settings.storage_emulator_host
+        endpoint = host if "://" in host else f"http://{host}"
+        return storage.Client(
+            project=settings.google_cloud_project or None,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": endpoint},
+        )
+    # Default credentials; the project is inferred from them when not set.
+    project = {"project": settings.google_cloud_project} if settings.google_cloud_project else {}
+    return storage.Client(**project)
+
+
+def make_file_store(settings: Settings) -> FileStore:
+    if settings.file_storage_provider == "gcs":
+        return GcsFileStore(settings.gcs_bucket, gcs_client(settings))
+    return LocalFileStore(settings.local_storage_path)

@@ -1,0 +1,327 @@
+"""The job ledger: tasks, their artifacts as small leased state machines, and the outbox.
+
+Every write that announces work (a new task, a summary request, a republish)
+adds its outbox rows in the same transaction, so a message is never lost
+between the database and the broker. The relay publishes them afterwards.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Any, Iterable
+
+from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy.orm import Session, selectinload
+
+from htbase.messages import ArchiveRequest, ArtifactStatus, SUMMARIZE, SummarizeRequest, derive_task_status
+from infra.models import Artifact, Item, OutboxMessage, Summary, Task
+from infra.storage import StoredObject
+
+PENDING, PROCESSING, SUCCESS, FAILED, CANCELLED = (s.value for s in ArtifactStatus)
+TERMINAL = (SUCCESS, FAILED, CANCELLED)
+
+
+def utcnow() -> datetime:
+    # Naive UTC everywhere: SQLite keeps no time zone, and both engines must compare alike.
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
+
+
+class ItemConflict(ValueError):
+    """A client reused an item_id for a different URL."""
+
+
+@dataclass(frozen=True)
+class NewItem:
+    url: str
+    url_hash: str
+    item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str  # logical: "archive-pdf", "summarize"; the publisher maps it to a real topic
+    data: bytes
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    data: bytes
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    task_id: str
+    kind: str
+    children: list[dict[str, str]]  # [{task_id, item_id, url}]
+
+
+class ClaimOutcome(StrEnum):
+    CLAIMED = "claimed"   # run the capture
+    DONE = "done"         # already finished: acknowledge, do nothing
+    BUSY = "busy"         # another delivery holds a live lease: do nothing
+    MISSING = "missing"   # no such (task, archiver): the message is bad
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    attempts: int = 0
+
+
+def archive_topic(archiver: str) -> str:
+    return f"archive-{archiver}"
+
+
+def archive_outgoing(request: ArchiveRequest) -> Outgoing:
+    return Outgoing(archive_topic(request.archiver), request.to_json(),
+                    {"task_id": request.task_id, "archiver": request.archiver})
+
+
+class Ledger:
+    def __init__(self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5) -> None:
+        self.engine = engine
+        self.lease = timedelta(seconds=lease_s)
+        self.max_attempts = max_attempts
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # --- accepting work -----------------------------------------------------
+
+    def create_task(self, items: list[NewItem], archivers: Iterable[str], *, options: dict[str, Any] | None = None,
+                    request_id: str = "", webhook_url: str | None = None, batch: bool = False) -> CreatedTask:
+        """Write the task(s), their pending artifacts and the outbox in one transaction."""
+        now, archivers, options = utcnow(), list(archivers), dict(options or {})
+        parent_id = str(uuid.uuid4()) if batch else None
+        children: list[dict[str, str]] = []
+        with self.session() as session, session.begin():
+            if parent_id:
+                session.add(Task(task_id=parent_id, kind="batch", request_id=request_id, webhook_url=webhook_url,
+                                 options=options, created_at=now))
+            for new in items:
+                item = self._upsert_item(session, new, now)
+                task_id = str(uuid.uuid4())
+                session.add(Task(task_id=task_id, kind="single", parent_id=parent_id, item_id=item.item_id,
+                                 request_id=request_id, webhook_url=None if batch else webhook_url,
+                                 options=options, created_at=now))
+                session.flush()  # the task row must exist before its artifacts reference it
+                for archiver in archivers:
+                    session.add(Artifact(task_id=task_id, archiver=archiver, status=PENDING,
+                                         created_at=now, updated_at=now, meta={}))
+                    request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
+                    self._enqueue(session, archive_outgoing(request), now)
+                children.append({"task_id": task_id, "item_id": item.item_id, "url": item.url})
+        if parent_id:
+            return CreatedTask(parent_id, "batch", children)
+        return CreatedTask(children[0]["task_id"], "single", children)
+
+    @staticmethod
+    def _upsert_item(session: Session, new: NewItem, now: datetime) -> Item:
+        item_id = new.item_id or uuid.uuid4().hex
+        item = session.get(Item, item_id)
+        if item is None:
+            item = Item(item_id=item_id, url=new.url, url_hash=new.url_hash, created_at=now)
+            session.add(item)
+        elif item.url_hash != new.url_hash:
+            raise ItemConflict(f"item_id {item_id!r} already names {item.url!r}")
+        return item
+
+    @staticmethod
+    def _enqueue(session: Session, message: Outgoing, now: datetime) -> None:
+        session.add(OutboxMessage(topic=message.topic, data=message.data.decode(),
+                                  attributes=dict(message.attributes), created_at=now))
+
+    # --- the outbox ---------------------------------------------------------
+
+    def unsent(self, limit: int = 100) -> list[OutboxRow]:
+        with self.session() as session:
+            rows = session.scalars(select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
+                                   .order_by(OutboxMessage.id).limit(limit))
+            return [OutboxRow(r.id, r.topic, r.data.encode(), dict(r.attributes)) for r in rows]
+
+    def mark_sent(self, outbox_id: int) -> None:
+        with self.session() as session, session.begin():
+            session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+                            .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
+
+    def mark_unsent(self, outbox_id: int, error: str) -> None:
+        with self.session() as session, session.begin():
+            session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+                            .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000]))
+
+    # --- the artifact state machine -----------------------------------------
+
+    def claim(self, task_id: str, archiver: str, owner: str) -> Claim:
+        """Take the artifact under a lease, atomically; at most one live holder."""
+        now = utcnow()
+        claimable = or_(Artifact.status == PENDING,
+                        and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now))
+        with self.session() as session, session.begin():
+            result = session.execute(
+                update(Artifact)
+                .where(Artifact.task_id == task_id, Artifact.archiver == archiver, claimable)
+                .values(status=PROCESSING, lease_owner=owner, lease_expires_at=now + self.lease,
+                        attempts=Artifact.attempts + 1, started_at=now, updated_at=now)
+                .execution_options(synchronize_session=False))
+            artifact = session.scalar(select(Artifact).where(Artifact.task_id == task_id,
+                                                             Artifact.archiver == archiver))
+        if artifact is None:
+            return Claim(ClaimOutcome.MISSING)
+        if result.rowcount == 1:
+            return Claim(ClaimOutcome.CLAIMED, artifact.attempts)
+        if artifact.status in TERMINAL:
+            return Claim(ClaimOutcome.DONE, artifact.attempts)
+        return Claim(ClaimOutcome.BUSY, artifact.attempts)
+
+    def _finish(self, session: Session, task_id: str, archiver: str, owner: str, **values) -> bool:
+        """Update the artifact only while ``owner`` still holds it (a fencing check)."""
+        result = session.execute(
+            update(Artifact)
+            .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
+                   Artifact.status == PROCESSING, Artifact.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
+            .execution_options(synchronize_session=False))
+        return result.rowcount == 1
+
+    def complete(self, task_id: str, archiver: str, owner: str, stored: StoredObject, *,
+                 meta: dict[str, Any], duration_ms: int, follow_up: Iterable[Outgoing] = ()) -> bool:
+        now = utcnow()
+        with self.session() as session, session.begin():
+            done = self._finish(session, task_id, archiver, owner, status=SUCCESS, error=None,
+                                storage_key=stored.key, uri=stored.uri, size=stored.size, sha256=stored.sha256,
+                                content_type=stored.content_type, meta=meta, finished_at=now,
+                                duration_ms=duration_ms)
+            if done:
+                for message in follow_up:
+                    self._enqueue(session, message, now)
+            return done
+
+    def fail(self, task_id: str, archiver: str, owner: str, error: str, *, permanent: bool) -> bool:
+        """Record a failed attempt. Returns True when the failure is final."""
+        with self.session() as session, session.begin():
+            attempts = session.scalar(select(Artifact.attempts).where(
+                Artifact.task_id == task_id, Artifact.archiver == archiver)) or 0
+            final = permanent or attempts >= self.max_attempts
+            status = FAILED if final else PENDING
+            extra = {"finished_at": utcnow()} if final else {}
+            self._finish(session, task_id, archiver, owner, status=status, error=error[:4000], **extra)
+            return final
+
+    def fail_undelivered(self, task_id: str, archiver: str, error: str) -> bool:
+        """The dead-letter path: fail whatever is not finished, holding a lease or not."""
+        now = utcnow()
+        with self.session() as session, session.begin():
+            result = session.execute(
+                update(Artifact)
+                .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
+                       Artifact.status.in_((PENDING, PROCESSING)))
+                .values(status=FAILED, error=error[:4000], lease_owner=None, lease_expires_at=None,
+                        finished_at=now, updated_at=now)
+                .execution_options(synchronize_session=False))
+            return result.rowcount == 1
+
+    def sweep(self) -> dict[str, int]:
+        """Nothing stays pending or processing forever.
+
+        An expired lease (a crashed capture) or a pending artifact untouched for
+        a whole lease period (a lost message) is republished through the
+        outbox, or failed once it has used up its attempts.
+        """
+        now = utcnow()
+        stale = or_(and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now),
+                    and_(Artifact.status == PENDING, Artifact.updated_at < now - self.lease))
+        counts = {"republished": 0, "failed": 0}
+        with self.session() as session, session.begin():
+            rows = session.scalars(select(Artifact).where(stale).options(selectinload(Artifact.task))
+                                   .limit(500).with_for_update(skip_locked=True)).all()
+            for artifact in rows:
+                if artifact.attempts >= self.max_attempts:
+                    artifact.status, artifact.finished_at = FAILED, now
+                    artifact.error = f"gave up after {artifact.attempts} attempts: {artifact.error or 'lease expired'}"
+                    counts["failed"] += 1
+                else:
+                    task = artifact.task
+                    request = ArchiveRequest(task.task_id, task.item.item_id, task.item.url, artifact.archiver,
+                                             task.options, task.request_id)
+                    artifact.status = PENDING
+                    self._enqueue(session, archive_outgoing(request), now)
+                    counts["republished"] += 1
+                artifact.lease_owner, artifact.lease_expires_at, artifact.updated_at = None, None, now
+        return counts
+
+    # --- summaries ----------------------------------------------------------
+
+    def summary(self, cache_key: str) -> Summary | None:
+        with self.session() as session:
+            return session.scalar(select(Summary).where(Summary.cache_key == cache_key))
+
+    def request_summary(self, task_id: str, *, force: bool = False, request_id: str = "") -> None:
+        with self.session() as session, session.begin():
+            self._enqueue(session, summarize_outgoing(SummarizeRequest(task_id, force, request_id)), utcnow())
+
+    def save_summary(self, task_id: str, cache_key: str, *, status: str, model: str, prompt_version: str,
+                     result: dict[str, Any] | None = None, error: str | None = None,
+                     raw_text: str | None = None) -> None:
+        now = utcnow()
+        with self.session() as session, session.begin():
+            row = session.scalar(select(Summary).where(Summary.cache_key == cache_key).with_for_update())
+            if row is None:
+                row = Summary(cache_key=cache_key, created_at=now)
+                session.add(row)
+            row.status, row.model, row.prompt_version = status, model, prompt_version
+            row.result, row.error, row.raw_text, row.updated_at = result or {}, error, raw_text, now
+            session.execute(update(Task).where(Task.task_id == task_id).values(summary_key=cache_key))
+
+    # --- reading ------------------------------------------------------------
+
+    def task(self, task_id: str) -> Task | None:
+        with self.session() as session:
+            return session.scalar(select(Task).where(Task.task_id == task_id)
+                                  .options(selectinload(Task.artifacts)))
+
+    def children(self, parent_id: str) -> list[Task]:
+        with self.session() as session:
+            return list(session.scalars(select(Task).where(Task.parent_id == parent_id)
+                                        .options(selectinload(Task.artifacts)).order_by(Task.created_at)))
+
+    def list_tasks(self, *, limit: int, offset: int) -> tuple[list[Task], int]:
+        """Top-level tasks (batches and single requests), newest first."""
+        top = Task.parent_id.is_(None)
+        with self.session() as session:
+            total = session.scalar(select(func.count()).select_from(Task).where(top)) or 0
+            rows = session.scalars(select(Task).where(top).options(selectinload(Task.artifacts))
+                                   .order_by(Task.created_at.desc(), Task.task_id).limit(limit).offset(offset))
+            return list(rows), total
+
+    def latest_task_for_item(self, item_id: str) -> Task | None:
+        with self.session() as session:
+            return session.scalar(select(Task).where(Task.item_id == item_id)
+                                  .options(selectinload(Task.artifacts))
+                                  .order_by(Task.created_at.desc()).limit(1))
+
+
+def summarize_outgoing(request: SummarizeRequest) -> Outgoing:
+    return Outgoing(SUMMARIZE, request.to_json(), {"task_id": request.task_id})
+
+
+def task_status(tasks: Iterable[Task]) -> tuple[str, float, datetime | None]:
+    """Status, progress and completion time of one task or a batch, from its artifacts."""
+    artifacts = [a for t in tasks for a in t.artifacts]
+    status, progress = derive_task_status([ArtifactStatus(a.status) for a in artifacts])
+    finished = [a.finished_at for a in artifacts if a.finished_at]
+    completed_at = max(finished) if progress == 1.0 and finished else None
+    return status.value, progress, completed_at

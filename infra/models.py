@@ -1,0 +1,121 @@
+"""Ledger tables. Postgres is the source of truth; SQLite is the embedded default.
+
+A task is one client request. A batch request is a parent task whose children
+are ordinary single-URL tasks, so every artifact belongs to exactly one task
+and one URL, and its storage key ``{task_id}/{archiver}.{ext}`` never collides.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime()}
+
+
+class Item(Base):
+    """A saved URL. Clients may name it (item_id); re-captures reuse it."""
+
+    __tablename__ = "items"
+
+    item_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    url_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime]
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "single" or "batch"
+    parent_id: Mapped[Optional[str]] = mapped_column(ForeignKey("tasks.task_id"), index=True)
+    item_id: Mapped[Optional[str]] = mapped_column(ForeignKey("items.item_id"), index=True)
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    webhook_url: Mapped[Optional[str]] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    cancelled_at: Mapped[Optional[datetime]]
+    # The summary this task's article maps to (summaries.cache_key), once requested.
+    summary_key: Mapped[Optional[str]] = mapped_column(String(64))
+
+    item: Mapped[Optional[Item]] = relationship(lazy="joined")
+    artifacts: Mapped[list["Artifact"]] = relationship(back_populates="task", order_by="Artifact.id")
+
+
+class Artifact(Base):
+    """One capture of one task's URL by one archiver: a small state machine with a lease.
+
+    pending -> processing (claimed under a lease) -> success | failed
+    A transient failure returns it to pending; an expired lease lets another
+    delivery claim it again. ``attempts`` counts claims.
+    """
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("task_id", "archiver", name="uq_artifacts_task_archiver"),
+        Index("ix_artifacts_status_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.task_id"))
+    archiver: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[Optional[str]] = mapped_column(String(64))
+    lease_expires_at: Mapped[Optional[datetime]]
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    storage_key: Mapped[Optional[str]] = mapped_column(Text)
+    uri: Mapped[Optional[str]] = mapped_column(Text)
+    size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    content_type: Mapped[Optional[str]] = mapped_column(String(128))
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    started_at: Mapped[Optional[datetime]]
+    finished_at: Mapped[Optional[datetime]]
+    duration_ms: Mapped[Optional[int]]
+
+    task: Mapped[Task] = relationship(back_populates="artifacts")
+
+
+class Summary(Base):
+    """A summary of one article text by one model and prompt version.
+
+    ``cache_key`` hashes (text sha256, model id, prompt version): the same
+    article is never summarized twice by the same model and prompt.
+    """
+
+    __tablename__ = "summaries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    cache_key: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200))
+    prompt_version: Mapped[str] = mapped_column(String(32))
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    raw_text: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class OutboxMessage(Base):
+    """A message to publish, written in the same transaction as the work it announces."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unsent", "sent_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(200))
+    data: Mapped[str] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[Optional[datetime]]
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)

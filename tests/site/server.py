@@ -1,0 +1,222 @@
+"""A small local web site for capture tests: static pages plus a few misbehaving routes.
+
+Static files live in ``pages/``. Dynamic routes:
+
+- ``/redirect/N``        302 chain of N hops ending at /article.html
+- ``/redirect-to?url=U`` 302 to any URL U (optional ``status=301|303|307|308``)
+- ``/missing``           404
+- ``/server-error``      500
+- ``/slow``              headers and part of a page, then nothing until the client leaves
+- ``/huge``              a valid ~8 MB HTML page (``?unsized=1``: no Content-Length)
+
+Usage::
+
+    with serve_test_site() as site:
+        site.url("/article.html")
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import select
+import socket
+import threading
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+PAGES = Path(__file__).resolve().parent / "pages"
+HUGE_TARGET_BYTES = 8 * 1024 * 1024
+
+
+@functools.cache
+def huge_page() -> bytes:
+    """A real HTML document of about 8 MB (built once, then reused)."""
+    paragraph = (
+        "<p>Paragraph {n}: the tide tables for the estuary were revised again this season, "
+        "and the harbour master asks all skippers to check the new times before sailing.</p>\n"
+    )
+    head = b"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Huge page</title></head><body>\n"
+    tail = b"</body></html>\n"
+    parts, size, n = [head], len(head) + len(tail), 0
+    while size < HUGE_TARGET_BYTES:
+        chunk = paragraph.format(n=n).encode()
+        parts.append(chunk)
+        size += len(chunk)
+        n += 1
+    parts.append(tail)
+    return b"".join(parts)
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server: "_Server"
+    # An idle connection (e.g. a browser's speculative preconnect) gives up after this long.
+    timeout = 15
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=str(PAGES), **kwargs)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        route = self._route()
+        if route is None:
+            super().do_GET()
+        else:
+            route()
+
+    def do_HEAD(self) -> None:
+        if self._route() is None:
+            super().do_HEAD()
+        else:
+            self.send_error(HTTPStatus.METHOD_NOT_ALLOWED)
+
+    def _route(self):
+        path = urlsplit(self.path).path
+        if path.startswith("/redirect/"):
+            return self._redirect_chain
+        return {
+            "/redirect-to": self._redirect_to,
+            "/missing": functools.partial(self._error_page, HTTPStatus.NOT_FOUND),
+            "/server-error": functools.partial(self._error_page, HTTPStatus.INTERNAL_SERVER_ERROR),
+            "/slow": self._slow,
+            "/huge": self._huge,
+        }.get(path)
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _redirect(self, location: str, status: int = 302) -> None:
+        self._send(status, b"", headers={"Location": location})
+
+    def _redirect_chain(self) -> None:
+        try:
+            hops = int(urlsplit(self.path).path.rsplit("/", 1)[1])
+        except ValueError:
+            return self._error_page(HTTPStatus.NOT_FOUND)
+        self._redirect(f"/redirect/{hops - 1}" if hops > 1 else "/article.html")
+
+    def _redirect_to(self) -> None:
+        query = self._query()
+        if "url" not in query:
+            return self._error_page(HTTPStatus.BAD_REQUEST)
+        self._redirect(query["url"], int(query.get("status", 302)))
+
+    def _error_page(self, status: HTTPStatus) -> None:
+        # A real body, so a capture that ignores the status would visibly archive an error page.
+        body = (f"<!DOCTYPE html><html><head><title>{status.value} {status.phrase}</title></head>"
+                f"<body><h1>{status.value} {status.phrase}</h1><p>Error page body.</p></body></html>")
+        self._send(status, body.encode())
+
+    def _huge(self) -> None:
+        body = huge_page()
+        if self._query().get("unsized"):
+            # No Content-Length: the size is only known by reading the body (HTTP/1.0, ends at close).
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self._send(200, body)
+
+    def _slow(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", "100000")  # promised, never delivered
+        self.end_headers()
+        self.wfile.write(b"<!DOCTYPE html><html><head><title>Slow</title></head><body><p>Loading")
+        self.wfile.flush()
+        # Hold the connection open until the client gives up or the server stops.
+        while not self.server.stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.2)
+            if readable:
+                try:
+                    if not self.connection.recv(4096):
+                        return  # client closed
+                except OSError:
+                    return
+
+
+class _Server(ThreadingHTTPServer):
+    # Browsers open many connections at once; don't refuse them under load.
+    request_queue_size = 256
+    daemon_threads = False
+    block_on_close = True  # server_close() joins every handler thread
+
+    def __init__(self, address):
+        self.stopping = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        with self._open_lock:
+            self._open.add(sock)
+        return sock, addr
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def stop(self) -> None:
+        """Stop accepting, unblock every handler, and wait for all of them to finish."""
+        self.stopping.set()
+        self.shutdown()
+        with self._open_lock:
+            for sock in list(self._open):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self.server_close()
+
+
+class TestSite:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, server: _Server):
+        self._server = server
+        host, port = server.server_address[:2]
+        self.host = host
+        self.port = port
+        self.base_url = f"http://{host}:{port}"
+
+    def url(self, path: str = "/") -> str:
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+
+@contextlib.contextmanager
+def serve_test_site(host: str = "127.0.0.1", port: int = 0) -> Iterator[TestSite]:
+    """Serve the test site on a free port (or ``port``) for the duration of the block."""
+    server = _Server((host, port))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="test-site", daemon=True)
+    thread.start()
+    try:
+        yield TestSite(server)
+    finally:
+        server.stop()
+        thread.join()
+
+
+if __name__ == "__main__":  # python -m tests.site.server: browse the site by hand
+    import time
+
+    with serve_test_site() as site:
+        print(site.url("/article.html"), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)

@@ -1,0 +1,83 @@
+"""The test site itself: routes behave as documented, it survives load, and stops cleanly."""
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+import urllib3
+from PIL import Image
+
+from tests.site.server import serve_test_site
+
+
+def test_article_and_assets(test_site):
+    page = requests.get(test_site.url("/article.html"), timeout=5)
+    assert page.status_code == 200
+    assert '<meta name="author" content="Margaret Ellison">' in page.text
+    assert "SPONSORED: Buy the amazing gizmo" in page.text
+    css = requests.get(test_site.url("/static/style.css"), timeout=5).text
+    assert "@font-face" in css and "bg.png" in css
+    font = requests.get(test_site.url("/static/fonts/htserif.woff"), timeout=5).content
+    assert font[:4] == b"wOFF"
+    for name in ("hero", "chart", "bg"):
+        resp = requests.get(test_site.url(f"/static/img/{name}.png"), timeout=5)
+        Image.open(io.BytesIO(resp.content)).verify()
+    assert "Rendered by JavaScript 7f3a" in requests.get(test_site.url("/static/app.js"), timeout=5).text
+
+
+def test_redirects(test_site):
+    resp = requests.get(test_site.url("/redirect/3"), timeout=5)
+    assert [r.status_code for r in resp.history] == [302, 302, 302]
+    assert resp.url == test_site.url("/article.html")
+    target = test_site.url("/missing")
+    resp = requests.get(test_site.url("/redirect-to"), params={"url": target}, allow_redirects=False, timeout=5)
+    assert resp.status_code == 302 and resp.headers["Location"] == target
+
+
+def test_error_routes(test_site):
+    assert requests.get(test_site.url("/missing"), timeout=5).status_code == 404
+    assert requests.get(test_site.url("/server-error"), timeout=5).status_code == 500
+    assert requests.get(test_site.url("/no-such-file.html"), timeout=5).status_code == 404
+
+
+def test_huge(test_site):
+    resp = requests.get(test_site.url("/huge"), timeout=10)
+    assert int(resp.headers["Content-Length"]) == len(resp.content) >= 8 * 1024 * 1024
+    assert resp.content.rstrip().endswith(b"</html>")
+    unsized = requests.get(test_site.url("/huge?unsized=1"), timeout=10)
+    assert "Content-Length" not in unsized.headers and unsized.content == resp.content
+
+
+def test_slow_never_finishes(test_site):
+    start = time.monotonic()
+    with requests.get(test_site.url("/slow"), stream=True, timeout=(2, 0.5)) as resp:
+        assert resp.status_code == 200
+        assert resp.raw.read(20).startswith(b"<!DOCTYPE html>")  # part of the body arrives...
+        with pytest.raises(urllib3.exceptions.ReadTimeoutError):  # ...the rest never does
+            resp.raw.read(100000)
+    assert time.monotonic() - start < 3
+
+
+def test_many_concurrent_connections(test_site):
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        codes = list(pool.map(lambda _: requests.get(test_site.url("/article.html"), timeout=10).status_code,
+                              range(300)))
+    assert codes == [200] * 300
+
+
+def test_stops_cleanly_with_open_connections():
+    with serve_test_site() as site:
+        idle = socket.create_connection((site.host, site.port))  # never sends a request
+        slow = requests.get(site.url("/slow"), stream=True, timeout=5)
+        time.sleep(0.2)  # let the server pick both connections up
+        threads_before = threading.active_count()
+        start = time.monotonic()
+    assert time.monotonic() - start < 2  # neither connection held up the shutdown
+    assert threading.active_count() <= threads_before - 3  # serve_forever + 2 handlers ended
+    idle.close()
+    slow.close()

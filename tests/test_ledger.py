@@ -1,0 +1,170 @@
+"""The ledger on both engines: atomic acceptance, leases, retries, the sweeper."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from htbase.messages import ArchiveRequest, ArtifactStatus as S, TaskStatus as T, derive_task_status
+from infra.ledger import Claim, ClaimOutcome, ItemConflict, Ledger, NewItem, task_status
+from infra.models import Base
+from infra.storage import StoredObject
+
+URL = "https://example.org/a"
+
+
+def new_item(url=URL, item_id=None):
+    return NewItem(url=url, url_hash=url.rsplit("/", 1)[-1] * 8, item_id=item_id)
+
+
+def stored(task_id, archiver="pdf"):
+    return StoredObject(f"{task_id}/{archiver}.pdf", f"file:///x/{task_id}", 10, "ab" * 32, "application/pdf")
+
+
+def test_migrations_match_the_models(engine):
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_create_task_writes_task_artifacts_and_outbox_together(ledger):
+    created = ledger.create_task([new_item()], ["pdf", "screenshot"], options={"timeout": 5}, request_id="r1")
+    task = ledger.task(created.task_id)
+    assert [a.archiver for a in task.artifacts] == ["pdf", "screenshot"]
+    assert {a.status for a in task.artifacts} == {"pending"}
+    outbox = ledger.unsent()
+    assert [row.topic for row in outbox] == ["archive-pdf", "archive-screenshot"]
+    message = ArchiveRequest.from_json(outbox[0].data)
+    assert (message.task_id, message.url, message.options, message.request_id) == (created.task_id, URL, {"timeout": 5}, "r1")
+    ledger.mark_sent(outbox[0].id)
+    assert [row.id for row in ledger.unsent()] == [outbox[1].id]
+
+
+def test_reused_item_id_for_another_url_is_refused_and_writes_nothing(ledger):
+    ledger.create_task([new_item(item_id="mine")], ["pdf"])
+    before = len(ledger.unsent())
+    with pytest.raises(ItemConflict):
+        ledger.create_task([new_item("https://example.org/other", item_id="mine")], ["pdf"])
+    assert len(ledger.unsent()) == before
+    assert ledger.list_tasks(limit=10, offset=0)[1] == 1
+
+
+def test_batch_is_a_parent_with_one_child_task_per_url(ledger):
+    created = ledger.create_task([new_item("https://e.org/1"), new_item("https://e.org/2")], ["pdf"], batch=True)
+    assert created.kind == "batch" and len(created.children) == 2
+    children = ledger.children(created.task_id)
+    assert sorted(c.item.url for c in children) == ["https://e.org/1", "https://e.org/2"]
+    tasks, total = ledger.list_tasks(limit=10, offset=0)
+    assert total == 1 and tasks[0].task_id == created.task_id
+
+
+def test_claim_is_exclusive_and_finished_work_is_done(ledger):
+    task_id = ledger.create_task([new_item()], ["pdf"]).task_id
+    assert ledger.claim(task_id, "pdf", "w1") == Claim(ClaimOutcome.CLAIMED, 1)
+    assert ledger.claim(task_id, "pdf", "w2").outcome is ClaimOutcome.BUSY
+    assert ledger.complete(task_id, "pdf", "w1", stored(task_id), meta={"pages": 1}, duration_ms=5)
+    assert ledger.claim(task_id, "pdf", "w3").outcome is ClaimOutcome.DONE
+    assert ledger.claim(task_id, "monolith", "w3").outcome is ClaimOutcome.MISSING
+    artifact = ledger.task(task_id).artifacts[0]
+    assert (artifact.status, artifact.size, artifact.meta, artifact.attempts) == ("success", 10, {"pages": 1}, 1)
+
+
+def test_concurrent_claims_have_exactly_one_winner(ledger):
+    task_id = ledger.create_task([new_item()], ["pdf"]).task_id
+    outcomes, barrier = [], threading.Barrier(8)
+
+    def claim(n):
+        barrier.wait()
+        outcomes.append(ledger.claim(task_id, "pdf", f"w{n}").outcome)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(ClaimOutcome.CLAIMED) == 1
+    assert outcomes.count(ClaimOutcome.BUSY) == 7
+
+
+def test_expired_lease_can_be_reclaimed_and_fences_out_the_old_holder(engine):
+    ledger = Ledger(engine, lease_s=0.2, max_attempts=3)
+    task_id = ledger.create_task([new_item()], ["pdf"]).task_id
+    ledger.claim(task_id, "pdf", "crashed")
+    time.sleep(0.3)
+    assert ledger.claim(task_id, "pdf", "fresh") == Claim(ClaimOutcome.CLAIMED, 2)
+    assert not ledger.complete(task_id, "pdf", "crashed", stored(task_id), meta={}, duration_ms=1)
+    assert ledger.complete(task_id, "pdf", "fresh", stored(task_id), meta={}, duration_ms=1)
+
+
+def test_transient_failures_retry_until_attempts_run_out(ledger):
+    task_id = ledger.create_task([new_item()], ["pdf"]).task_id
+    for attempt in (1, 2):
+        assert ledger.claim(task_id, "pdf", "w").attempts == attempt
+        assert ledger.fail(task_id, "pdf", "w", "HTTP 503", permanent=False) is False
+        assert ledger.task(task_id).artifacts[0].status == "pending"
+    ledger.claim(task_id, "pdf", "w")
+    assert ledger.fail(task_id, "pdf", "w", "HTTP 503 again", permanent=False) is True
+    artifact = ledger.task(task_id).artifacts[0]
+    assert (artifact.status, artifact.error, artifact.attempts) == ("failed", "HTTP 503 again", 3)
+
+
+def test_permanent_failure_is_final_at_once(ledger):
+    task_id = ledger.create_task([new_item()], ["pdf"]).task_id
+    ledger.claim(task_id, "pdf", "w")
+    assert ledger.fail(task_id, "pdf", "w", "HTTP 404", permanent=True)
+    assert ledger.claim(task_id, "pdf", "w").outcome is ClaimOutcome.DONE
+
+
+def test_sweeper_republishes_expired_work_and_fails_exhausted_work(engine):
+    ledger = Ledger(engine, lease_s=0.2, max_attempts=2)
+    task_id = ledger.create_task([new_item()], ["pdf", "screenshot"]).task_id
+    for row in ledger.unsent():
+        ledger.mark_sent(row.id)
+    ledger.claim(task_id, "pdf", "crashed")          # attempt 1 of 2: will be republished
+    for owner in ("a", "b"):                         # attempts exhausted: will be failed
+        ledger.claim(task_id, "screenshot", owner)
+        time.sleep(0.25)
+    time.sleep(0.25)
+    assert ledger.sweep() == {"republished": 1, "failed": 1}
+    [republished] = ledger.unsent()
+    assert ArchiveRequest.from_json(republished.data).archiver == "pdf"
+    by_name = {a.archiver: a for a in ledger.task(task_id).artifacts}
+    assert by_name["pdf"].status == "pending"
+    assert by_name["screenshot"].status == "failed" and "gave up after 2 attempts" in by_name["screenshot"].error
+    assert ledger.sweep() == {"republished": 0, "failed": 0}
+
+
+def test_dead_letter_fails_unfinished_work_only(ledger):
+    task_id = ledger.create_task([new_item()], ["pdf", "screenshot"]).task_id
+    ledger.claim(task_id, "pdf", "w")
+    ledger.complete(task_id, "pdf", "w", stored(task_id), meta={}, duration_ms=1)
+    assert not ledger.fail_undelivered(task_id, "pdf", "poison")
+    assert ledger.fail_undelivered(task_id, "screenshot", "poison")
+    status, progress, completed_at = task_status([ledger.task(task_id)])
+    assert (status, progress) == ("partial", 1.0) and completed_at is not None
+
+
+def test_tasks_list_newest_first_with_pagination(ledger):
+    ids = [ledger.create_task([new_item(f"https://e.org/{n}")], ["pdf"]).task_id for n in range(5)]
+    page, total = ledger.list_tasks(limit=2, offset=0)
+    assert total == 5 and [t.task_id for t in page] == ids[::-1][:2]
+    page, _ = ledger.list_tasks(limit=2, offset=4)
+    assert [t.task_id for t in page] == [ids[0]]
+
+
+@pytest.mark.parametrize("statuses, expected", [
+    ([], (T.PENDING, 0.0)),
+    ([S.PENDING, S.PENDING], (T.PENDING, 0.0)),
+    ([S.PROCESSING, S.PENDING], (T.PROCESSING, 0.0)),
+    ([S.SUCCESS, S.PENDING], (T.PROCESSING, 0.5)),
+    ([S.SUCCESS, S.SUCCESS], (T.SUCCESS, 1.0)),
+    ([S.SUCCESS, S.FAILED], (T.PARTIAL, 1.0)),
+    ([S.FAILED, S.FAILED], (T.FAILED, 1.0)),
+    ([S.CANCELLED, S.CANCELLED], (T.CANCELLED, 1.0)),
+    ([S.FAILED, S.CANCELLED], (T.CANCELLED, 1.0)),
+])
+def test_task_status_is_derived_from_artifacts(statuses, expected):
+    assert derive_task_status(statuses) == expected
