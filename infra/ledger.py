@@ -63,6 +63,7 @@ class CreatedTask:
     task_id: str
     kind: str
     children: list[dict[str, str]]  # [{task_id, item_id, url}]
+    outbox: list[OutboxRow]         # to publish now that the transaction committed
 
 
 class ClaimOutcome(StrEnum):
@@ -108,6 +109,7 @@ class Ledger:
         now, archivers, options = utcnow(), list(archivers), dict(options or {})
         parent_id = str(uuid.uuid4()) if batch else None
         children: list[dict[str, str]] = []
+        outbox: list[OutboxMessage] = []
         with self.session() as session, session.begin():
             if parent_id:
                 session.add(Task(task_id=parent_id, kind="batch", request_id=request_id, webhook_url=webhook_url,
@@ -123,11 +125,12 @@ class Ledger:
                     session.add(Artifact(task_id=task_id, archiver=archiver, status=PENDING,
                                          created_at=now, updated_at=now, meta={}))
                     request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
-                    self._enqueue(session, archive_outgoing(request), now)
+                    outbox.append(self._enqueue(session, archive_outgoing(request), now))
                 children.append({"task_id": task_id, "item_id": item.item_id, "url": item.url})
+        rows = _rows(outbox)
         if parent_id:
-            return CreatedTask(parent_id, "batch", children)
-        return CreatedTask(children[0]["task_id"], "single", children)
+            return CreatedTask(parent_id, "batch", children, rows)
+        return CreatedTask(children[0]["task_id"], "single", children, rows)
 
     @staticmethod
     def _upsert_item(session: Session, new: NewItem, now: datetime) -> Item:
@@ -141,21 +144,25 @@ class Ledger:
         return item
 
     @staticmethod
-    def _enqueue(session: Session, message: Outgoing, now: datetime) -> None:
-        session.add(OutboxMessage(topic=message.topic, data=message.data.decode(),
-                                  attributes=dict(message.attributes), created_at=now))
+    def _enqueue(session: Session, message: Outgoing, now: datetime) -> OutboxMessage:
+        row = OutboxMessage(topic=message.topic, data=message.data.decode(),
+                            attributes=dict(message.attributes), created_at=now)
+        session.add(row)
+        return row
 
     # --- the outbox ---------------------------------------------------------
 
-    def unsent(self, limit: int = 100) -> list[OutboxRow]:
+    def unsent(self, limit: int = 100, min_age_s: float = 0.0) -> list[OutboxRow]:
+        """Unsent messages, oldest first; ``min_age_s`` leaves fresh ones to their writer."""
+        cutoff = utcnow() - timedelta(seconds=min_age_s)
         with self.session() as session:
-            rows = session.scalars(select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
-                                   .order_by(OutboxMessage.id).limit(limit))
-            return [OutboxRow(r.id, r.topic, r.data.encode(), dict(r.attributes)) for r in rows]
+            return _rows(session.scalars(select(OutboxMessage)
+                                         .where(OutboxMessage.sent_at.is_(None), OutboxMessage.created_at <= cutoff)
+                                         .order_by(OutboxMessage.id).limit(limit)))
 
-    def mark_sent(self, outbox_id: int) -> None:
+    def mark_sent(self, outbox_ids: Iterable[int]) -> None:
         with self.session() as session, session.begin():
-            session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(list(outbox_ids)))
                             .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
 
     def mark_unsent(self, outbox_id: int, error: str) -> None:
@@ -198,17 +205,19 @@ class Ledger:
         return result.rowcount == 1
 
     def complete(self, task_id: str, archiver: str, owner: str, stored: StoredObject, *,
-                 meta: dict[str, Any], duration_ms: int, follow_up: Iterable[Outgoing] = ()) -> bool:
+                 meta: dict[str, Any], duration_ms: int,
+                 follow_up: Iterable[Outgoing] = ()) -> list[OutboxRow] | None:
+        """Record success; returns the follow-up outbox rows, or None if the lease was lost."""
         now = utcnow()
         with self.session() as session, session.begin():
             done = self._finish(session, task_id, archiver, owner, status=SUCCESS, error=None,
                                 storage_key=stored.key, uri=stored.uri, size=stored.size, sha256=stored.sha256,
                                 content_type=stored.content_type, meta=meta, finished_at=now,
                                 duration_ms=duration_ms)
-            if done:
-                for message in follow_up:
-                    self._enqueue(session, message, now)
-            return done
+            if not done:
+                return None
+            outbox = [self._enqueue(session, message, now) for message in follow_up]
+        return _rows(outbox)
 
     def fail(self, task_id: str, archiver: str, owner: str, error: str, *, permanent: bool) -> bool:
         """Record a failed attempt. Returns True when the failure is final."""
@@ -234,16 +243,19 @@ class Ledger:
                 .execution_options(synchronize_session=False))
             return result.rowcount == 1
 
-    def sweep(self) -> dict[str, int]:
+    def sweep(self, *, revive_all: bool = False) -> dict[str, int]:
         """Nothing stays pending or processing forever.
 
         An expired lease (a crashed capture) or a pending artifact untouched for
-        a whole lease period (a lost message) is republished through the
-        outbox, or failed once it has used up its attempts.
+        a lease period (a lost message) is republished through the outbox, or
+        failed once it has used up its attempts. ``revive_all`` takes all
+        unfinished work: only for a single process whose in-memory queue died
+        with it.
         """
         now = utcnow()
-        stale = or_(and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now),
-                    and_(Artifact.status == PENDING, Artifact.updated_at < now - self.lease))
+        stale = Artifact.status.in_((PENDING, PROCESSING)) if revive_all else or_(
+            and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now),
+            and_(Artifact.status == PENDING, Artifact.updated_at < now - self.lease))
         counts = {"republished": 0, "failed": 0}
         with self.session() as session, session.begin():
             rows = session.scalars(select(Artifact).where(stale).options(selectinload(Artifact.task))
@@ -269,9 +281,10 @@ class Ledger:
         with self.session() as session:
             return session.scalar(select(Summary).where(Summary.cache_key == cache_key))
 
-    def request_summary(self, task_id: str, *, force: bool = False, request_id: str = "") -> None:
+    def request_summary(self, task_id: str, *, force: bool = False, request_id: str = "") -> list[OutboxRow]:
         with self.session() as session, session.begin():
-            self._enqueue(session, summarize_outgoing(SummarizeRequest(task_id, force, request_id)), utcnow())
+            row = self._enqueue(session, summarize_outgoing(SummarizeRequest(task_id, force, request_id)), utcnow())
+        return _rows([row])
 
     def save_summary(self, task_id: str, cache_key: str, *, status: str, model: str, prompt_version: str,
                      result: dict[str, Any] | None = None, error: str | None = None,
@@ -312,6 +325,10 @@ class Ledger:
             return session.scalar(select(Task).where(Task.item_id == item_id)
                                   .options(selectinload(Task.artifacts))
                                   .order_by(Task.created_at.desc()).limit(1))
+
+
+def _rows(messages: Iterable[OutboxMessage]) -> list[OutboxRow]:
+    return [OutboxRow(m.id, m.topic, m.data.encode(), dict(m.attributes)) for m in messages]
 
 
 def summarize_outgoing(request: SummarizeRequest) -> Outgoing:

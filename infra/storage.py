@@ -81,6 +81,7 @@ class LocalFileStore:
         # wins and readers never see a partial one.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; artifacts are ordinary files
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -137,7 +138,7 @@ class GcsFileStore:
         payload = data
         if content_type.split(";")[0].strip().lower() in COMPRESSIBLE_TYPES:
             blob.content_encoding = "gzip"
-            payload = gzip.compress(data, mtime=0)
+            payload = gzip.compress(data, compresslevel=6, mtime=0)  # 9 is slow on big pages for little gain
         try:
             # Generation 0 means "only if absent": create-once, enforced by GCS.
             blob.upload_from_string(payload, content_type=content_type, if_generation_match=0)

@@ -39,7 +39,8 @@ def test_create_task_writes_task_artifacts_and_outbox_together(ledger):
     assert [row.topic for row in outbox] == ["archive-pdf", "archive-screenshot"]
     message = ArchiveRequest.from_json(outbox[0].data)
     assert (message.task_id, message.url, message.options, message.request_id) == (created.task_id, URL, {"timeout": 5}, "r1")
-    ledger.mark_sent(outbox[0].id)
+    assert [row.id for row in created.outbox] == [row.id for row in outbox]
+    ledger.mark_sent([outbox[0].id])
     assert [row.id for row in ledger.unsent()] == [outbox[1].id]
 
 
@@ -65,7 +66,7 @@ def test_claim_is_exclusive_and_finished_work_is_done(ledger):
     task_id = ledger.create_task([new_item()], ["pdf"]).task_id
     assert ledger.claim(task_id, "pdf", "w1") == Claim(ClaimOutcome.CLAIMED, 1)
     assert ledger.claim(task_id, "pdf", "w2").outcome is ClaimOutcome.BUSY
-    assert ledger.complete(task_id, "pdf", "w1", stored(task_id), meta={"pages": 1}, duration_ms=5)
+    assert ledger.complete(task_id, "pdf", "w1", stored(task_id), meta={"pages": 1}, duration_ms=5) == []
     assert ledger.claim(task_id, "pdf", "w3").outcome is ClaimOutcome.DONE
     assert ledger.claim(task_id, "monolith", "w3").outcome is ClaimOutcome.MISSING
     artifact = ledger.task(task_id).artifacts[0]
@@ -95,8 +96,8 @@ def test_expired_lease_can_be_reclaimed_and_fences_out_the_old_holder(engine):
     ledger.claim(task_id, "pdf", "crashed")
     time.sleep(0.3)
     assert ledger.claim(task_id, "pdf", "fresh") == Claim(ClaimOutcome.CLAIMED, 2)
-    assert not ledger.complete(task_id, "pdf", "crashed", stored(task_id), meta={}, duration_ms=1)
-    assert ledger.complete(task_id, "pdf", "fresh", stored(task_id), meta={}, duration_ms=1)
+    assert ledger.complete(task_id, "pdf", "crashed", stored(task_id), meta={}, duration_ms=1) is None
+    assert ledger.complete(task_id, "pdf", "fresh", stored(task_id), meta={}, duration_ms=1) == []
 
 
 def test_transient_failures_retry_until_attempts_run_out(ledger):
@@ -121,8 +122,7 @@ def test_permanent_failure_is_final_at_once(ledger):
 def test_sweeper_republishes_expired_work_and_fails_exhausted_work(engine):
     ledger = Ledger(engine, lease_s=0.2, max_attempts=2)
     task_id = ledger.create_task([new_item()], ["pdf", "screenshot"]).task_id
-    for row in ledger.unsent():
-        ledger.mark_sent(row.id)
+    ledger.mark_sent(row.id for row in ledger.unsent())
     ledger.claim(task_id, "pdf", "crashed")          # attempt 1 of 2: will be republished
     for owner in ("a", "b"):                         # attempts exhausted: will be failed
         ledger.claim(task_id, "screenshot", owner)

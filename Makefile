@@ -1,0 +1,39 @@
+# htbase: `make run` serves the all-in-one service; `make test` runs the suite.
+# Both set up what they need first (Chromium, SingleFile, a virtualenv).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+export PORT
+
+.PHONY: run test setup system-deps bench clean
+
+run: setup
+	$(VENV)/bin/htbase serve
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+setup: system-deps $(VENV)/.installed node_modules/.installed
+
+# Chromium comes from Debian (Playwright's own browser download does not work offline).
+system-deps:
+	@command -v chromium >/dev/null || { \
+		echo "installing Chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+$(VENV)/.installed: requirements/*.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+bench: setup
+	$(PY) bench/capture.py
+
+clean:
+	rm -rf $(VENV) node_modules data

@@ -1,0 +1,49 @@
+"""How ledger rows look to API clients (the brief's task document)."""
+from __future__ import annotations
+
+from typing import Any
+
+from infra.ledger import isoformat, task_status
+from infra.models import Artifact, Task
+
+API = "/api/v2"
+
+
+def artifact_view(task_id: str, artifact: Artifact) -> dict[str, Any]:
+    view: dict[str, Any] = {"status": artifact.status, "attempts": artifact.attempts}
+    if artifact.error:
+        view["error"] = artifact.error
+    if artifact.status == "success":
+        view["artifact"] = {
+            "uri": artifact.uri, "size": artifact.size, "sha256": artifact.sha256,
+            "content_type": artifact.content_type, "url": f"{API}/archives/{task_id}/{artifact.archiver}",
+            "duration_ms": artifact.duration_ms,
+        }
+        if artifact.meta:
+            view["metadata"] = {k: v for k, v in artifact.meta.items() if k != "extras"}
+    return view
+
+
+def task_view(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
+    members = children if task.kind == "batch" else [task]
+    status, progress, completed_at = task_status(members or [])
+    view: dict[str, Any] = {
+        "task_id": task.task_id,
+        "kind": task.kind,
+        "status": status,
+        "progress": round(progress, 4),
+        "created_at": isoformat(task.created_at),
+        "completed_at": isoformat(completed_at),
+        "status_url": f"{API}/tasks/{task.task_id}",
+    }
+    if task.request_id:
+        view["request_id"] = task.request_id
+    if task.kind == "batch":
+        view["items"] = [task_view(child) for child in members]
+    else:
+        view["url"] = task.item.url
+        view["item_id"] = task.item.item_id
+        view["subtasks"] = {a.archiver: artifact_view(task.task_id, a) for a in task.artifacts}
+        if task.summary_key:
+            view["summary_url"] = f"{API}/summaries/{task.task_id}"
+    return view

@@ -1,0 +1,87 @@
+"""One archive delivery, start to finish: claim, capture, store, record.
+
+Idempotent on (task, archiver): a finished artifact or one under a live lease
+is acknowledged without a second capture. A permanent failure is recorded and
+acknowledged; a transient one is recorded and handed back for redelivery
+until the attempts run out.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from functions.archivers.base import CaptureError
+from htbase.logs import log
+from htbase.messages import ArchiveRequest, SummarizeRequest
+from htbase.runtime import Runtime
+from infra.ledger import ClaimOutcome, summarize_outgoing
+
+logger = logging.getLogger("htbase.capture")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a push handler answers: ack (2xx) or ask for redelivery (5xx, or 429 after a delay)."""
+
+    ack: bool
+    reason: str
+    retry_after_s: float | None = None
+
+
+def storage_key(task_id: str, archiver: str, extension: str) -> str:
+    return f"{task_id}/{archiver}.{extension}"
+
+
+def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
+    ledger, fields = runtime.ledger, {"task_id": request.task_id, "archiver": request.archiver}
+    if request.archiver not in runtime.settings.archivers:
+        return Delivery(False, f"this service does not run the {request.archiver} archiver")
+    claim = ledger.claim(request.task_id, request.archiver, runtime.worker_id)
+    if claim.outcome is not ClaimOutcome.CLAIMED:
+        log(logger, logging.INFO if claim.outcome is not ClaimOutcome.MISSING else logging.WARNING,
+            f"delivery skipped: {claim.outcome}", **fields)
+        return Delivery(True, str(claim.outcome))
+
+    started = time.monotonic()
+    log(logger, logging.INFO, "capture started", attempt=claim.attempts, url=request.url, **fields)
+    try:
+        runtime.egress_policy.check_url(request.url)
+        capture = runtime.archiver(request.archiver).capture(request.url, request.options)
+        stored = runtime.store.put(storage_key(request.task_id, request.archiver, capture.extension),
+                                   capture.data, capture.content_type)
+        meta = dict(capture.metadata)
+        if capture.extras:
+            meta["extras"] = {ext: runtime.store.put(storage_key(request.task_id, request.archiver, ext),
+                                                     data, content_type).key
+                              for ext, (data, content_type) in capture.extras.items()}
+    except Exception as exc:
+        return _failed(runtime, request, exc, fields)
+
+    duration_ms = int((time.monotonic() - started) * 1000)
+    follow_up = [summarize_outgoing(SummarizeRequest(request.task_id, request_id=request.request_id))] \
+        if request.archiver == "readability" else []
+    outbox = ledger.complete(request.task_id, request.archiver, runtime.worker_id, stored,
+                             meta=meta, duration_ms=duration_ms, follow_up=follow_up)
+    if outbox is None:  # our lease expired and someone else took over: theirs is the record
+        log(logger, logging.WARNING, "capture finished after losing its lease; discarded", **fields)
+        return Delivery(True, "lease lost")
+    log(logger, logging.INFO, "capture stored", size=stored.size, duration_ms=duration_ms, **fields)
+    if outbox and runtime.publisher is not None:
+        runtime.relay.publish(outbox)
+    return Delivery(True, "stored")
+
+
+def _failed(runtime: Runtime, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
+    from infra.egress import EgressRefused
+
+    permanent = isinstance(exc, EgressRefused) or (isinstance(exc, CaptureError) and exc.permanent)
+    if isinstance(exc, (CaptureError, EgressRefused)):
+        error = str(exc)
+    else:  # a bug or an outage (storage, browser): worth a retry, and worth a stack trace
+        logger.exception("capture crashed")
+        error = f"{type(exc).__name__}: {exc}"
+    final = runtime.ledger.fail(request.task_id, request.archiver, runtime.worker_id, error, permanent=permanent)
+    log(logger, logging.WARNING, "capture failed" + (" for good" if final else "; will retry"),
+        error=error, **fields)
+    return Delivery(True, "failed") if final else Delivery(False, error)

@@ -1,0 +1,99 @@
+"""Push handlers: parse the Pub/Sub envelope, call one function, map the result to a status.
+
+2xx acknowledges; 5xx or 429 asks Pub/Sub (or the embedded dispatcher) to
+redeliver. A malformed envelope or message answers 400 with the reason in the
+log: it can never succeed, so the dead-letter policy takes it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable
+
+from flask import Flask, Request, Response, request as current_request
+
+from functions import capture
+from functions.capture import Delivery
+from htbase.logs import log, set_trace
+from htbase.messages import ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope
+from htbase.runtime import Runtime
+
+logger = logging.getLogger("htbase.push")
+
+
+def _answer(status: int, body: dict, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+
+
+def handle(request: Request, work: Callable[[PushMessage], Delivery]) -> Response:
+    set_trace(request.headers.get("X-Cloud-Trace-Context", ""))
+    try:
+        message = parse_push_envelope(request.get_json(silent=True))
+        delivery = work(message)
+    except MessageError as exc:
+        log(logger, logging.ERROR, "malformed push refused; it will be dead-lettered, not retried",
+            error=str(exc), path=request.path)
+        return _answer(400, {"error": {"code": "bad_message", "message": str(exc)}})
+    except Exception as exc:  # an outage (database, storage): ask for redelivery
+        logger.exception("push handler failed; asking for redelivery")
+        return _answer(503, {"error": {"code": "unavailable", "message": f"{type(exc).__name__}: {exc}"}})
+    if delivery.ack:
+        return _answer(200, {"status": delivery.reason})
+    if delivery.retry_after_s is not None:
+        return _answer(429, {"status": "retry", "reason": delivery.reason},
+                       {"Retry-After": str(max(1, round(delivery.retry_after_s)))})
+    return _answer(503, {"status": "retry", "reason": delivery.reason})
+
+
+def handle_archive(runtime: Runtime, request: Request) -> Response:
+    def work(message: PushMessage) -> Delivery:
+        archive_request = ArchiveRequest.from_json(message.data)
+        if archive_request.archiver not in runtime.settings.archivers:
+            raise MessageError(f"this service runs {list(runtime.settings.archivers)}, "
+                               f"not {archive_request.archiver!r}")
+        return capture.archive(runtime, archive_request)
+
+    return handle(request, work)
+
+
+def handle_summarize(runtime: Runtime, request: Request) -> Response:
+    from functions import summarize
+
+    return handle(request, lambda message: summarize.summarize(runtime, SummarizeRequest.from_json(message.data)))
+
+
+def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
+    """A message that exhausted its deliveries: record the failure so nothing waits forever."""
+
+    def work(message: PushMessage) -> Delivery:
+        attempts = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?")
+        try:
+            archive_request = ArchiveRequest.from_json(message.data)
+        except MessageError as exc:
+            log(logger, logging.ERROR, "dead letter is not an archive request; dropped", error=str(exc),
+                message_id=message.message_id, data=message.data[:500])
+            return Delivery(True, "dropped")
+        task = runtime.ledger.task(archive_request.task_id)
+        last = next((a.error for a in task.artifacts if a.archiver == archive_request.archiver), None) if task else None
+        error = f"undeliverable after {attempts} delivery attempts" + (f"; last error: {last}" if last else "")
+        failed = runtime.ledger.fail_undelivered(archive_request.task_id, archive_request.archiver, error)
+        log(logger, logging.ERROR, "dead letter recorded", task_id=archive_request.task_id,
+            archiver=archive_request.archiver, marked_failed=failed, error=error)
+        return Delivery(True, "dead-lettered")
+
+    return handle(request, work)
+
+
+PUSH_ROUTES = {"archive": "/push/archive", "summarize": "/push/summarize", "dead-letter": "/push/dead-letter"}
+
+
+def create_push_app(runtime: Runtime) -> Flask:
+    """The push endpoints as one WSGI app (the embedded dispatcher posts to it)."""
+    app = Flask("htbase.push")
+    app.add_url_rule(PUSH_ROUTES["archive"], "archive", lambda: handle_archive(runtime, current_request),
+                     methods=["POST"])
+    app.add_url_rule(PUSH_ROUTES["summarize"], "summarize", lambda: handle_summarize(runtime, current_request),
+                     methods=["POST"])
+    app.add_url_rule(PUSH_ROUTES["dead-letter"], "dead_letter",
+                     lambda: handle_dead_letter(runtime, current_request), methods=["POST"])
+    return app

@@ -1,0 +1,605 @@
+"""The egress guard: which URLs htbase may fetch, and the proxy that enforces it.
+
+Archivers must only reach public http(s) addresses. Checking a URL before a
+capture is not enough: pages redirect, pull sub-resources from anywhere, and a
+name can resolve to a public address for the check and to 127.0.0.1 a moment
+later (DNS rebinding). So every fetch of every archiver goes through one
+``EgressProxy``: it resolves each host once, vets every address with the
+``EgressPolicy`` and connects to the vetted address itself.
+
+``validate_url`` is the cheap syntactic check the API answers 400 with;
+``normalize_url``/``url_hash`` give the ledger a stable identity for a URL.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import re
+import select
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger("htbase.egress")
+
+MAX_URL_LENGTH = 2048
+ALLOWED_SCHEMES = ("http", "https")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+REFUSED_HEADER = "X-Htbase-Egress-Refused"
+
+# ASCII controls, DEL, and any Unicode whitespace: browsers strip or encode
+# these differently, so a URL carrying them has no single meaning.
+_UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f]|\s")
+_HOSTNAME = re.compile(r"^[a-z0-9_.-]+$")
+
+
+class InvalidURL(ValueError):
+    """The URL is not one htbase archives (the API answers 400)."""
+
+
+class EgressRefused(Exception):
+    """The URL's host resolves to an address archivers may not reach."""
+
+
+class ResolutionError(OSError):
+    """The host does not resolve (could be transient; not a refusal)."""
+
+
+# --------------------------------------------------------------------- URLs
+
+def _normal_host(host: str) -> str:
+    if ":" in host:  # IPv6 literal (urlsplit already dropped the brackets)
+        try:
+            return f"[{ipaddress.IPv6Address(host.split('%')[0]).compressed}]"
+        except ValueError:
+            raise InvalidURL(f"invalid IPv6 address {host!r}") from None
+    try:
+        host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise InvalidURL(f"invalid host name {host!r}") from None
+    if not _HOSTNAME.match(host):
+        raise InvalidURL(f"invalid host name {host!r}")
+    return host
+
+
+def normalize_url(url: str) -> str:
+    """Lowercase scheme and host (IDNA-encoded), drop the default port and the
+    fragment, keep path and query as given."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    netloc = _normal_host(parts.hostname or "")
+    if port is not None and port != DEFAULT_PORTS.get(scheme):
+        netloc = f"{netloc}:{port}"
+    if "@" in parts.netloc:
+        netloc = f"{parts.netloc.rpartition('@')[0]}@{netloc}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def validate_url(url: str) -> str:
+    """Check that ``url`` is an http(s) URL htbase may archive; return it
+    normalized. Raises ``InvalidURL`` with a message fit for an API client."""
+    if not isinstance(url, str) or not url:
+        raise InvalidURL("a URL is required")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidURL(f"URL is longer than {MAX_URL_LENGTH} characters")
+    if _UNSAFE_CHARS.search(url):
+        raise InvalidURL("URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURL(f"not a valid URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise InvalidURL(f"not an absolute URL (expected http:// or https://): {url[:100]!r}")
+    if scheme not in ALLOWED_SCHEMES:
+        raise InvalidURL(f"only http and https URLs can be archived, got {scheme!r}")
+    if "@" in parts.netloc:
+        raise InvalidURL("URLs with credentials (user:password@) are not accepted")
+    if not parts.hostname:
+        raise InvalidURL("URL has no host")
+    if port == 0:
+        raise InvalidURL("invalid port 0")
+    return normalize_url(url)
+
+
+def url_hash(url: str) -> str:
+    """sha256 hex of the normalized URL: equal for URLs that mean the same page."""
+    return hashlib.sha256(normalize_url(url).encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------- policy
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
+
+# First match names the reason. ``is_global`` alone misses multicast and
+# differs between Python releases, hence the explicit rules before it.
+_RULES = (
+    ("cloud metadata", lambda ip: ip in _METADATA),
+    ("unspecified", lambda ip: ip.is_unspecified),
+    ("loopback", lambda ip: ip.is_loopback),
+    ("link-local", lambda ip: ip.is_link_local),
+    ("multicast", lambda ip: ip.is_multicast),
+    ("shared address space", lambda ip: ip in _CGNAT),
+    ("private", lambda ip: ip.is_private),
+    ("reserved", lambda ip: ip.is_reserved),
+    ("site-local", lambda ip: ip.version == 6 and ip.is_site_local),
+    ("not globally routable", lambda ip: not ip.is_global),
+)
+
+
+def _effective(ip):
+    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4): that is
+    where packets end up, so that is what gets judged."""
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return ip.ipv4_mapped
+        if ip in _NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if ip.sixtofour:
+            return ip.sixtofour
+    return ip
+
+
+class EgressPolicy:
+    """Which resolved addresses archivers may connect to."""
+
+    def __init__(self, allow_private: bool = False, allow_cidrs: Sequence[str] = ()):
+        self.allow_private = allow_private
+        self.allow_networks = tuple(ipaddress.ip_network(c, strict=False) for c in allow_cidrs)
+
+    @classmethod
+    def from_settings(cls, settings) -> "EgressPolicy":
+        return cls(settings.allow_private_urls, settings.egress_allow_cidrs)
+
+    def refusal(self, address: str) -> str | None:
+        """Why ``address`` may not be reached, or None when it may."""
+        if self.allow_private:
+            return None
+        ip = ipaddress.ip_address(address.split("%")[0])
+        inner = _effective(ip)
+        if any(a in net for net in self.allow_networks for a in (ip, inner)):
+            return None
+        why = next((label for label, test in _RULES if test(inner)), None)
+        if why and inner is not ip:
+            why = f"{why}, {inner} embedded in IPv6"
+        return why
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        """Resolve ``host`` once and return its addresses if every one of them
+        may be reached; raise ``EgressRefused`` naming the first that may not."""
+        host = host.strip("[]")
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ResolutionError(f"cannot resolve {host!r}: {exc}") from None
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        for address in addresses:
+            why = self.refusal(address)
+            if why:
+                if address == host:
+                    raise EgressRefused(f"refused: {address} ({why})")
+                raise EgressRefused(f"refused: {host!r} resolves to {address} ({why})")
+        return addresses
+
+    def check_url(self, url: str) -> str:
+        """validate_url + resolve: the normalized URL, if it may be fetched now."""
+        normalized = validate_url(url)
+        parts = urlsplit(normalized)
+        self.resolve(parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
+        return normalized
+
+
+# -------------------------------------------------------------------- proxy
+
+_MAX_HEAD = 64 * 1024
+_CHUNK = 256 * 1024
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+    "proxy-authorization", "te", "trailer", "upgrade",
+})
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _UpstreamFailed(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    """The client hung up while we waited on the origin: drop the origin too."""
+
+
+def _header_safe(text: str) -> str:
+    return re.sub(r"[^\x20-\x7e]", "?", text)
+
+
+@dataclass
+class _Message:
+    start: list[str]                  # request or status line, split in three
+    headers: list[tuple[str, str]]
+
+    @classmethod
+    def parse(cls, head: bytes) -> "_Message":
+        lines = head.decode("latin-1").split("\r\n")
+        start = lines[0].split(" ", 2)
+        if len(start) < 2:
+            raise _BadRequest(f"malformed start line {lines[0][:100]!r}")
+        headers = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise _BadRequest(f"malformed header line {line[:100]!r}")
+            headers.append((name, value.strip()))
+        return cls(start + [""] * (3 - len(start)), headers)
+
+    def get(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k.lower() == name]
+        return ", ".join(values) if values else None
+
+    def tokens(self, name: str) -> set[str]:
+        return {t.strip().lower() for t in (self.get(name) or "").split(",") if t.strip()}
+
+    def forwardable(self) -> list[tuple[str, str]]:
+        """Headers without the hop-by-hop ones (and those Connection names)."""
+        drop = _HOP_BY_HOP | self.tokens("connection")
+        return [(k, v) for k, v in self.headers if k.lower() not in drop]
+
+    def body_length(self) -> int | None:
+        """Bytes of body that follow, -1 for chunked, None for "until close"."""
+        te = self.tokens("transfer-encoding")
+        if te:
+            if self.get("content-length") is not None:
+                raise _BadRequest("both Transfer-Encoding and Content-Length")
+            return -1 if (self.get("transfer-encoding") or "").lower().rstrip().endswith("chunked") else None
+        length = self.get("content-length")
+        if length is None:
+            return None
+        values = {v.strip() for v in length.split(",")}
+        value = values.pop()
+        if values or not value.isdigit():
+            raise _BadRequest(f"bad Content-Length {length!r}")
+        return int(value)
+
+
+def _encode_head(start: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [start] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Stream:
+    """A socket with a read buffer. While reading it can watch another socket
+    (the client) and give up as soon as that one hangs up."""
+
+    def __init__(self, sock: socket.socket, timeout: float, watch: socket.socket | None = None):
+        self.sock, self.timeout, self.watch = sock, timeout, watch
+        self.buf = bytearray()
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        if watch is not None:
+            self._poll.register(watch, select.POLLIN)
+
+    def _recv(self, size: int = _CHUNK) -> bytes:
+        while self.watch is not None:
+            ready = dict(self._poll.poll(self.timeout * 1000))
+            if not ready:
+                raise TimeoutError("idle timeout")
+            if self.sock.fileno() in ready:
+                break
+            try:
+                if not self.watch.recv(1, socket.MSG_PEEK):
+                    raise _ClientGone()
+            except OSError:
+                raise _ClientGone() from None
+            # The client sent more (a pipelined request): it is alive; stop watching.
+            self._poll.unregister(self.watch)
+            self.watch = None
+        return self.sock.recv(size)
+
+    def read_head(self) -> bytes | None:
+        """The next message head, or None on a clean close before any byte."""
+        start = 0
+        while (end := self.buf.find(b"\r\n\r\n", start)) < 0:
+            if len(self.buf) > _MAX_HEAD:
+                raise _BadRequest("message head too large")
+            start = max(0, len(self.buf) - 3)
+            data = self._recv()
+            if not data:
+                if self.buf:
+                    raise ConnectionError("connection closed inside a message head")
+                return None
+            self.buf += data
+        head = bytes(self.buf[:end])
+        del self.buf[: end + 4]
+        return head
+
+    def read_line(self) -> bytes:
+        while (end := self.buf.find(b"\n")) < 0:
+            if len(self.buf) > _MAX_HEAD:
+                raise _BadRequest("line too long")
+            data = self._recv()
+            if not data:
+                raise ConnectionError("connection closed inside a chunked body")
+            self.buf += data
+        line = bytes(self.buf[: end + 1])
+        del self.buf[: end + 1]
+        return line
+
+    def relay(self, dst: socket.socket, length: int | None) -> None:
+        """Copy ``length`` bytes (None: until close) to ``dst``, no buffering."""
+        remaining = length
+        if self.buf:
+            take = len(self.buf) if remaining is None else min(remaining, len(self.buf))
+            dst.sendall(self.buf[:take])
+            del self.buf[:take]
+            remaining = None if remaining is None else remaining - take
+        while remaining is None or remaining > 0:
+            data = self._recv(_CHUNK if remaining is None else min(_CHUNK, remaining))
+            if not data:
+                if remaining is None:
+                    return
+                raise ConnectionError("connection closed inside a body")
+            dst.sendall(data)
+            if remaining is not None:
+                remaining -= len(data)
+
+    def relay_chunked(self, dst: socket.socket) -> None:
+        """Copy one chunked body verbatim (chunks, last chunk, trailers)."""
+        while True:
+            line = self.read_line()
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise _BadRequest(f"bad chunk size line {line[:50]!r}") from None
+            dst.sendall(line)
+            if size == 0:
+                while (trailer := self.read_line()) not in (b"\r\n", b"\n"):
+                    dst.sendall(trailer)
+                dst.sendall(trailer)
+                return
+            self.relay(dst, size + 2)  # data and its CRLF
+
+    def relay_body(self, dst: socket.socket, length: int | None) -> None:
+        if length == -1:
+            self.relay_chunked(dst)
+        else:
+            self.relay(dst, length)
+
+
+class EgressProxy:
+    """An HTTP forward proxy on 127.0.0.1 that only connects where the policy
+    allows. One thread per client connection; bodies stream through.
+
+    Refusals answer 403 with ``X-Htbase-Egress-Refused: <reason>`` (the reason
+    is also the status line's reason phrase, the only part of a refused CONNECT
+    most clients report); an unreachable origin answers 502.
+    """
+
+    def __init__(self, policy: EgressPolicy, *, connect_timeout: float = 10.0, idle_timeout: float = 120.0):
+        self.policy = policy
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        if self._listener is None:
+            raise RuntimeError("the egress proxy is not running")
+        host, port = self._listener.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "EgressProxy":
+        listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self._listener = listener
+        threading.Thread(target=self._accept_loop, args=(listener,), name="egress-proxy", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return
+        try:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        listener.close()
+        with self._lock:
+            open_sockets, self._sockets = self._sockets, set()
+        for sock in open_sockets:
+            self._close(sock)
+
+    def __enter__(self) -> "EgressProxy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- plumbing
+
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            self._track(client)
+            threading.Thread(target=self._serve, args=(client,), name="egress-conn", daemon=True).start()
+
+    def _track(self, sock: socket.socket) -> None:
+        # No Nagle: heads and bodies go out in separate sends.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.idle_timeout)
+        with self._lock:
+            self._sockets.add(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    def _serve(self, client: socket.socket) -> None:
+        conn = _Stream(client, self.idle_timeout)
+        try:
+            while (head := conn.read_head()) is not None:
+                request = _Message.parse(head)
+                if request.start[0] == "CONNECT":
+                    self._tunnel(conn, request)
+                    return
+                if not self._forward(conn, request):
+                    return
+        except _BadRequest as exc:
+            self._reply(client, 400, "Bad Request", str(exc))
+        except Exception as exc:  # the client went away or timed out; nothing to answer
+            log.debug("egress proxy connection ended: %r", exc)
+        finally:
+            self._close(client)
+
+    def _reply(self, client: socket.socket, status: int, phrase: str, body: str, headers=()) -> None:
+        data = body.encode("utf-8")
+        head = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
+                ("Connection", "close"), *headers]
+        try:
+            client.sendall(_encode_head(f"HTTP/1.1 {status} {_header_safe(phrase)}", head) + data)
+        except OSError:
+            pass
+
+    def _open(self, client: socket.socket, host: str, port: int) -> socket.socket | None:
+        """Resolve once, vet, connect to a vetted address; or answer 403/502."""
+        try:
+            addresses = self.policy.resolve(host, port)
+        except EgressRefused as exc:
+            reason = _header_safe(str(exc))
+            log.warning("egress %s (port %s)", reason, port)
+            self._reply(client, 403, reason, reason + "\n", [(REFUSED_HEADER, reason)])
+            return None
+        except (ResolutionError, ValueError) as exc:
+            self._reply(client, 502, "Bad Gateway", f"{exc}\n")
+            return None
+        error: OSError | None = None
+        for address in addresses:
+            try:
+                upstream = socket.create_connection((address, port), timeout=self.connect_timeout)
+            except OSError as exc:
+                error = exc
+                continue
+            self._track(upstream)
+            return upstream
+        log.info("egress proxy cannot reach %s:%s: %s", host, port, error)
+        self._reply(client, 502, "Bad Gateway", f"cannot connect to {host}:{port}: {error}\n")
+        return None
+
+    def _tunnel(self, conn: _Stream, request: _Message) -> None:
+        try:
+            target = urlsplit("//" + request.start[1])
+            host, port = target.hostname, target.port
+        except ValueError:
+            host = port = None
+        if not host or not port:
+            raise _BadRequest(f"CONNECT needs host:port, got {request.start[1][:100]!r}")
+        upstream = self._open(conn.sock, host, port)
+        if upstream is None:
+            return
+        try:
+            conn.sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            if conn.buf:
+                upstream.sendall(conn.buf)
+                conn.buf.clear()
+            self._pipe(conn.sock, upstream)
+        finally:
+            self._close(upstream)
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        """Copy both ways until both sides have closed (half-closes pass on)."""
+        other = {a.fileno(): (a, b), b.fileno(): (b, a)}
+        poll = select.poll()
+        for fd in other:
+            poll.register(fd, select.POLLIN)
+        while other:
+            events = poll.poll(self.idle_timeout * 1000)
+            if not events:
+                return
+            for fd, _ in events:
+                src, dst = other[fd]
+                data = src.recv(_CHUNK)
+                if data:
+                    dst.sendall(data)
+                else:
+                    poll.unregister(fd)
+                    del other[fd]
+                    dst.shutdown(socket.SHUT_WR)
+
+    def _forward(self, conn: _Stream, request: _Message) -> bool:
+        """Forward one absolute-form request; True if the client connection
+        may carry another request."""
+        method, target, version = request.start
+        try:
+            url = urlsplit(target)
+            host, port = url.hostname, url.port or 80
+        except ValueError:
+            host = None
+        if not host or url.scheme.lower() != "http":
+            raise _BadRequest(f"expected an absolute http:// URL or CONNECT, got {target[:100]!r}")
+        length = request.body_length()
+        if length is None:
+            if request.get("transfer-encoding"):  # a request body must be delimited
+                raise _BadRequest("request Transfer-Encoding must end with chunked")
+            length = 0
+        upstream = self._open(conn.sock, host, port)
+        if upstream is None:
+            return False
+        answered = False
+        try:
+            path = urlunsplit(("", "", url.path or "/", url.query, ""))
+            headers = [(k, v) for k, v in request.forwardable() if k.lower() != "host"]
+            headers = [("Host", url.netloc.rpartition("@")[2]), *headers, ("Connection", "close")]
+            upstream.sendall(_encode_head(f"{method} {path} HTTP/1.1", headers))
+            conn.relay_body(upstream, length)
+
+            origin = _Stream(upstream, self.idle_timeout, watch=conn.sock)
+            while True:
+                head = origin.read_head()
+                if head is None:
+                    raise _UpstreamFailed("the origin closed the connection without answering")
+                response = _Message.parse(head)
+                status = int(response.start[1]) if response.start[1].isdigit() else 0
+                if not 100 <= status <= 599:
+                    raise _UpstreamFailed(f"malformed status line {head[:80]!r}")
+                if status >= 200 or status == 101:
+                    break
+                conn.sock.sendall(_encode_head(" ".join(response.start), response.forwardable()))
+
+            if method == "HEAD" or status in (204, 304):
+                body = 0
+            else:
+                body = response.body_length()
+            keep_alive = (body is not None and version == "HTTP/1.1"
+                          and "close" not in request.tokens("connection") | request.tokens("proxy-connection"))
+            headers = [*response.forwardable(), ("Connection", "keep-alive" if keep_alive else "close")]
+            conn.sock.sendall(_encode_head(f"HTTP/1.1 {response.start[1]} {response.start[2]}", headers))
+            answered = True
+            origin.relay_body(conn.sock, body)
+            return keep_alive
+        except (_UpstreamFailed, _BadRequest, OSError) as exc:  # _ClientGone ends the connection
+            if not answered:
+                status, phrase = (504, "Gateway Timeout") if isinstance(exc, TimeoutError) else (502, "Bad Gateway")
+                self._reply(conn.sock, status, phrase, f"no usable answer from {host}:{port}: {exc}\n")
+            return False
+        finally:
+            self._close(upstream)

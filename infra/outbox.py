@@ -1,0 +1,86 @@
+"""Publishing what the ledger's outbox holds, and the housekeeping loop.
+
+Writers publish their own rows right after their transaction commits; the
+relay picks up whatever is still unsent after a grace period (the broker was
+down, the process died between commit and publish), and the sweeper revives
+work whose lease expired. Long-running processes run both on a timer; in the
+cloud, Cloud Scheduler calls the API's housekeeping endpoint instead.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from htbase.logs import log
+from infra.ledger import Ledger, OutboxRow
+
+logger = logging.getLogger("htbase.outbox")
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        """Hand one message to the broker; ``topic`` is logical ("archive-pdf", "summarize")."""
+
+
+class Relay:
+    def __init__(self, ledger: Ledger, publisher: Publisher) -> None:
+        self.ledger = ledger
+        self.publisher = publisher
+
+    def publish(self, rows: list[OutboxRow]) -> int:
+        """Publish rows and mark those the broker took; the rest stay for the next flush."""
+        sent: list[int] = []
+        for row in rows:
+            try:
+                self.publisher.publish(row.topic, row.data, row.attributes)
+                sent.append(row.id)
+            except Exception as exc:  # the broker is down or refused: keep the row, say why
+                log(logger, logging.WARNING, "publish failed; the outbox keeps the message",
+                    outbox_id=row.id, topic=row.topic, error=str(exc))
+                self.ledger.mark_unsent(row.id, f"{type(exc).__name__}: {exc}")
+        if sent:
+            self.ledger.mark_sent(sent)
+        return len(sent)
+
+    def flush(self, min_age_s: float = 5.0) -> int:
+        total = 0
+        while rows := self.ledger.unsent(limit=200, min_age_s=min_age_s):
+            published = self.publish(rows)
+            total += published
+            if published < len(rows):
+                break  # the broker is failing: try again on the next tick
+        return total
+
+
+def housekeep(ledger: Ledger, relay: Relay) -> dict[str, int]:
+    """One round: revive or fail stale work, then publish everything unsent."""
+    counts = ledger.sweep()
+    counts["published"] = relay.flush(min_age_s=0 if counts["republished"] else 5.0)
+    if any(counts.values()):
+        log(logger, logging.INFO, "housekeeping", **counts)
+    return counts
+
+
+class Housekeeper:
+    """Runs ``housekeep`` every ``interval_s`` seconds on a daemon thread."""
+
+    def __init__(self, ledger: Ledger, relay: Relay, interval_s: float) -> None:
+        self.ledger, self.relay, self.interval_s = ledger, relay, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
+
+    def start(self) -> "Housekeeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                housekeep(self.ledger, self.relay)
+            except Exception:  # the database may be briefly down; the next tick tries again
+                logger.exception("housekeeping round failed")
