@@ -591,7 +591,9 @@ class EgressProxy:
                 body = response.body_length()
             keep_alive = (body is not None and version == "HTTP/1.1"
                           and "close" not in request.tokens("connection") | request.tokens("proxy-connection"))
-            headers = [*response.forwardable(), ("Connection", "keep-alive" if keep_alive else "close")]
+            # An origin must not be able to pose as the guard.
+            headers = [(k, v) for k, v in response.forwardable() if k.lower() != REFUSED_HEADER.lower()]
+            headers.append(("Connection", "keep-alive" if keep_alive else "close"))
             conn.sock.sendall(_encode_head(f"HTTP/1.1 {response.start[1]} {response.start[2]}", headers))
             answered = True
             origin.relay_body(conn.sock, body)

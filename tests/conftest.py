@@ -54,3 +54,11 @@ def engine(settings):
 @pytest.fixture
 def ledger(engine, settings) -> Ledger:
     return Ledger(engine, lease_s=settings.lease_s, max_attempts=settings.max_attempts)
+
+
+@pytest.fixture
+def embedded_settings(tmp_path) -> Settings:
+    """The embedded defaults (SQLite, local files) in a temp dir, loopback allowed for the test site."""
+    return Settings(database_url=f"sqlite:///{tmp_path / 'htbase.db'}", local_storage_path=tmp_path / "archives",
+                    allow_private_urls=True, capture_timeout_s=20, max_attempts=3, retry_backoff_s=0.2,
+                    sweep_interval_s=3600)

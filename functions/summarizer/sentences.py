@@ -98,6 +98,10 @@ def words(text: str) -> list[str]:
     return tokens
 
 
+def is_cjk(token: str) -> bool:
+    return bool(_CJK_CHAR.match(token))
+
+
 def word_count(text: str) -> int:
     """Words for length limits: spaced words, plus one per two CJK characters."""
     spaced = sum(1 for token in _SPACED_TOKEN.findall(text) if _WORD_CHAR.search(token))
