@@ -93,7 +93,8 @@ class ArchiveRequest:
         archiver = _require_str(payload, "archiver")
         if archiver not in ARCHIVERS:
             raise MessageError(f"unknown archiver {archiver!r}")
-        options = payload.get("options") or {}
+        options = payload.get("options")
+        options = {} if options is None else options
         if not isinstance(options, dict):
             raise MessageError("field 'options' must be an object")
         return cls(
@@ -200,7 +201,8 @@ def parse_push_envelope(body: Any) -> PushMessage:
         data = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise MessageError("message 'data' is not valid base64") from None
-    attributes = message.get("attributes") or {}
+    attributes = message.get("attributes")
+    attributes = {} if attributes is None else attributes
     if not isinstance(attributes, dict):
         raise MessageError("message 'attributes' must be an object")
     attempt = body.get("deliveryAttempt")
