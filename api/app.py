@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, redirect, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from api.views import API, task_view
+from api.views import API, summary_view, task_view
 from htbase.logs import log, set_trace
 from htbase.messages import ARCHIVERS
 from htbase.runtime import Runtime
@@ -191,6 +191,40 @@ def create_app(runtime: Runtime) -> Flask:
         return Response(runtime.store.get(artifact.storage_key), mimetype=artifact.content_type, headers={
             "Content-Disposition": f'inline; filename="{task.task_id}-{archiver}.{extension}"',
             "X-Content-SHA256": artifact.sha256 or ""})
+
+    def readable_article(task: Task):
+        article = next((a for a in task.artifacts if a.archiver == "readability"), None)
+        if article is None:
+            raise ApiError(409, "no_article", f"task {task.task_id} has no readability capture to summarize")
+        if article.status in ("pending", "processing"):
+            raise ApiError(409, "not_ready", f"the readable article is still {article.status}")
+        if article.status != "success":
+            raise ApiError(409, "no_article", f"no readable article: {article.error}")
+        return article
+
+    @app.post(f"{API}/summarize/<archive_id>")
+    def summarize(archive_id: str) -> Response:
+        body = request.get_json(silent=True) or {}
+        force = body.get("force", False) if isinstance(body, dict) else False
+        if not isinstance(force, bool):
+            raise ApiError(400, "bad_request", "'force' must be a boolean")
+        task = task_for_archive(archive_id)
+        readable_article(task)
+        runtime.relay.publish(ledger.request_summary(task.task_id, force=force,
+                                                     request_id=request.headers.get("X-Request-Id", "")[:64]))
+        url = f"{API}/summaries/{task.task_id}"
+        response = jsonify({"task_id": task.task_id, "status": "pending", "summary_url": url, "force": force})
+        response.status_code, response.headers["Location"] = 202, url
+        return response
+
+    @app.get(f"{API}/summaries/<archive_id>")
+    def get_summary(archive_id: str) -> Response:
+        task = task_for_archive(archive_id)
+        summary = ledger.summary(task.summary_key) if task.summary_key else None
+        if summary is None:
+            readable_article(task)
+            raise ApiError(409, "not_ready", "the summary is being made")
+        return jsonify(summary_view(task.task_id, summary))
 
     @app.get(f"{API}/health")
     @app.get("/healthz")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from infra.ledger import isoformat, task_status
-from infra.models import Artifact, Task
+from infra.models import Artifact, Summary, Task
 
 API = "/api/v2"
 
@@ -46,4 +46,14 @@ def task_view(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
         view["subtasks"] = {a.archiver: artifact_view(task.task_id, a) for a in task.artifacts}
         if task.summary_key:
             view["summary_url"] = f"{API}/summaries/{task.task_id}"
+    return view
+
+
+def summary_view(task_id: str, summary: Summary) -> dict[str, Any]:
+    view: dict[str, Any] = {"task_id": task_id, "status": summary.status, **summary.result,
+                            "model": summary.result.get("model", summary.model),
+                            "prompt_version": summary.prompt_version,
+                            "created_at": isoformat(summary.created_at), "updated_at": isoformat(summary.updated_at)}
+    if summary.error:
+        view["error"] = summary.error
     return view

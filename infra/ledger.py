@@ -299,6 +299,11 @@ class Ledger:
             row.result, row.error, row.raw_text, row.updated_at = result or {}, error, raw_text, now
             session.execute(update(Task).where(Task.task_id == task_id).values(summary_key=cache_key))
 
+    def attach_summary(self, task_id: str, cache_key: str) -> None:
+        """Point a task at a summary that already exists (the same article, captured again)."""
+        with self.session() as session, session.begin():
+            session.execute(update(Task).where(Task.task_id == task_id).values(summary_key=cache_key))
+
     # --- reading ------------------------------------------------------------
 
     def task(self, task_id: str) -> Task | None:

@@ -46,15 +46,16 @@ class ExtractiveSummarizer:
         sentences = [text[s:e] for s, e in sentence_spans(text)]
         stop = stopwords(language)
         tokens = [_content(words(s), stop) for s in sentences]
-        weights, df = _keyword_weights(tokens, set(_content(words(title), stop)))
+        title_words = set(_content(words(title), stop))
+        weights, df = _keyword_weights(tokens, title_words)
         counts = [word_count(s) for s in sentences]
-        ranking = _rank(sentences, tokens, counts, weights)
+        ranking = _rank(sentences, tokens, counts, weights, title_words)
 
         fields = validate_summary_fields({
             "lede": _lede(sentences, counts, ranking),
             "summary": _summary(sentences, counts, ranking, sum(counts)),
             "key_points": _key_points(sentences, counts, ranking),
-            "tags": _tags(weights, df, len(sentences), has_stopwords=bool(stop)),
+            "tags": _tags(weights, df, len(sentences), text, has_stopwords=bool(stop)),
         })
         return Summary.build(fields, language=language, model=MODEL_ID, prompt_version=NO_PROMPT,
                              duration_ms=round((time.monotonic() - started) * 1000), chunks=1)
@@ -74,32 +75,36 @@ def _keyword_weights(tokens: list[list[str]], title: set[str]) -> tuple[dict[str
 
 
 def _rank(sentences: list[str], tokens: list[list[str]], counts: list[int],
-          weights: dict[str, float]) -> list[int]:
-    """Sentence indexes, best first, near-duplicates of better sentences moved to the end."""
+          weights: dict[str, float], title: set[str]) -> list[int]:
+    """Sentence indexes, best first, near-duplicates last.
+
+    Headings, captions and the title line are left out unless the article has
+    too few real sentences to make its key points.
+    """
     scores = []
-    for i, (sentence, toks, count) in enumerate(zip(sentences, tokens, counts)):
+    for i, (toks, count) in enumerate(zip(tokens, counts)):
         distinct = set(toks)
         score = sum(weights[t] for t in distinct) / math.sqrt(len(distinct) + 1)
         score *= 1 + 0.8 / math.sqrt(1 + i)  # the news comes first
         if count < 6:
-            score *= 0.3  # captions, bylines, headings
+            score *= 0.3  # captions, bylines
         elif count > 50:
             score *= 0.7
-        if not _TERMINATED.search(sentence):
-            score *= 0.5  # no sentence end: a heading or a list item
         scores.append(score)
-    order = sorted(range(len(sentences)), key=lambda i: -scores[i])
-    kept, repeats, seen = [], [], []
-    for i in order:
+    kept, repeats, fragments, seen = [], [], [], []
+    for i in sorted(range(len(sentences)), key=lambda i: -scores[i]):
         distinct = set(tokens[i])
+        if not _TERMINATED.search(sentences[i]) or (title and _overlap(distinct, title) > 0.8):
+            fragments.append(i)  # no sentence end: a heading, a list item, the title again
         # Only the top of the ranking is ever used, so compare there and stop early.
-        if len(kept) < 60 and any(_overlap(distinct, other) > 0.6 for other in seen):
+        elif len(seen) < 60 and any(_overlap(distinct, other) > 0.6 for other in seen):
             repeats.append(i)
         else:
             kept.append(i)
             if len(seen) < 60:
                 seen.append(distinct)
-    return kept + repeats
+    ranked = kept + repeats
+    return ranked if len(ranked) >= KEY_POINTS_MIN else ranked + fragments
 
 
 def _overlap(a: set[str], b: set[str]) -> float:
@@ -139,14 +144,41 @@ def _key_points(sentences: list[str], counts: list[int], ranking: list[int]) -> 
     return points
 
 
-def _tags(weights: dict[str, float], df: Counter, n_sentences: int, *, has_stopwords: bool) -> list[str]:
+def _tags(weights: dict[str, float], df: Counter, n_sentences: int, text: str, *,
+          has_stopwords: bool) -> list[str]:
     # Without a word list, short words are the likeliest function words in any
     # spaced language, and a word in most sentences says little about the topic.
     min_len = 3 if has_stopwords else 4
-    tags = []
+    tags: list[str] = []
     for word in sorted(weights, key=lambda w: -weights[w]):
-        if (is_cjk(word) or len(word) >= min_len) and not (n_sentences >= 10 and df[word] > 0.6 * n_sentences):
-            tags.append(word)
+        if not (is_cjk(word) or len(word) >= min_len) or (n_sentences >= 10 and df[word] > 0.6 * n_sentences):
+            continue
+        tag = _grow_cjk(word, text) if is_cjk(word) else word
+        if not any(tag in other or other in tag for other in tags):
+            tags.append(tag)
             if len(tags) == TAG_COUNT:
                 break
     return tags
+
+
+def _grow_cjk(seed: str, text: str) -> str:
+    """Extend a CJK bigram to the longest phrase it (nearly) always sits in: 自転 → 自転車レーン.
+
+    Bigrams are how unspaced text is scored, but they make poor tags; the usual
+    neighbours of a frequent bigram recover the word without a dictionary.
+    """
+    text = text.lower()
+    phrase, count = seed, text.count(seed)
+    while len(phrase) < 8:
+        neighbours: Counter = Counter()
+        for m in re.finditer(re.escape(phrase), text):
+            if m.start() > 0:
+                neighbours[text[m.start() - 1] + phrase] += 1
+            if m.end() < len(text):
+                neighbours[phrase + text[m.end()]] += 1
+        grown, seen = next(iter(neighbours.most_common(1)), ("", 0))
+        added = grown.replace(phrase, "", 1)
+        if seen < max(2, 0.8 * count) or not is_cjk(added) or is_function_word(added, frozenset()):
+            return phrase
+        phrase, count = grown, seen
+    return phrase

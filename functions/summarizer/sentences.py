@@ -89,7 +89,7 @@ def join_sentences(sentences: list[str]) -> str:
 def words(text: str) -> list[str]:
     """Lower-case scoring tokens: words, and character bigrams for CJK runs."""
     tokens = []
-    for m in _SCORING_TOKEN.finditer(text.casefold()):
+    for m in _SCORING_TOKEN.finditer(text.lower()):
         run = m.group()
         if m.group("cjk"):
             tokens.extend([run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)])

@@ -1,0 +1,58 @@
+"""One summary delivery: read the article text, summarize it once, record the result.
+
+The summary's key hashes the text's sha256, the model id and the prompt
+version, so the same article is never sent to the same model twice unless a
+client forces it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from functions.capture import Delivery
+from functions.summarizer.errors import RetryLater, SummaryFailed
+from functions.summarizer.pipeline import cache_key
+from htbase.logs import log
+from htbase.messages import SummarizeRequest
+from htbase.runtime import Runtime
+
+logger = logging.getLogger("htbase.summarize")
+
+
+def summarize(runtime: Runtime, request: SummarizeRequest) -> Delivery:
+    ledger, fields = runtime.ledger, {"task_id": request.task_id}
+    task = ledger.task(request.task_id)
+    article = next((a for a in task.artifacts if a.archiver == "readability"), None) if task else None
+    if article is None or article.status != "success":
+        log(logger, logging.WARNING, "summary skipped: no readable article", **fields)
+        return Delivery(True, "no readable article")
+
+    text = runtime.store.get(article.meta["extras"]["txt"]).decode("utf-8")
+    summarizer = runtime.summarizer
+    text_sha256 = article.meta.get("text_sha256") or hashlib.sha256(text.encode()).hexdigest()
+    key = cache_key(text_sha256, summarizer.model_id, summarizer.prompt_version)
+    existing = ledger.summary(key)
+    if existing is not None and existing.status == "success" and not request.force:
+        ledger.attach_summary(request.task_id, key)
+        log(logger, logging.INFO, "summary reused", cache_key=key, **fields)
+        return Delivery(True, "cached")
+
+    recorded = {"model": summarizer.model_id, "prompt_version": summarizer.prompt_version}
+    try:
+        summary = summarizer.summarize(text, title=article.meta.get("title") or "",
+                                       language=article.meta.get("language") or "")
+    except RetryLater as exc:
+        log(logger, logging.INFO, "summary rate limited; asking for redelivery", retry_after_s=exc.retry_after_s,
+            **fields)
+        return Delivery(False, str(exc), retry_after_s=exc.retry_after_s)
+    except SummaryFailed as exc:
+        if exc.transient:
+            return Delivery(False, exc.reason)
+        ledger.save_summary(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
+                            **recorded)
+        log(logger, logging.WARNING, "summary failed", error=exc.reason, **fields)
+        return Delivery(True, "failed")
+    ledger.save_summary(request.task_id, key, status="success", result=summary.to_dict(), **recorded)
+    log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
+        duration_ms=summary.duration_ms, **fields)
+    return Delivery(True, "stored")
