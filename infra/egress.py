@@ -151,7 +151,12 @@ def _effective(ip):
 
 
 class EgressPolicy:
-    """Which resolved addresses archivers may connect to."""
+    """Which resolved addresses archivers may connect to.
+
+    ``allow_private`` (a switch for local runs and tests) lifts every rule but
+    one: cloud metadata endpoints stay refused unless ``allow_cidrs`` names
+    them, so a stray ALLOW_PRIVATE_URLS in the cloud cannot leak credentials.
+    """
 
     def __init__(self, allow_private: bool = False, allow_cidrs: Sequence[str] = ()):
         self.allow_private = allow_private
@@ -163,13 +168,12 @@ class EgressPolicy:
 
     def refusal(self, address: str) -> str | None:
         """Why ``address`` may not be reached, or None when it may."""
-        if self.allow_private:
-            return None
         ip = ipaddress.ip_address(address.split("%")[0])
         inner = _effective(ip)
         if any(a in net for net in self.allow_networks for a in (ip, inner)):
             return None
-        why = next((label for label, test in _RULES if test(inner)), None)
+        rules = _RULES[:1] if self.allow_private else _RULES
+        why = next((label for label, test in rules if test(inner)), None)
         if why and inner is not ip:
             why = f"{why}, {inner} embedded in IPv6"
         return why

@@ -33,7 +33,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Playwright, Response, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from functions.archivers.base import CaptureError, PermanentCaptureError, TransientCaptureError
+from functions.archivers.base import Capture, CaptureError, PermanentCaptureError, TransientCaptureError
 from infra.egress import REFUSED_HEADER, InvalidURL, validate_url
 
 log = logging.getLogger("htbase.browser")
@@ -368,3 +368,20 @@ class Browser:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class PageArchiver:
+    """An archiver that renders a page loaded in the shared browser: subclasses
+    set ``name`` and implement ``render``."""
+
+    name: str
+
+    def __init__(self, settings, browser: Browser):
+        self.settings = settings
+        self.browser = browser
+
+    def capture(self, url: str, options: dict[str, Any]) -> Capture:
+        return self.browser.capture(url, capture_timeout(self.settings, options), self.render)
+
+    async def render(self, loaded: LoadedPage) -> Capture:
+        raise NotImplementedError

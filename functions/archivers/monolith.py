@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 import lxml.html
 import requests
 from lxml import etree
+from urllib3.exceptions import HTTPError as Urllib3Error, ReadTimeoutError
 
 from functions.archivers.base import (
     Capture, CaptureError, PermanentCaptureError, TransientCaptureError,
@@ -183,7 +184,7 @@ class _Inliner:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
 
-    def fetch(self, url: str, limit: int, timeout: float, accept: str = "*/*") -> _Resource:
+    def fetch(self, url: str, limit: int, timeout: float, accept: str = "*/*", what: str = "page") -> _Resource:
         """GET ``url`` (redirects followed, each hop through the proxy), reading
         at most ``limit`` bytes within ``timeout``; raises CaptureError."""
         deadline = min(self.deadline, time.monotonic() + timeout)
@@ -196,14 +197,14 @@ class _Inliner:
                 _check_status(resp)
                 declared = resp.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > limit and "Content-Encoding" not in resp.headers:
-                    raise PermanentCaptureError(f"page is over the limit of {limit} bytes")
+                    raise PermanentCaptureError(f"{what} is over the limit of {limit} bytes")
                 chunks, size = [], 0
                 # read1 returns as soon as any data arrives, so a trickling
                 # server cannot stretch the deadline.
                 while chunk := resp.raw.read1(64 * 1024, decode_content=True):
                     size += len(chunk)
                     if size > limit:
-                        raise PermanentCaptureError(f"page is over the limit of {limit} bytes")
+                        raise PermanentCaptureError(f"{what} is over the limit of {limit} bytes")
                     if time.monotonic() > deadline:
                         raise TransientCaptureError(f"timed out after {self.timeout:g} s fetching {url}")
                     chunks.append(chunk)
@@ -214,12 +215,12 @@ class _Inliner:
             if refusal:
                 raise PermanentCaptureError(refusal) from None
             raise TransientCaptureError(f"proxy error fetching {url}: {exc}") from None
-        except (requests.exceptions.Timeout, TimeoutError):
+        except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):  # body reads raise urllib3's
             raise TransientCaptureError(f"timed out after {self.timeout:g} s fetching {url}") from None
         except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
                 requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise PermanentCaptureError(f"cannot fetch {url}: {exc}") from None
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, Urllib3Error, OSError) as exc:
             raise TransientCaptureError(f"cannot fetch {url}: {exc}") from None
 
     # ---- sub-resources: fetched concurrently, each once
@@ -230,10 +231,9 @@ class _Inliner:
                 self.futures[url] = self.pool.submit(self._load, url, kind)
 
     def _load(self, url: str, kind: str) -> _Resource:
-        res = self.fetch(url, self.budget, RESOURCE_TIMEOUT_S)
+        res = self.fetch(url, self.budget, RESOURCE_TIMEOUT_S, what="resource")
         if kind == "css":
-            res.text = _decode(res.data, res.charset, _CSS_CHARSET)
-            res.text = _CSS_CHARSET_RULE.sub("", res.text, count=1)  # it is utf-8 from here on
+            res.text = _css_text(res)
             self.prefetch.css(res.text, res.url)  # start on fonts and images right away
         return res
 
@@ -329,21 +329,25 @@ class _Embed:
         uri = _data_uri(res.content_type or "application/octet-stream", res.data)
         return uri if self.inliner.charge(url, len(uri)) else ""
 
-    def stylesheet(self, url: str) -> str:
+    def _stylesheet_text(self, url: str) -> str:
         """The stylesheet's text with everything it references embedded."""
         res = self.inliner.result(url, "css")
         if res is None or url in self.imports:
             return ""
         self.imports.append(url)
         try:
-            css = self.css(res.text, res.url)
+            return self.css(res.text or _css_text(res), res.url)
         finally:
             self.imports.pop()
-        return css if self.inliner.charge(url, len(css)) else ""
+
+    def stylesheet(self, url: str) -> str:
+        css = self._stylesheet_text(url)
+        return css if css and self.inliner.charge(url, len(css)) else ""
 
     def css_import(self, url: str) -> str:
-        css = self.stylesheet(url)
-        return _data_uri("text/css;charset=utf-8", css.encode("utf-8")) if css else ""
+        css = self._stylesheet_text(url)
+        uri = _data_uri("text/css;charset=utf-8", css.encode("utf-8")) if css else ""
+        return uri if uri and self.inliner.charge(url, len(uri)) else ""
 
     def frame(self, url: str, depth: int) -> str:
         if depth >= MAX_FRAME_DEPTH:
@@ -415,6 +419,11 @@ def _decode(data: bytes, declared: str | None, sniff: re.Pattern) -> str:
         return data.decode("cp1252", "replace")
 
 
+def _css_text(res: _Resource) -> str:
+    text = _decode(res.data, res.charset, _CSS_CHARSET)
+    return _CSS_CHARSET_RULE.sub("", text, count=1)  # it is utf-8 from here on
+
+
 def _data_uri(media_type: str, data: bytes) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -452,10 +461,9 @@ def _is_script_url(value: str) -> bool:
 def _prepare(doc, url: str) -> str:
     """Drop everything active or self-updating, make links absolute; return
     the base URL relative references resolve against."""
-    base = url
+    hrefs = [el.get("href") for el in doc.iter("base") if el.get("href")]
+    base = urljoin(url, hrefs[0].strip()) if hrefs else url  # the first <base href> counts
     for el in list(doc.iter("base")):
-        if el.get("href") and base is url:
-            base = urljoin(url, el.get("href").strip())
         el.drop_tree()
     for el in list(doc.iter("script", "embed", "applet")):
         el.drop_tree()
@@ -472,20 +480,39 @@ def _prepare(doc, url: str) -> str:
             low = name.lower()
             if low.startswith("on") or (low in _URL_ATTRS and _is_script_url(value)):
                 del el.attrib[name]
-        link_attr = {"a": "href", "area": "href", "form": "action"}.get(el.tag)
+        link_attr = {"a": "href", "area": "href", "link": "href", "form": "action"}.get(el.tag)
         if link_attr and el.get(link_attr) and not el.get(link_attr).startswith("#"):
             el.set(link_attr, urljoin(base, el.get(link_attr).strip()))
     return base
 
 
+_SRCSET_URL = re.compile(r"[\s,]*(\S+)")
+
+
+def _srcset_candidates(value: str) -> list[tuple[str, str]]:
+    """(url, descriptor) pairs, parsed as HTML does: a URL is a run of
+    non-space (data: URLs contain commas); trailing commas end a candidate."""
+    pairs, pos = [], 0
+    while m := _SRCSET_URL.match(value, pos):
+        url, pos = m[1], m.end()
+        if url.endswith(","):
+            pairs.append((url.rstrip(","), ""))
+            continue
+        end = value.find(",", pos)
+        end = len(value) if end < 0 else end
+        pairs.append((url, value[pos:end].strip()))
+        pos = end + 1
+    return pairs
+
+
 def _srcset(value: str, base: str, asset) -> str | None:
-    """Rewrite each candidate URL of a srcset ("url [descriptor], ...")."""
+    """Each candidate URL of a srcset through ``asset``; failed ones go."""
     candidates, changed = [], False
-    for url, descriptor in re.findall(r"\s*([^\s,][^\s]*?),?(?:\s+([^,]*))?(?:,|$)", value):
+    for url, descriptor in _srcset_candidates(value):
         new = asset(urljoin(base, url)) if not url.startswith("data:") else None
         changed = changed or new is not None
         if new != "":
-            candidates.append(f"{url if new is None else new} {descriptor.strip()}".strip())
+            candidates.append(f"{url if new is None else new} {descriptor}".strip())
     return ", ".join(candidates) if changed else None
 
 
@@ -533,8 +560,6 @@ def _walk(doc, base: str, depth: int, r) -> None:
                 value = r.asset(url)
                 if value is not None:
                     el.set("href", value)
-            else:
-                el.set("href", url)
         elif tag in ("iframe", "frame"):
             if el.get("srcdoc"):
                 value = r.srcdoc(el.get("srcdoc"), base, depth)
