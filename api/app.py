@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, redirect, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from api.views import API, summary_view, task_view
+from htbase.views import API, summary_view, task_view
 from htbase.logs import log, set_trace
 from htbase.messages import ARCHIVERS
 from htbase.runtime import Runtime

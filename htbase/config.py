@@ -98,6 +98,22 @@ class Settings:
     retry_backoff_s: float = 1.0
     sweep_interval_s: float = 30.0
 
+    # Messaging: "embedded" (in-process dispatcher) or "pubsub" (Google Pub/Sub or its emulator)
+    broker: str = "embedded"
+    pubsub_project_id: str = "htbase-local"
+    pubsub_emulator_host: str = ""
+    topic_prefix: str = "htbase-"
+    # Push authentication: a Google OIDC token (cloud) or a shared token (emulator mode)
+    push_auth_token: str = ""
+    push_audience: str = ""
+    push_service_account: str = ""
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+
+    # Firestore replica of task documents (best effort; off when no project is set)
+    firestore_project_id: str = ""
+    firestore_emulator_host: str = ""
+    firestore_collection: str = "tasks"
+
     # Summaries (LLM_PROVIDER is one provider or a comma-separated fallback chain)
     llm_providers: tuple[str, ...] = ("extractive",)
     llm_base_url: str = ""
@@ -106,6 +122,8 @@ class Settings:
     llm_timeout_s: float = 60.0
     llm_requests_per_minute: int = 60
     llm_context_tokens: int = 8192
+    llm_breaker_failures: int = 3  # consecutive failures before a provider is skipped (0: never)
+    llm_breaker_cooldown_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.service_role not in SERVICE_ROLES:
@@ -117,6 +135,8 @@ class Settings:
             raise ConfigError("FILE_STORAGE_PROVIDER must be 'local' or 'gcs'")
         if self.file_storage_provider == "gcs" and not self.gcs_bucket:
             raise ConfigError("FILE_STORAGE_PROVIDER=gcs needs GCS_BUCKET")
+        if self.broker not in ("embedded", "pubsub"):
+            raise ConfigError("BROKER must be 'embedded' or 'pubsub'")
         if self.log_format not in ("json", "pretty"):
             raise ConfigError("LOG_FORMAT must be 'json' or 'pretty'")
         if not self.database_url:
@@ -153,6 +173,17 @@ class Settings:
             max_attempts=_int(env, "MAX_ATTEMPTS", 5),
             retry_backoff_s=_float(env, "RETRY_BACKOFF_SECONDS", 1.0),
             sweep_interval_s=_float(env, "SWEEP_INTERVAL_SECONDS", 30.0),
+            broker=env.get("BROKER") or ("pubsub" if env.get("PUBSUB_EMULATOR_HOST") else "embedded"),
+            pubsub_project_id=env.get("PUBSUB_PROJECT_ID") or env.get("GOOGLE_CLOUD_PROJECT") or "htbase-local",
+            pubsub_emulator_host=env.get("PUBSUB_EMULATOR_HOST", ""),
+            topic_prefix=env.get("TOPIC_PREFIX", "htbase-"),
+            push_auth_token=env.get("PUSH_AUTH_TOKEN", ""),
+            push_audience=env.get("PUSH_AUDIENCE", ""),
+            push_service_account=env.get("PUSH_SERVICE_ACCOUNT", ""),
+            oidc_certs_url=env.get("OIDC_CERTS_URL") or defaults["oidc_certs_url"].default,
+            firestore_project_id=env.get("FIRESTORE_PROJECT_ID", ""),
+            firestore_emulator_host=env.get("FIRESTORE_EMULATOR_HOST", ""),
+            firestore_collection=env.get("FIRESTORE_COLLECTION", "tasks"),
             llm_providers=_list(env.get("LLM_PROVIDER"), ("extractive",)),
             llm_base_url=env.get("LLM_BASE_URL", ""),
             llm_model=env.get("LLM_MODEL", ""),
@@ -160,6 +191,8 @@ class Settings:
             llm_timeout_s=_float(env, "LLM_TIMEOUT", 60.0),
             llm_requests_per_minute=_int(env, "LLM_REQUESTS_PER_MINUTE", 60),
             llm_context_tokens=_int(env, "LLM_CONTEXT_TOKENS", 8192),
+            llm_breaker_failures=_int(env, "LLM_BREAKER_FAILURES", 3),
+            llm_breaker_cooldown_s=_float(env, "LLM_BREAKER_COOLDOWN", 60.0),
         )
 
     def with_(self, **changes) -> "Settings":

@@ -174,11 +174,11 @@ async def _load(page: Page, url: str, timeout: float, max_bytes: int, settle: bo
         if response is None:
             raise PermanentCaptureError(f"no document was loaded for {url}")
         check_response(url, response.status, response.status_text, response.headers, max_bytes)
+        if "content-length" not in response.headers:  # the size shows once the body is in
+            check_size("page", len(await response.body()), max_bytes)
         if not settle:
             return response
         await page.wait_for_load_state("load", timeout=remaining_ms())
-        if "content-length" not in response.headers:
-            check_size("page", len(await response.body()), max_bytes)
     except PlaywrightError as exc:
         raise navigation_error(exc, url, timeout) from None
     with contextlib.suppress(PlaywrightTimeoutError):
@@ -313,7 +313,8 @@ class Browser:
         return self.run(self._devtools_endpoint(), timeout)
 
     @contextlib.asynccontextmanager
-    async def open_page(self, url: str, timeout: float, settle: bool = True) -> AsyncIterator[LoadedPage]:
+    async def open_page(self, url: str, *, timeout: float, max_bytes: int,
+                        settle: bool = True) -> AsyncIterator[LoadedPage]:
         """A loaded page in a fresh context, closed on exit. With ``settle=False``
         only the main response is awaited (a probe of status and headers)."""
         browser = await self._ensure_browser()
@@ -324,22 +325,23 @@ class Browser:
         try:
             context.set_default_timeout(timeout * 1000)  # bounds every later step (pdf, screenshot, ...)
             page = await context.new_page()
-            response = await _load(page, url, timeout, self.settings.max_capture_bytes, settle)
+            response = await _load(page, url, timeout, max_bytes, settle)
             yield LoadedPage(page, response, url)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(context.close(), 5)
 
-    def capture(self, url: str, timeout: float, render: Callable[[LoadedPage], Awaitable[T]],
-                settle: bool = True) -> T:
-        """Load ``url`` and hand the page to ``render``, all within ``timeout`` seconds."""
+    def capture(self, url: str, render: Callable[[LoadedPage], Awaitable[T]], *, timeout: float,
+                max_bytes: int, settle: bool = True) -> T:
+        """Load ``url`` and hand the page to ``render``, all within ``timeout`` seconds.
+        A main document over ``max_bytes`` fails the capture."""
         check_url(url)
 
         async def job() -> T:
             await self._ensure_browser()  # starting Chromium is not part of the page's time
             try:
                 async with asyncio.timeout(timeout):
-                    async with self.open_page(url, timeout, settle) as loaded:
+                    async with self.open_page(url, timeout=timeout, max_bytes=max_bytes, settle=settle) as loaded:
                         return await render(loaded)
             except TimeoutError as exc:
                 raise navigation_error(exc, url, timeout) from None
@@ -381,7 +383,8 @@ class PageArchiver:
         self.browser = browser
 
     def capture(self, url: str, options: dict[str, Any]) -> Capture:
-        return self.browser.capture(url, capture_timeout(self.settings, options), self.render)
+        return self.browser.capture(url, self.render, timeout=capture_timeout(self.settings, options),
+                                    max_bytes=self.settings.max_capture_bytes)
 
     async def render(self, loaded: LoadedPage) -> Capture:
         raise NotImplementedError

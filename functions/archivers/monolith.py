@@ -190,7 +190,7 @@ class _Inliner:
         deadline = min(self.deadline, time.monotonic() + timeout)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TransientCaptureError(f"timed out after {self.timeout:g} s")
+            raise TransientCaptureError(f"timed out after {self.timeout:g}s")
         try:
             with self.session.get(url, stream=True, headers={"Accept": accept},
                                   timeout=(min(CONNECT_TIMEOUT_S, remaining), remaining)) as resp:
@@ -206,7 +206,7 @@ class _Inliner:
                     if size > limit:
                         raise PermanentCaptureError(f"{what} is over the limit of {limit} bytes")
                     if time.monotonic() > deadline:
-                        raise TransientCaptureError(f"timed out after {self.timeout:g} s fetching {url}")
+                        raise TransientCaptureError(f"timed out after {self.timeout:g}s fetching {url}")
                     chunks.append(chunk)
                 media, charset = _media_type(resp)
                 return _Resource(resp.url, media, charset, b"".join(chunks))
@@ -216,7 +216,7 @@ class _Inliner:
                 raise PermanentCaptureError(refusal) from None
             raise TransientCaptureError(f"proxy error fetching {url}: {exc}") from None
         except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):  # body reads raise urllib3's
-            raise TransientCaptureError(f"timed out after {self.timeout:g} s fetching {url}") from None
+            raise TransientCaptureError(f"timed out after {self.timeout:g}s fetching {url}") from None
         except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
                 requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise PermanentCaptureError(f"cannot fetch {url}: {exc}") from None

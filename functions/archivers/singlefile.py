@@ -89,7 +89,8 @@ class SingleFileArchiver:
         # Probe the main document in the browser first: 4xx, refusals, oversized
         # pages and unreachable hosts fail fast, with the same messages as the
         # other archivers, instead of SingleFile archiving an error page.
-        probe = self.browser.capture(url, timeout, lambda loaded: loaded.metadata(), settle=False)
+        probe = self.browser.capture(url, lambda loaded: loaded.metadata(), timeout=timeout,
+                                     max_bytes=self.settings.max_capture_bytes, settle=False)
         devtools = self.browser.devtools_url()
         error = "no attempt made"
         for attempt in range(1, ATTEMPTS + 1):

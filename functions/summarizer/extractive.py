@@ -140,7 +140,7 @@ def _key_points(sentences: list[str], counts: list[int], ranking: list[int]) -> 
         clauses = [c.strip() for s in sentences for c in _CLAUSE_BREAK.split(s)]
         points = [truncate_words(c, KEY_POINT_MAX_WORDS) for c in clauses if word_count(c) >= 3][:wanted]
     if len(points) < KEY_POINTS_MIN:
-        raise SummaryFailed(f"article is too short to summarize: fewer than {KEY_POINTS_MIN} points")
+        raise SummaryFailed(f"article has too few sentences to make {KEY_POINTS_MIN} key points")
     return points
 
 

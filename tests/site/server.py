@@ -8,6 +8,7 @@ Static files live in ``pages/``. Dynamic routes:
 - ``/server-error``      500
 - ``/slow``              headers and part of a page, then nothing until the client leaves
 - ``/huge``              a valid ~8 MB HTML page (``?unsized=1``: no Content-Length)
+- ``/embed?img=U``       a small page whose only image is U (any URL: other hosts, file://, ...)
 
 Usage::
 
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import select
 import socket
+import sys
 import threading
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -84,6 +87,7 @@ class _Handler(SimpleHTTPRequestHandler):
             "/server-error": functools.partial(self._error_page, HTTPStatus.INTERNAL_SERVER_ERROR),
             "/slow": self._slow,
             "/huge": self._huge,
+            "/embed": self._embed,
         }.get(path)
 
     def _query(self) -> dict[str, str]:
@@ -120,6 +124,13 @@ class _Handler(SimpleHTTPRequestHandler):
         body = (f"<!DOCTYPE html><html><head><title>{status.value} {status.phrase}</title></head>"
                 f"<body><h1>{status.value} {status.phrase}</h1><p>Error page body.</p></body></html>")
         self._send(status, body.encode())
+
+    def _embed(self) -> None:
+        src = html.escape(self._query().get("img", ""), quote=True)
+        body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Embed test</title></head>"
+                f"<body><h1>Embed test</h1><p>The image below comes from elsewhere.</p><img src=\"{src}\" alt=\"embedded\">"
+                "</body></html>")
+        self._send(200, body.encode())
 
     def _huge(self) -> None:
         body = huge_page()
@@ -161,6 +172,12 @@ class _Server(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request, client_address) -> None:
+        # Browsers drop connections they no longer need (e.g. a probe that only
+        # wanted the headers); that is normal, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def get_request(self):
         sock, addr = super().get_request()

@@ -1,4 +1,4 @@
-"""How ledger rows look to API clients (the brief's task document)."""
+"""How ledger rows look to clients: the API's task document, also the Firestore replica's."""
 from __future__ import annotations
 
 from typing import Any

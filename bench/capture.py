@@ -1,0 +1,142 @@
+"""Capture benchmark: N pages of the local test site, all five archivers, through the API.
+
+Prints per archiver and end to end the median and p95 wall time, pages per
+minute and peak memory (this process and its children: Chromium, SingleFile),
+then the same captures run bare — the archivers called directly on the same
+warm browser, no API, ledger, dispatcher or storage — and the ratio between
+the two, which is the pipeline's own overhead.
+
+    .venv/bin/python bench/capture.py [--pages 10] [--path /article.html]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from htbase.config import Settings  # noqa: E402
+from htbase.embedded import EmbeddedService  # noqa: E402
+from htbase.messages import ARCHIVERS  # noqa: E402
+from tests.site.server import serve_test_site  # noqa: E402
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/statm") as statm:
+                total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                stack.extend(int(c) for c in children.read().split())
+        except OSError:
+            continue
+    return total / 2**20
+
+
+class PeakMemory(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak, self.running = 0.0, True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, tree_rss_mb(os.getpid()))
+            time.sleep(0.05)
+
+
+def quantiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p95
+
+
+def archive_through_api(base: str, url: str) -> tuple[float, dict]:
+    started = time.perf_counter()
+    accepted = requests.post(f"{base}/api/v2/archive", json={"url": url}, timeout=30).json()
+    while True:
+        task = requests.get(base + accepted["status_url"], timeout=30).json()
+        if task["status"] not in ("pending", "processing"):
+            return time.perf_counter() - started, task
+        time.sleep(0.01)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=10)
+    parser.add_argument("--path", default="/article.html")
+    args = parser.parse_args()
+
+    from werkzeug.serving import make_server
+
+    root = Path(tempfile.mkdtemp(prefix="htbase-bench-"))
+    settings = Settings(database_url=f"sqlite:///{root / 'htbase.db'}", local_storage_path=root / "files",
+                        allow_private_urls=True, worker_concurrency=len(ARCHIVERS), sweep_interval_s=3600,
+                        log_level="WARNING")
+    memory = PeakMemory()
+    memory.start()
+    with serve_test_site() as site, EmbeddedService(settings) as service:
+        server = make_server("127.0.0.1", 0, service.api, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_port}"
+        pages = [site.url(f"{args.path}?page={n}") for n in range(args.pages)]
+
+        archive_through_api(base, site.url(f"{args.path}?warmup"))  # starts Chromium, the proxy, the tools
+        per_archiver: dict[str, list[float]] = {name: [] for name in ARCHIVERS}
+        end_to_end: list[float] = []
+        started = time.perf_counter()
+        for url in pages:
+            seconds, task = archive_through_api(base, url)
+            if task["status"] != "success":
+                raise SystemExit(f"capture failed: {task}")
+            end_to_end.append(seconds)
+            for name, sub in task["subtasks"].items():
+                per_archiver[name].append(sub["artifact"]["duration_ms"] / 1000)
+        pipeline_minutes = (time.perf_counter() - started) / 60
+
+        # Bare: the same five captures of each page, concurrently, straight into the archivers.
+        archivers = {name: service.runtime.archiver(name) for name in ARCHIVERS}
+        bare_per_archiver: dict[str, list[float]] = {name: [] for name in ARCHIVERS}
+        bare_end_to_end: list[float] = []
+
+        def bare_capture(name: str, url: str) -> None:
+            began = time.perf_counter()
+            archivers[name].capture(url, {})
+            bare_per_archiver[name].append(time.perf_counter() - began)
+
+        with ThreadPoolExecutor(len(ARCHIVERS)) as pool:
+            for url in pages:
+                began = time.perf_counter()
+                list(pool.map(bare_capture, ARCHIVERS, [url] * len(ARCHIVERS)))
+                bare_end_to_end.append(time.perf_counter() - began)
+        server.shutdown()
+    memory.running = False
+
+    print(f"\n{args.pages} pages of {args.path}, all five archivers, {os.cpu_count()} cores\n")
+    print(f"{'':14}{'pipeline median':>16}{'p95':>8}{'bare median':>13}{'p95':>8}{'ratio':>8}")
+    for name in ARCHIVERS:
+        median, p95 = quantiles(per_archiver[name])
+        bare_median, bare_p95 = quantiles(bare_per_archiver[name])
+        print(f"{name:14}{median:15.2f}s{p95:7.2f}s{bare_median:12.2f}s{bare_p95:7.2f}s{median / bare_median:8.2f}")
+    median, p95 = quantiles(end_to_end)
+    bare_median, bare_p95 = quantiles(bare_end_to_end)
+    print(f"{'end to end':14}{median:15.2f}s{p95:7.2f}s{bare_median:12.2f}s{bare_p95:7.2f}s{median / bare_median:8.2f}")
+    print(f"\npages per minute: {args.pages / pipeline_minutes:.1f} through the API "
+          f"(one page at a time, all five captures in parallel)")
+    print(f"pipeline overhead: {100 * (median / bare_median - 1):+.1f}% of bare tool time (end-to-end medians)")
+    print(f"peak memory (process tree): {memory.peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
