@@ -14,14 +14,14 @@ from flask import Request, Response
 from functions.push import handle_archive, handle_dead_letter, handle_summarize
 from htbase.config import Settings
 from htbase.logs import setup_logging
-from htbase.runtime import Runtime
+from htbase.runtime import Runtime, make_publisher
 
 
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     settings = Settings.from_env()
     setup_logging(settings)
-    return Runtime(settings)
+    return Runtime(settings, make_publisher(settings))
 
 
 def archive(request: Request) -> Response:

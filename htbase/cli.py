@@ -14,11 +14,19 @@ TERMINAL = ("success", "partial", "failed", "cancelled")
 
 
 def serve(settings: Settings) -> int:
+    """The all-in-one process, or with SERVICE_ROLE=api the API alone (publishing to Pub/Sub)."""
     from werkzeug.serving import make_server
 
-    from htbase.embedded import EmbeddedService
+    if settings.service_role not in ("all-in-one", "api"):
+        print(f"SERVICE_ROLE={settings.service_role} runs under functions-framework, e.g. "
+              "functions-framework --source functions/main.py --target archive_pdf", file=sys.stderr)
+        return 2
+    if settings.service_role == "api":
+        from api.service import ApiService as Service
+    else:
+        from htbase.embedded import EmbeddedService as Service
 
-    with EmbeddedService(settings) as service:
+    with Service(settings) as service:
         server = make_server(settings.host, settings.port, service.api, threaded=True)
         print(f"htbase serving on http://{settings.host}:{settings.port}/api/v2 "
               f"(ledger {settings.database_url}, files {settings.local_storage_path})", flush=True)
@@ -93,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         settings = settings.with_(port=args.port or settings.port, host=args.host or settings.host)
         setup_logging(settings)
-        return serve(settings)
+        try:
+            return serve(settings)
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
     api = (args.api or f"http://127.0.0.1:{settings.port}").rstrip("/")
     archivers = [a.strip() for a in args.archivers.split(",")] if args.archivers else None
     return archive(api, args.url, archivers, args.wait, args.timeout)

@@ -8,26 +8,21 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
-
-from api.app import create_app
+from api.service import ApiService
 from functions.push import PUSH_ROUTES, create_push_app
-from htbase.config import Settings
-from htbase.messages import ARCHIVERS, SUMMARIZE
-from infra.db import migrate
-from infra.dispatcher import DEAD_LETTER, LocalPushDispatcher
-from infra.ledger import archive_topic
-from infra.outbox import Housekeeper
-from htbase.runtime import Runtime
+from htbase.config import ConfigError, Settings
+from htbase.messages import ARCHIVERS, DEAD_LETTER, SUMMARIZE, archive_topic
+from infra.dispatcher import LocalPushDispatcher
 
 logger = logging.getLogger("htbase.embedded")
 
 
-class EmbeddedService:
+class EmbeddedService(ApiService):
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.runtime = Runtime(settings)
-        migrate(self.runtime.engine)
+        if settings.broker != "embedded":
+            raise ConfigError("SERVICE_ROLE=all-in-one dispatches in process; with BROKER=pubsub run "
+                              "SERVICE_ROLE=api and one service per archiver (see the README)")
+        super().__init__(settings)
         self.push_app = create_push_app(self.runtime)
         routes = {archive_topic(name): PUSH_ROUTES["archive"] for name in ARCHIVERS}
         routes[SUMMARIZE] = PUSH_ROUTES["summarize"]
@@ -36,8 +31,6 @@ class EmbeddedService:
                                               max_attempts=settings.max_attempts,
                                               backoff_s=settings.retry_backoff_s)
         self.runtime.publisher = self.dispatcher
-        self.api: Flask = create_app(self.runtime)
-        self.housekeeper = Housekeeper(self.runtime.ledger, self.runtime.relay, settings.sweep_interval_s)
 
     def start(self) -> "EmbeddedService":
         # The in-memory queue died with the last process: revive everything unfinished now.
@@ -45,16 +38,10 @@ class EmbeddedService:
         counts["published"] = self.runtime.relay.flush(min_age_s=0)
         if any(counts.values()):
             logger.info("resumed unfinished work from the last run: %s", counts)
-        self.housekeeper.start()
+        super().start()
         return self
 
     def close(self) -> None:
         self.housekeeper.stop()
         self.dispatcher.close()
         self.runtime.close()
-
-    def __enter__(self) -> "EmbeddedService":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -143,13 +143,18 @@ def _json_object(data: bytes) -> dict:
 
 # --- Topics -----------------------------------------------------------------
 
+# Logical topics; the deployment's prefix makes them real topic names.
 SUMMARIZE = "summarize"
+DEAD_LETTER = "dead-letter"
+
+
+def archive_topic(archiver: str) -> str:
+    return f"archive-{archiver}"
 
 
 def topic_name(prefix: str, subject: str) -> str:
-    """Topic for an archiver name or SUMMARIZE, e.g. ``htbase-archive-pdf``."""
-    kind = "archive-" + subject if subject in ARCHIVERS else subject
-    return f"{prefix}{kind}"
+    """The real topic for an archiver name or a logical topic, e.g. ``htbase-archive-pdf``."""
+    return prefix + (archive_topic(subject) if subject in ARCHIVERS else subject)
 
 
 # --- Pub/Sub push envelope --------------------------------------------------

@@ -16,12 +16,21 @@ from typing import TYPE_CHECKING
 from htbase.config import Settings
 from infra.db import make_engine
 from infra.ledger import Ledger
-from infra.outbox import Publisher, Relay
+from infra.outbox import Publisher, Relay, housekeep
 from infra.storage import FileStore, make_file_store
 
 if TYPE_CHECKING:
     from functions.archivers.base import Archiver
     from infra.egress import EgressPolicy, EgressProxy
+
+
+def make_publisher(settings: Settings) -> Publisher | None:
+    """Pub/Sub when the broker is Pub/Sub; None where the embedded dispatcher is set later."""
+    if settings.broker != "pubsub":
+        return None
+    from infra.pubsub import PubSubPublisher
+
+    return PubSubPublisher(settings)
 
 
 class Runtime:
@@ -44,6 +53,10 @@ class Runtime:
         if self.publisher is None:
             raise RuntimeError("this process has no publisher configured")
         return Relay(self.ledger, self.publisher)
+
+    def housekeep(self) -> dict[str, int]:
+        """One housekeeping round: the sweeper, then the outbox relay."""
+        return housekeep(self.ledger, self.relay)
 
     @cached_property
     def egress_policy(self) -> "EgressPolicy":

@@ -13,15 +13,14 @@ import json
 import logging
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from flask import Flask
 
 from htbase.logs import log
-from htbase.messages import build_push_envelope
+from htbase.messages import DEAD_LETTER, build_push_envelope
 
 logger = logging.getLogger("htbase.dispatcher")
-DEAD_LETTER = "dead-letter"
 
 
 class LocalPushDispatcher:
@@ -36,14 +35,16 @@ class LocalPushDispatcher:
         self._in_flight = 0
         self._closed = False
 
-    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> Future:
         if topic not in self.routes:
             raise ValueError(f"no push subscription for topic {topic!r}")
         if self._closed:
             raise RuntimeError("dispatcher is shut down")
         message_id = uuid.uuid4().hex
         self._submit(topic, data, dict(attributes), message_id, 1)
-        return message_id
+        accepted: Future = Future()
+        accepted.set_result(message_id)  # held in memory now, as a broker would hold it
+        return accepted
 
     def _submit(self, topic: str, data: bytes, attributes: dict[str, str], message_id: str, attempt: int) -> None:
         with self._lock:

@@ -65,14 +65,21 @@ def _normal_host(host: str) -> str:
     return host
 
 
+def _split(url: str):
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" IPv6 literal
+        raise InvalidURL(f"not a valid URL (malformed host): {url[:100]!r}") from None
+    try:
+        return parts, parts.port
+    except ValueError:
+        raise InvalidURL(f"invalid port in {parts.netloc[:100]!r}") from None
+
+
 def normalize_url(url: str) -> str:
     """Lowercase scheme and host (IDNA-encoded), drop the default port and the
     fragment, keep path and query as given."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidURL(f"not a valid URL: {exc}") from None
+    parts, port = _split(url)
     scheme = parts.scheme.lower()
     netloc = _normal_host(parts.hostname or "")
     if port is not None and port != DEFAULT_PORTS.get(scheme):
@@ -91,11 +98,7 @@ def validate_url(url: str) -> str:
         raise InvalidURL(f"URL is longer than {MAX_URL_LENGTH} characters")
     if _UNSAFE_CHARS.search(url):
         raise InvalidURL("URL contains whitespace or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidURL(f"not a valid URL: {exc}") from None
+    parts, port = _split(url)
     scheme = parts.scheme.lower()
     if not scheme:
         raise InvalidURL(f"not an absolute URL (expected http:// or https://): {url[:100]!r}")
@@ -106,7 +109,7 @@ def validate_url(url: str) -> str:
     if not parts.hostname:
         raise InvalidURL("URL has no host")
     if port == 0:
-        raise InvalidURL("invalid port 0")
+        raise InvalidURL(f"invalid port in {parts.netloc[:100]!r}")
     return normalize_url(url)
 
 
@@ -130,8 +133,8 @@ _RULES = (
     ("link-local", lambda ip: ip.is_link_local),
     ("multicast", lambda ip: ip.is_multicast),
     ("shared address space", lambda ip: ip in _CGNAT),
-    ("private", lambda ip: ip.is_private),
     ("reserved", lambda ip: ip.is_reserved),
+    ("private", lambda ip: ip.is_private),
     ("site-local", lambda ip: ip.version == 6 and ip.is_site_local),
     ("not globally routable", lambda ip: not ip.is_global),
 )

@@ -15,7 +15,8 @@ from typing import Any, Iterable
 from sqlalchemy import Engine, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
-from htbase.messages import ArchiveRequest, ArtifactStatus, SUMMARIZE, SummarizeRequest, derive_task_status
+from htbase.messages import (ArchiveRequest, ArtifactStatus, SUMMARIZE, SummarizeRequest, archive_topic,
+                             derive_task_status)
 from infra.models import Artifact, Item, OutboxMessage, Summary, Task
 from infra.storage import StoredObject
 
@@ -77,10 +78,6 @@ class ClaimOutcome(StrEnum):
 class Claim:
     outcome: ClaimOutcome
     attempts: int = 0
-
-
-def archive_topic(archiver: str) -> str:
-    return f"archive-{archiver}"
 
 
 def archive_outgoing(request: ArchiveRequest) -> Outgoing:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from concurrent.futures import Future
+from typing import Callable, Protocol
 
 from htbase.logs import log
 from infra.ledger import Ledger, OutboxRow
@@ -19,25 +20,36 @@ logger = logging.getLogger("htbase.outbox")
 
 
 class Publisher(Protocol):
-    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
-        """Hand one message to the broker; ``topic`` is logical ("archive-pdf", "summarize")."""
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> Future:
+        """Hand one message to the broker; ``topic`` is logical ("archive-pdf", "summarize").
+
+        The future resolves to the message id once the broker has the message."""
 
 
 class Relay:
-    def __init__(self, ledger: Ledger, publisher: Publisher) -> None:
+    def __init__(self, ledger: Ledger, publisher: Publisher, timeout_s: float = 10.0) -> None:
         self.ledger = ledger
         self.publisher = publisher
+        self.timeout_s = timeout_s
 
     def publish(self, rows: list[OutboxRow]) -> int:
         """Publish rows and mark those the broker took; the rest stay for the next flush."""
-        sent: list[int] = []
-        for row in rows:
+        pending: list[tuple[OutboxRow, Future | Exception]] = []
+        for row in rows:  # hand over every message first, so they travel in one batch
             try:
-                self.publisher.publish(row.topic, row.data, row.attributes)
+                pending.append((row, self.publisher.publish(row.topic, row.data, row.attributes)))
+            except Exception as exc:
+                pending.append((row, exc))
+        sent: list[int] = []
+        for row, outcome in pending:
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                outcome.result(timeout=self.timeout_s)
                 sent.append(row.id)
             except Exception as exc:  # the broker is down or refused: keep the row, say why
                 log(logger, logging.WARNING, "publish failed; the outbox keeps the message",
-                    outbox_id=row.id, topic=row.topic, error=str(exc))
+                    outbox_id=row.id, topic=row.topic, error=f"{type(exc).__name__}: {exc}")
                 self.ledger.mark_unsent(row.id, f"{type(exc).__name__}: {exc}")
         if sent:
             self.ledger.mark_sent(sent)
@@ -63,10 +75,10 @@ def housekeep(ledger: Ledger, relay: Relay) -> dict[str, int]:
 
 
 class Housekeeper:
-    """Runs ``housekeep`` every ``interval_s`` seconds on a daemon thread."""
+    """Runs a housekeeping round every ``interval_s`` seconds on a daemon thread."""
 
-    def __init__(self, ledger: Ledger, relay: Relay, interval_s: float) -> None:
-        self.ledger, self.relay, self.interval_s = ledger, relay, interval_s
+    def __init__(self, round: Callable[[], object], interval_s: float) -> None:
+        self.round, self.interval_s = round, interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
 
@@ -81,6 +93,6 @@ class Housekeeper:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                housekeep(self.ledger, self.relay)
+                self.round()
             except Exception:  # the database may be briefly down; the next tick tries again
                 logger.exception("housekeeping round failed")

@@ -11,7 +11,8 @@ from functions.push import create_push_app
 from htbase.embedded import EmbeddedService
 from htbase.messages import (ArchiveRequest, MessageError, SummarizeRequest, build_push_envelope,
                              parse_push_envelope)
-from infra.dispatcher import DEAD_LETTER, LocalPushDispatcher
+from htbase.messages import DEAD_LETTER
+from infra.dispatcher import LocalPushDispatcher
 from infra.ledger import NewItem
 
 
@@ -126,7 +127,7 @@ def dispatcher_for(app: ScriptedPushApp, max_attempts: int = 4) -> LocalPushDisp
 def test_dispatcher_redelivers_after_5xx_and_429_then_stops():
     app = ScriptedPushApp([503, 429, 200])
     dispatcher = dispatcher_for(app)
-    message_id = dispatcher.publish("work", b"payload", {"a": "b"})
+    message_id = dispatcher.publish("work", b"payload", {"a": "b"}).result()
     assert dispatcher.wait_idle(5)
     assert len(app.received) == 3 and not app.dead
     assert {e["message"]["messageId"] for e in app.received} == {message_id}

@@ -20,14 +20,13 @@ from functions.summarizer.languages import detect_language, is_function_word, st
 from functions.summarizer.schema import (KEY_POINT_MAX_WORDS, KEY_POINTS_MAX, KEY_POINTS_MIN, LEDE_MAX_WORDS,
                                          SUMMARY_MAX_WORDS, Summary, require_article_text,
                                          validate_summary_fields)
-from functions.summarizer.sentences import (is_cjk, join_sentences, sentence_spans, truncate_words, word_count,
-                                            words)
+from functions.summarizer.sentences import (is_cjk, is_terminated, join_sentences, sentence_spans, truncate_words,
+                                            word_count, words)
 
 MODEL_ID = "extractive-v1"
 NO_PROMPT = "none"  # no prompt is involved, so prompt changes never invalidate these summaries
 TAG_COUNT = 5
 
-_TERMINATED = re.compile(r"[.!?…。！？｡।॥؟۔።။։][\"'”’»)\]」』）】]*$")
 _CLAUSE_BREAK = re.compile(r"\s*(?:[;:]|,|\s[–—-]\s)\s*")
 
 
@@ -94,7 +93,7 @@ def _rank(sentences: list[str], tokens: list[list[str]], counts: list[int],
     kept, repeats, fragments, seen = [], [], [], []
     for i in sorted(range(len(sentences)), key=lambda i: -scores[i]):
         distinct = set(tokens[i])
-        if not _TERMINATED.search(sentences[i]) or (title and _overlap(distinct, title) > 0.8):
+        if not is_terminated(sentences[i]) or (title and _overlap(distinct, title) > 0.8):
             fragments.append(i)  # no sentence end: a heading, a list item, the title again
         # Only the top of the ranking is ever used, so compare there and stop early.
         elif len(seen) < 60 and any(_overlap(distinct, other) > 0.6 for other in seen):
@@ -146,12 +145,11 @@ def _key_points(sentences: list[str], counts: list[int], ranking: list[int]) -> 
 
 def _tags(weights: dict[str, float], df: Counter, n_sentences: int, text: str, *,
           has_stopwords: bool) -> list[str]:
-    # Without a word list, short words are the likeliest function words in any
-    # spaced language, and a word in most sentences says little about the topic.
-    min_len = 3 if has_stopwords else 4
     tags: list[str] = []
     for word in sorted(weights, key=lambda w: -weights[w]):
-        if not (is_cjk(word) or len(word) >= min_len) or (n_sentences >= 10 and df[word] > 0.6 * n_sentences):
+        if not is_cjk(word) and not has_stopwords and _looks_like_function_word(word, df[word], n_sentences):
+            continue
+        if not is_cjk(word) and len(word) < 3:
             continue
         tag = _grow_cjk(word, text) if is_cjk(word) else word
         if not any(tag in other or other in tag for other in tags):
@@ -159,6 +157,13 @@ def _tags(weights: dict[str, float], df: Counter, n_sentences: int, text: str, *
             if len(tags) == TAG_COUNT:
                 break
     return tags
+
+
+def _looks_like_function_word(word: str, df: int, n_sentences: int) -> bool:
+    # For a language without a word list: function words are short in every
+    # spaced language, and in a long text a word found in most sentences says
+    # little about the topic.
+    return len(word) < 4 or (n_sentences >= 30 and df > 0.6 * n_sentences)
 
 
 def _grow_cjk(seed: str, text: str) -> str:

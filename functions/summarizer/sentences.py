@@ -19,12 +19,13 @@ import re
 CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 
 _LINE = re.compile(r"[^\r\n]+")
-_BOUNDARY = re.compile(
-    r"(?P<cjk>[。！？｡]+)[”’」』）】〕》\"')\]]*"
-    r"|[.!?…।॥؟۔።။։]+[\"'”’»)\]」』）】]*(?=\s|$)"
-)
+_CJK_ENDS = "。！？｡"
+_OTHER_ENDS = ".!?…।॥؟۔።။։"  # Latin, Devanagari, Arabic/Urdu, Ethiopic, Burmese, Armenian
+_CLOSING = "\"'”’»)\\]」』）】〕》"  # quotes and brackets that may follow a sentence end
+_BOUNDARY = re.compile(rf"(?P<cjk>[{_CJK_ENDS}]+)[{_CLOSING}]*|[{_OTHER_ENDS}]+[{_CLOSING}]*(?=\s|$)")
+_TERMINATED = re.compile(rf"[{_CJK_ENDS}{_OTHER_ENDS}][{_CLOSING}]*$")
 _OPENERS = "\"'“‘«([{¿¡„"
-_CLOSERS_CJK = "。！？｡」』）】〕》"
+_CLOSERS_CJK = _CJK_ENDS + "」』）】〕》"  # after these, no space before the next sentence
 
 # Lower-case, without the final period. Single letters (initials, "z. B.") and
 # dotted forms ("e.g.", "U.S.") are recognised without being listed.
@@ -96,6 +97,11 @@ def words(text: str) -> list[str]:
         else:
             tokens.append(run)
     return tokens
+
+
+def is_terminated(sentence: str) -> bool:
+    """Ends like a sentence (a heading or list item does not)."""
+    return bool(_TERMINATED.search(sentence))
 
 
 def is_cjk(token: str) -> bool:

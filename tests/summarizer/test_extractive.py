@@ -64,6 +64,19 @@ def test_cjk_articles(text, language, tag):
     assert summary.lede.endswith("。")
 
 
+def test_language_without_a_word_list_filters_common_words_statistically():
+    polish = ("Rada miasta zatwierdziła we wtorek budowę czterdziestu kilometrów dróg rowerowych w centrum. "
+              "Plan burmistrza zastąpi miejsca parkingowe na sześciu ulicach drogami rowerowymi. "
+              "Zwolennicy mówią, że drogi rowerowe poprawią bezpieczeństwo i się opłacą. "
+              "Kupcy z głównej ulicy sprzeciwiają się planowi, bo boją się utraty klientów. "
+              "Budowa dróg rowerowych ma się zacząć wiosną i kosztować około 18,5 miliona złotych.")
+    summary = summarize(polish)
+
+    _assert_valid(summary, polish)
+    assert summary.language == "und" and "rowerowych" in summary.tags
+    assert not {"się", "na", "we", "bo"} & set(summary.tags)
+
+
 def test_given_language_is_kept():
     assert summarize(articles.ENGLISH, language="en-GB").language == "en-GB"
 

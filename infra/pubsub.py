@@ -1,0 +1,63 @@
+"""Publishing to Google Pub/Sub (or its emulator): one topic per archiver, one for summaries.
+
+``publish`` returns a future at once; the relay waits for the whole batch, so
+one request's five messages share one round trip. After a failure the
+publisher stays "down" for a few seconds and refuses at once, so that while
+the broker is out the API still answers 202 quickly: the outbox keeps every
+message and the relay republishes when the broker is back.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+
+from google.api_core import retry as retries
+from google.cloud import pubsub_v1
+
+from htbase.config import Settings
+from htbase.messages import topic_name
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def publisher_client(settings: Settings) -> pubsub_v1.PublisherClient:
+    # Low batch latency: a request's messages still go out together, without adding to accept latency.
+    batching = pubsub_v1.types.BatchSettings(max_latency=0.002)
+    if settings.pubsub_emulator_host:
+        import grpc
+        from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+        channel = grpc.insecure_channel(settings.pubsub_emulator_host)
+        return pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel), batch_settings=batching)
+    return pubsub_v1.PublisherClient(batch_settings=batching)
+
+
+class PubSubPublisher:
+    def __init__(self, settings: Settings, client: pubsub_v1.PublisherClient | None = None, *,
+                 timeout_s: float = 5.0, cooldown_s: float = 3.0) -> None:
+        self.client = client or publisher_client(settings)
+        self.project, self.prefix = settings.pubsub_project_id, settings.topic_prefix
+        self.timeout_s, self.cooldown_s = timeout_s, cooldown_s
+        # Bounded client-side retries: an outage must surface within timeout_s, not after a minute.
+        self._retry = retries.Retry(initial=0.1, maximum=1.0, timeout=timeout_s)
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def topic_path(self, topic: str) -> str:
+        return self.client.topic_path(self.project, topic_name(self.prefix, topic))
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> Future:
+        if time.monotonic() < self._down_until:
+            raise BrokerUnavailable("Pub/Sub failed moments ago; the outbox keeps the message")
+        future = self.client.publish(self.topic_path(topic), data, retry=self._retry, timeout=self.timeout_s,
+                                     **attributes)
+        future.add_done_callback(self._watch)
+        return future
+
+    def _watch(self, future: Future) -> None:
+        if future.exception() is not None:
+            with self._lock:
+                self._down_until = time.monotonic() + self.cooldown_s

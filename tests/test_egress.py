@@ -1,0 +1,570 @@
+"""The egress guard: URL validation, the address policy, and the proxy every
+archiver fetches through, driven by real clients (requests, raw sockets,
+Chromium) against real servers on loopback.
+
+Only 127.0.0.0/8 is ever connected to: the ``connections`` fixture records
+every upstream connection the proxy opens and fails any other address before
+a packet leaves.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Iterator
+
+import pytest
+import requests
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from htbase.config import Settings
+from infra.egress import (
+    REFUSED_HEADER, EgressPolicy, EgressProxy, EgressRefused, InvalidURL, ResolutionError,
+    normalize_url, url_hash, validate_url,
+)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def png(width: int = 3, height: int = 2) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 10, 10)).save(out, "PNG")
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ helpers
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class PageServer:
+    """A real HTTP/1.1 server on a loopback address. ``routes`` maps a path to
+    (content type, body) or to a function handling the request; every request
+    line is recorded in ``.requests``."""
+
+    def __init__(self, host: str, routes: dict[str, tuple[str, bytes] | Route]):
+        self.routes = routes
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                route = server.routes.get(self.path.split("?")[0])
+                if route is None:
+                    self.send_error(404)
+                elif callable(route):
+                    route(self)
+                else:
+                    content_type, body = route
+                    self.send_response(200)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            do_POST = do_GET
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd.daemon_threads = True
+        self.host, self.port = self._httpd.server_address[:2]
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., PageServer]]:
+    servers: list[PageServer] = []
+
+    def start(host: str, routes: dict) -> PageServer:
+        servers.append(PageServer(host, routes))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple[str, int]]:
+    """Every address the proxy connects to; anything outside 127/8 fails
+    before connecting (a bug must never send traffic off this machine)."""
+    made: list[tuple[str, int]] = []
+    real = socket.create_connection
+
+    def guarded(address, *args, **kwargs):
+        host, port = address[:2]
+        if threading.current_thread().name == "egress-conn":  # the proxy, not a test client
+            made.append((host, port))
+        if not host.startswith("127."):
+            raise ConnectionRefusedError(f"test guard: no traffic to {host}")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", guarded)
+    return made
+
+
+@pytest.fixture
+def proxy(connections) -> Iterator[EgressProxy]:
+    """The guard as tests run it: only 127.0.0.2 is let through."""
+    with EgressProxy(EgressPolicy(allow_cidrs=["127.0.0.2/32"])) as running:
+        yield running
+
+
+def session_via(proxy: EgressProxy) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = {"http": proxy.url, "https": proxy.url}
+    return session
+
+
+def proxy_socket(proxy: EgressProxy) -> socket.socket:
+    host, port = proxy.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def read_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# --------------------------------------------------------------------- URLs
+
+@pytest.mark.parametrize("url, expected", [
+    ("HTTP://Example.COM:80/a/b?q=1&r=2#section", "http://example.com/a/b?q=1&r=2"),
+    ("https://example.com:443", "https://example.com/"),
+    ("https://example.com:8443/x?", "https://example.com:8443/x"),
+    ("http://bücher.example/straße", "http://xn--bcher-kva.example/straße"),
+    ("http://[0:0:0:0:0:0:0:1]:8080/", "http://[::1]:8080/"),
+])
+def test_validate_url_accepts_http_and_normalizes(url, expected):
+    assert validate_url(url) == expected
+    assert normalize_url(url) == expected
+
+
+@pytest.mark.parametrize("url, message", [
+    ("", "a URL is required"),
+    ("example.com/page", "not an absolute URL (expected http:// or https://): 'example.com/page'"),
+    ("not a url", "URL contains whitespace or control characters"),
+    ("http://exa\nmple.com/", "URL contains whitespace or control characters"),
+    ("file:///etc/passwd", "only http and https URLs can be archived, got 'file'"),
+    ("javascript:alert(1)", "only http and https URLs can be archived, got 'javascript'"),
+    ("ftp://example.com/file", "only http and https URLs can be archived, got 'ftp'"),
+    ("http:///no-host", "URL has no host"),
+    ("https://:443/", "URL has no host"),
+    ("http://user:secret@example.com/", "URLs with credentials (user:password@) are not accepted"),
+    ("http://example.com:99999/", "invalid port in 'example.com:99999'"),
+    ("http://example.com:0/", "invalid port in 'example.com:0'"),
+    ("http://[::1/", "not a valid URL (malformed host): 'http://[::1/'"),
+    ("http://exa<mple.com/", "invalid host name 'exa<mple.com'"),
+    ("http://example.com/" + "a" * 2100, "URL is longer than 2048 characters"),
+])
+def test_validate_url_rejects_with_a_clear_message(url, message):
+    with pytest.raises(InvalidURL) as raised:
+        validate_url(url)
+    assert str(raised.value) == message
+    assert isinstance(raised.value, ValueError)  # callers may catch ValueError
+
+
+def test_url_hash_is_the_same_for_equivalent_urls():
+    assert url_hash("HTTP://Example.com:80/a?x=1#top") == url_hash("http://example.com/a?x=1")
+    assert url_hash("http://example.com/a?x=1") == hashlib.sha256(b"http://example.com/a?x=1").hexdigest()
+    assert url_hash("http://example.com/a?x=1") != url_hash("http://example.com/a?x=2")
+
+
+# ------------------------------------------------------------------- policy
+
+@pytest.mark.parametrize("host, message", [
+    ("127.0.0.1", "refused: 127.0.0.1 (loopback)"),
+    ("localhost", "refused: 'localhost' resolves to 127.0.0.1 (loopback)"),
+    ("2130706433", "refused: '2130706433' resolves to 127.0.0.1 (loopback)"),  # 127.0.0.1 as one number
+    ("10.20.30.40", "refused: 10.20.30.40 (private)"),
+    ("172.16.5.4", "refused: 172.16.5.4 (private)"),
+    ("192.168.1.1", "refused: 192.168.1.1 (private)"),
+    ("169.254.169.254", "refused: 169.254.169.254 (cloud metadata)"),
+    ("169.254.10.20", "refused: 169.254.10.20 (link-local)"),
+    ("100.64.0.1", "refused: 100.64.0.1 (shared address space)"),
+    ("0.0.0.0", "refused: 0.0.0.0 (unspecified)"),
+    ("224.0.0.251", "refused: 224.0.0.251 (multicast)"),
+    ("240.0.0.1", "refused: 240.0.0.1 (reserved)"),
+    ("::1", "refused: ::1 (loopback)"),
+    ("[::1]", "refused: ::1 (loopback)"),
+    ("::", "refused: :: (unspecified)"),
+    ("::ffff:127.0.0.1", "refused: ::ffff:127.0.0.1 (loopback, 127.0.0.1 embedded in IPv6)"),
+    ("::ffff:10.0.0.1", "refused: ::ffff:10.0.0.1 (private, 10.0.0.1 embedded in IPv6)"),
+    ("64:ff9b::a9fe:a9fe", "refused: 64:ff9b::a9fe:a9fe (cloud metadata, 169.254.169.254 embedded in IPv6)"),
+    ("fd00::1", "refused: fd00::1 (private)"),
+    ("fe80::1", "refused: fe80::1 (link-local)"),
+    ("ff02::1", "refused: ff02::1 (multicast)"),
+])
+def test_policy_refuses_non_public_addresses(host, message):
+    with pytest.raises(EgressRefused) as raised:
+        EgressPolicy().resolve(host, 80)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("host", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:93.184.216.34"])
+def test_policy_allows_public_addresses(host):
+    # Literal addresses: resolution happens locally and nothing is contacted.
+    assert EgressPolicy().resolve(host, 443) == [host]
+
+
+def test_check_url_validates_then_resolves():
+    policy = EgressPolicy()
+    assert policy.check_url("HTTPS://93.184.216.34/page#x") == "https://93.184.216.34/page"
+    with pytest.raises(EgressRefused, match=r"refused: ::1 \(loopback\)"):
+        policy.check_url("http://[::1]:8080/")
+    with pytest.raises(InvalidURL, match="got 'file'"):
+        policy.check_url("file:///etc/passwd")
+
+
+def test_allow_private_allows_everything_but_cloud_metadata():
+    policy = EgressPolicy(allow_private=True)
+    for host in ("127.0.0.1", "localhost", "10.0.0.1", "192.168.0.1", "::1", "fd00::1"):
+        assert policy.resolve(host, 80)
+    # A stray ALLOW_PRIVATE_URLS in the cloud still cannot reach credentials.
+    with pytest.raises(EgressRefused, match="cloud metadata"):
+        policy.resolve("169.254.169.254", 80)
+    assert EgressPolicy(allow_private=True, allow_cidrs=["169.254.169.254/32"]).resolve("169.254.169.254", 80)
+
+
+def test_allow_cidrs_opens_only_the_listed_ranges():
+    policy = EgressPolicy(allow_cidrs=["127.0.0.2/32", "10.1.0.0/16"])
+    assert policy.resolve("127.0.0.2", 80) == ["127.0.0.2"]
+    assert policy.resolve("10.1.200.3", 80) == ["10.1.200.3"]
+    with pytest.raises(EgressRefused, match=r"127\.0\.0\.1 \(loopback\)"):
+        policy.resolve("127.0.0.1", 80)
+    with pytest.raises(EgressRefused, match=r"10\.2\.0\.1 \(private\)"):
+        policy.resolve("10.2.0.1", 80)
+
+
+def test_policy_from_settings():
+    policy = EgressPolicy.from_settings(Settings(allow_private_urls=False, egress_allow_cidrs=("127.0.0.2/32",)))
+    assert policy.resolve("127.0.0.2", 80) == ["127.0.0.2"]
+    assert EgressPolicy.from_settings(Settings(allow_private_urls=True)).resolve("127.0.0.1", 80)
+
+
+def fake_dns(monkeypatch, answers: dict[str, list[str]]) -> list[str]:
+    """getaddrinfo answering ``answers`` (a name's answers are used in turn);
+    returns the log of names looked up."""
+    real, lookups = socket.getaddrinfo, []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = answers[host][min(len(lookups), len(answers[host])) - 1]
+        if address == "NXDOMAIN":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+def test_a_name_is_refused_if_any_of_its_addresses_is_private(monkeypatch):
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != "mixed.example":
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(EgressRefused, match=r"refused: 'mixed.example' resolves to 10\.0\.0\.7 \(private\)"):
+        EgressPolicy().resolve("mixed.example", 80)
+
+
+def test_an_unresolvable_name_is_a_resolution_error_not_a_refusal(monkeypatch):
+    fake_dns(monkeypatch, {"gone.example": ["NXDOMAIN"]})
+    with pytest.raises(ResolutionError, match="cannot resolve 'gone.example'"):
+        EgressPolicy().resolve("gone.example", 80)
+
+
+# -------------------------------------------------------------------- proxy
+
+def test_proxy_forwards_http_to_an_allowed_address(proxy, serve, connections):
+    site = serve("127.0.0.2", {"/hello": ("text/plain", b"hello from 127.0.0.2")})
+    response = session_via(proxy).get(site.url("/hello?x=1"), timeout=10)
+    assert response.status_code == 200
+    assert response.text == "hello from 127.0.0.2"
+    assert site.requests == ["/hello?x=1"]  # origin-form on the way out
+    assert connections == [("127.0.0.2", site.port)]
+
+
+def test_proxy_keeps_the_client_connection_alive(proxy, serve):
+    site = serve("127.0.0.2", {"/a": ("text/plain", b"A"), "/b": ("text/plain", b"B")})
+    host, port = proxy.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", site.url("/a"))
+    first = conn.getresponse()
+    assert first.read() == b"A" and not first.will_close
+    sock = conn.sock
+    conn.request("GET", site.url("/b"))
+    assert conn.getresponse().read() == b"B"
+    assert conn.sock is sock  # both requests on one connection
+    conn.close()
+
+
+def test_proxy_tunnels_connect_to_an_allowed_address(proxy, serve, connections):
+    site = serve("127.0.0.2", {"/tunnel": ("text/plain", b"through the tunnel")})
+    host, port = proxy.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.set_tunnel("127.0.0.2", site.port)  # CONNECT, then plain HTTP inside the tunnel
+    conn.request("GET", "/tunnel")
+    assert conn.getresponse().read() == b"through the tunnel"
+    conn.close()
+    assert connections == [("127.0.0.2", site.port)]
+
+
+def test_proxy_refuses_loopback_with_403_and_a_reason(proxy, serve, connections, caplog):
+    forbidden = serve("127.0.0.1", {"/secret": ("text/plain", b"internal")})
+    with caplog.at_level(logging.WARNING, logger="htbase.egress"):
+        response = session_via(proxy).get(forbidden.url("/secret"), timeout=10)
+    assert response.status_code == 403
+    assert response.headers[REFUSED_HEADER] == "refused: 127.0.0.1 (loopback)"
+    assert "refused: 127.0.0.1 (loopback)" in response.text
+    assert forbidden.requests == [] and connections == []
+    assert any("refused: 127.0.0.1 (loopback)" in r.getMessage() for r in caplog.records)
+
+
+def test_proxy_refuses_connect_to_loopback(proxy, serve, connections):
+    forbidden = serve("127.0.0.1", {})
+    with proxy_socket(proxy) as sock:
+        sock.sendall(f"CONNECT 127.0.0.1:{forbidden.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = read_head(sock).decode()
+    assert head.startswith("HTTP/1.1 403 refused: 127.0.0.1 (loopback)\r\n")
+    assert f"{REFUSED_HEADER}: refused: 127.0.0.1 (loopback)\r\n" in head
+    assert forbidden.requests == [] and connections == []
+    # requests reports a refused tunnel by its status line; the reason survives.
+    with pytest.raises(requests.exceptions.ProxyError, match=r"403 refused: 127\.0\.0\.1 \(loopback\)"):
+        session_via(proxy).get(f"https://127.0.0.1:{forbidden.port}/", timeout=10)
+
+
+def test_redirect_to_cloud_metadata_is_refused_before_connecting(proxy, serve, connections):
+    def redirect(handler):
+        handler.send_response(302)
+        handler.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    site = serve("127.0.0.2", {"/go": redirect})
+    response = session_via(proxy).get(site.url("/go"), timeout=10)
+    assert response.history[0].status_code == 302
+    assert response.url == "http://169.254.169.254/latest/meta-data/"
+    assert response.status_code == 403
+    assert response.headers[REFUSED_HEADER] == "refused: 169.254.169.254 (cloud metadata)"
+    assert connections == [("127.0.0.2", site.port)]  # nothing else was even attempted
+
+
+def test_proxy_connects_to_the_address_it_vetted(proxy, serve, connections, monkeypatch):
+    """DNS rebinding: the name resolves to an allowed address once, then to
+    loopback. The proxy looks up once and connects to what it checked."""
+    site = serve("127.0.0.2", {"/": ("text/plain", b"vetted")})
+    lookups = fake_dns(monkeypatch, {"rebind.example": ["127.0.0.2", "127.0.0.1"]})
+    response = session_via(proxy).get(f"http://rebind.example:{site.port}/", timeout=10)
+    assert response.text == "vetted"
+    assert lookups == ["rebind.example"]
+    assert connections == [("127.0.0.2", site.port)]
+
+
+def test_origin_cannot_pose_as_the_guard(proxy, serve):
+    def forged(handler):
+        handler.send_response(403)
+        handler.send_header(REFUSED_HEADER, "refused: made up")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    site = serve("127.0.0.2", {"/forged": forged})
+    response = session_via(proxy).get(site.url("/forged"), timeout=10)
+    assert response.status_code == 403
+    assert REFUSED_HEADER not in response.headers
+
+
+def test_unreachable_origin_is_a_502(proxy):
+    with socket.create_server(("127.0.0.2", 0)) as placeholder:
+        port = placeholder.getsockname()[1]  # closed again below: nothing listens there
+    response = session_via(proxy).get(f"http://127.0.0.2:{port}/", timeout=10)
+    assert response.status_code == 502
+    assert f"cannot connect to 127.0.0.2:{port}" in response.text
+
+
+def test_a_request_that_is_not_for_a_proxy_is_a_400(proxy):
+    with proxy_socket(proxy) as sock:
+        sock.sendall(b"GET /local HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_head(sock).startswith(b"HTTP/1.1 400 ")
+
+
+BIG = 24 * 1024 * 1024
+
+
+def stream_big(handler, framing: str) -> None:
+    block = bytes(range(256)) * 256  # 64 KiB
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/octet-stream")
+    if framing == "length":
+        handler.send_header("Content-Length", str(BIG))
+    elif framing == "chunked":
+        handler.send_header("Transfer-Encoding", "chunked")
+    else:
+        handler.send_header("Connection", "close")
+        handler.close_connection = True
+    handler.end_headers()
+    for _ in range(BIG // len(block)):
+        if framing == "chunked":
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+        else:
+            handler.wfile.write(block)
+    if framing == "chunked":
+        handler.wfile.write(b"0\r\n\r\n")
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "until-close"])
+def test_large_bodies_stream_through(proxy, serve, framing):
+    site = serve("127.0.0.2", {"/big": lambda handler: stream_big(handler, framing)})
+    expected = hashlib.sha256(bytes(range(256)) * 256 * (BIG // 65536)).hexdigest()
+    start = time.monotonic()
+    with session_via(proxy).get(site.url("/big"), stream=True, timeout=30) as response:
+        digest, size = hashlib.sha256(), 0
+        for chunk in response.iter_content(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    assert (size, digest.hexdigest()) == (BIG, expected)
+    assert time.monotonic() - start < 10
+
+
+def test_request_bodies_are_forwarded(proxy, serve):
+    def echo(handler):
+        if handler.headers.get("Transfer-Encoding") == "chunked":
+            body = b""
+            while (size := int(handler.rfile.readline(), 16)) > 0:
+                body += handler.rfile.read(size)
+                handler.rfile.readline()
+            handler.rfile.readline()
+        else:
+            body = handler.rfile.read(int(handler.headers["Content-Length"]))
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    site = serve("127.0.0.2", {"/echo": echo})
+    session = session_via(proxy)
+    payload = b"x" * 300_000
+    assert session.post(site.url("/echo"), data=payload, timeout=10).content == payload
+    chunked = session.post(site.url("/echo"), data=iter([b"first ", b"second"]), timeout=10)
+    assert chunked.content == b"first second"
+
+
+def test_many_concurrent_clients(proxy, serve):
+    site = serve("127.0.0.2", {f"/{n}": ("text/plain", str(n).encode() * 1000) for n in range(100)})
+
+    def fetch(n: int) -> bool:
+        with session_via(proxy) as session:
+            return session.get(site.url(f"/{n}"), timeout=20).content == str(n).encode() * 1000
+
+    with ThreadPoolExecutor(50) as pool:
+        assert all(pool.map(fetch, range(100)))
+
+
+@pytest.mark.parametrize("answer_first", [True, False], ids=["mid-body", "before-answer"])
+def test_client_hanging_up_closes_the_origin_connection(proxy, serve, answer_first):
+    """An archiver that gives up must not leave the proxy waiting on the origin."""
+    origin_closed = threading.Event()
+
+    def hang(handler):
+        if answer_first:
+            handler.send_response(200)
+            handler.send_header("Content-Length", "1000000")
+            handler.end_headers()
+            handler.wfile.write(b"partial")
+        handler.connection.settimeout(10)
+        try:
+            if handler.connection.recv(1) == b"":
+                origin_closed.set()
+        except OSError:
+            origin_closed.set()
+
+    site = serve("127.0.0.2", {"/hang": hang})
+    with proxy_socket(proxy) as sock:
+        sock.sendall(f"GET {site.url('/hang')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        if answer_first:
+            assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+        else:
+            time.sleep(0.2)  # the request is upstream, the answer pending
+    hung_up = time.monotonic()
+    assert origin_closed.wait(5)
+    assert time.monotonic() - hung_up < 2
+
+
+def test_stop_closes_open_connections(connections, serve):
+    site = serve("127.0.0.2", {})
+    running = EgressProxy(EgressPolicy(allow_cidrs=["127.0.0.2/32"])).start()
+    sock = proxy_socket(running)
+    sock.sendall(f"CONNECT 127.0.0.2:{site.port} HTTP/1.1\r\n\r\n".encode())
+    assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+    running.stop()
+    sock.settimeout(5)
+    assert sock.recv(1) == b""  # the tunnel was torn down
+    sock.close()
+    with pytest.raises(RuntimeError, match="not running"):
+        running.url
+
+
+def test_chromium_loads_an_allowed_page_but_not_its_loopback_resources(proxy, serve, connections):
+    """Real Chromium through the proxy: the page on 127.0.0.2 loads, its image
+    on 127.0.0.2 shows, the image and stylesheet it pulls from 127.0.0.1 are refused."""
+    forbidden = serve("127.0.0.1", {"/pixel.png": ("image/png", png()), "/style.css": ("text/css", b"body{}")})
+    page_html = f"""<!DOCTYPE html><html><head>
+        <link rel="stylesheet" href="{forbidden.url('/style.css')}"></head><body>
+        <p id="text">allowed page</p>
+        <img id="allowed" src="/pixel.png"><img id="blocked" src="{forbidden.url('/pixel.png')}">
+        </body></html>""".encode()
+    site = serve("127.0.0.2", {"/page.html": ("text/html", page_html), "/pixel.png": ("image/png", png())})
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            *CHROMIUM_ARGS, f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"])
+        try:
+            page = browser.new_page()
+            responses = {}
+            page.on("response", lambda r: responses.__setitem__(r.url, (r.status, r.headers)))
+            assert page.goto(site.url("/page.html"), wait_until="load").status == 200
+            assert page.inner_text("#text") == "allowed page"
+            widths = page.evaluate("() => [...document.images].map(i => [i.id, i.naturalWidth])")
+        finally:
+            browser.close()
+
+    assert widths == [["allowed", 3], ["blocked", 0]]
+    for path in ("/pixel.png", "/style.css"):
+        status, headers = responses[forbidden.url(path)]
+        assert status == 403 and headers[REFUSED_HEADER.lower()] == "refused: 127.0.0.1 (loopback)"
+    assert forbidden.requests == []
+    assert {host for host, _ in connections} == {"127.0.0.2"}
