@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
 
-.PHONY: run test setup system-deps bench clean
+.PHONY: run test setup system-deps bench clean stack-up stack-down
 
 run: setup
 	$(VENV)/bin/htbase serve
@@ -31,6 +31,14 @@ $(VENV)/.installed: requirements/*.txt pyproject.toml
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The emulator stack and every service, each its own process, the API on $(PORT); state in .stack/.
+# STACK_ARGS passes more, e.g. STACK_ARGS="--database-url postgresql+pg8000://... --set ALLOW_PRIVATE_URLS=1".
+stack-up: setup
+	$(PY) -m emulators.stack up --root .stack --port $(PORT) $(STACK_ARGS)
+
+stack-down:
+	$(PY) -m emulators.stack down --root .stack
 
 bench: setup
 	$(PY) bench/capture.py

@@ -4,36 +4,49 @@
 
 Every archiver service deploys the same handler; ``ARCHIVERS`` (e.g. ``pdf``)
 says which archiver that service runs, and the message names the archiver.
+Every target authenticates the push (functions/auth.py) before it builds or
+touches the runtime.
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 from flask import Request, Response
 
-from functions.push import handle_archive, handle_dead_letter, handle_summarize
+from functions.auth import PushAuthenticator
+from functions.push import handle_archive, handle_dead_letter, handle_summarize, refuse_unauthenticated
 from htbase.config import Settings
 from htbase.logs import setup_logging
 from htbase.runtime import Runtime, make_publisher
 
 
 @lru_cache(maxsize=1)
+def settings() -> Settings:
+    loaded = Settings.from_env()
+    setup_logging(loaded)
+    return loaded
+
+
+@lru_cache(maxsize=1)
 def runtime() -> Runtime:
-    settings = Settings.from_env()
-    setup_logging(settings)
-    return Runtime(settings, make_publisher(settings))
+    return Runtime(settings(), make_publisher(settings()))
 
 
-def archive(request: Request) -> Response:
-    return handle_archive(runtime(), request)
+@lru_cache(maxsize=1)
+def authenticator() -> PushAuthenticator:
+    return PushAuthenticator.from_settings(settings())
 
 
+def _authenticated(handler: Callable[[Runtime, Request], Response]) -> Callable[[Request], Response]:
+    def target(request: Request) -> Response:
+        refused = refuse_unauthenticated(authenticator(), request)
+        return refused if refused is not None else handler(runtime(), request)
+
+    return target
+
+
+archive = _authenticated(handle_archive)
 archive_singlefile = archive_monolith = archive_readability = archive_pdf = archive_screenshot = archive
-
-
-def summarize(request: Request) -> Response:
-    return handle_summarize(runtime(), request)
-
-
-def dead_letter(request: Request) -> Response:
-    return handle_dead_letter(runtime(), request)
+summarize = _authenticated(handle_summarize)
+dead_letter = _authenticated(handle_dead_letter)

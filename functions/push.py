@@ -2,7 +2,8 @@
 
 2xx acknowledges; 5xx or 429 asks Pub/Sub (or the embedded dispatcher) to
 redeliver. A malformed envelope or message answers 400 with the reason in the
-log: it can never succeed, so the dead-letter policy takes it.
+log: it can never succeed, so the dead-letter policy takes it. A push that
+fails authentication answers 401 (see functions/auth.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable
 from flask import Flask, Request, Response, request as current_request
 
 from functions import capture
+from functions.auth import PushAuthenticator, PushUnauthorized
 from functions.capture import Delivery
 from htbase.logs import log, set_trace
 from htbase.messages import ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope
@@ -23,6 +25,16 @@ logger = logging.getLogger("htbase.push")
 
 def _answer(status: int, body: dict, headers: dict | None = None) -> Response:
     return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+
+
+def refuse_unauthenticated(authenticator: PushAuthenticator, request: Request) -> Response | None:
+    """The 401 answer for a request that fails authentication, or None to let it through."""
+    try:
+        authenticator.verify(request)
+    except PushUnauthorized as exc:
+        log(logger, logging.WARNING, "push refused: not authenticated", reason=exc.reason, path=request.path)
+        return _answer(401, {"error": {"code": "unauthorized", "message": exc.reason}})
+    return None
 
 
 def handle(request: Request, work: Callable[[PushMessage], Delivery]) -> Response:
@@ -59,7 +71,8 @@ def handle_archive(runtime: Runtime, request: Request) -> Response:
 def handle_summarize(runtime: Runtime, request: Request) -> Response:
     from functions import summarize
 
-    return handle(request, lambda message: summarize.summarize(runtime, SummarizeRequest.from_json(message.data)))
+    return handle(request, lambda message: summarize.summarize(
+        runtime, SummarizeRequest.from_json(message.data), message.delivery_attempt))
 
 
 def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
@@ -87,9 +100,15 @@ def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
 PUSH_ROUTES = {"archive": "/push/archive", "summarize": "/push/summarize", "dead-letter": "/push/dead-letter"}
 
 
-def create_push_app(runtime: Runtime) -> Flask:
-    """The push endpoints as one WSGI app (the embedded dispatcher posts to it)."""
+def create_push_app(runtime: Runtime, authenticator: PushAuthenticator | None = None) -> Flask:
+    """The push endpoints as one WSGI app.
+
+    ``authenticator=None`` only for the embedded dispatcher, which calls the app
+    in-process: nothing crosses a network there. Anything served must pass one.
+    """
     app = Flask("htbase.push")
+    if authenticator is not None:
+        app.before_request(lambda: refuse_unauthenticated(authenticator, current_request))
     app.add_url_rule(PUSH_ROUTES["archive"], "archive", lambda: handle_archive(runtime, current_request),
                      methods=["POST"])
     app.add_url_rule(PUSH_ROUTES["summarize"], "summarize", lambda: handle_summarize(runtime, current_request),

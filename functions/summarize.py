@@ -19,7 +19,7 @@ from htbase.runtime import Runtime
 logger = logging.getLogger("htbase.summarize")
 
 
-def summarize(runtime: Runtime, request: SummarizeRequest) -> Delivery:
+def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int | None = None) -> Delivery:
     ledger, fields = runtime.ledger, {"task_id": request.task_id}
     task = ledger.task(request.task_id)
     article = next((a for a in task.artifacts if a.archiver == "readability"), None) if task else None
@@ -37,10 +37,11 @@ def summarize(runtime: Runtime, request: SummarizeRequest) -> Delivery:
         log(logger, logging.INFO, "summary reused", cache_key=key, **fields)
         return Delivery(True, "cached")
 
-    recorded = {"model": summarizer.model_id, "prompt_version": summarizer.prompt_version}
+    # On the last delivery a rate-limited chain falls back rather than asking for another.
+    last_try = delivery_attempt is not None and delivery_attempt >= runtime.settings.max_attempts
     try:
         summary = summarizer.summarize(text, title=article.meta.get("title") or "",
-                                       language=article.meta.get("language") or "")
+                                       language=article.meta.get("language") or "", may_retry_later=not last_try)
     except RetryLater as exc:
         log(logger, logging.INFO, "summary rate limited; asking for redelivery", retry_after_s=exc.retry_after_s,
             **fields)
@@ -49,10 +50,14 @@ def summarize(runtime: Runtime, request: SummarizeRequest) -> Delivery:
         if exc.transient:
             return Delivery(False, exc.reason)
         ledger.save_summary(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
-                            **recorded)
+                            model=summarizer.model_id, prompt_version=summarizer.prompt_version)
         log(logger, logging.WARNING, "summary failed", error=exc.reason, **fields)
         return Delivery(True, "failed")
-    ledger.save_summary(request.task_id, key, status="success", result=summary.to_dict(), **recorded)
+    # Filed under the model that wrote it: a fallback's summary never poses as the primary model's,
+    # so a later request tries the primary again.
+    written_by = cache_key(text_sha256, summary.model, summary.prompt_version)
+    ledger.save_summary(request.task_id, written_by, status="success", result=summary.to_dict(),
+                        model=summary.model, prompt_version=summary.prompt_version)
     log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
         duration_ms=summary.duration_ms, **fields)
     return Delivery(True, "stored")

@@ -53,7 +53,7 @@ class LocalPushDispatcher:
 
     def _deliver(self, topic: str, data: bytes, attributes: dict[str, str], message_id: str, attempt: int) -> None:
         try:
-            status = self._post(self.routes[topic], data, attributes, message_id, topic)
+            status = self._post(self.routes[topic], data, attributes, message_id, topic, attempt)
             if status < 300:
                 return
             if (status >= 500 or status == 429) and attempt < self.max_attempts:
@@ -89,8 +89,10 @@ class LocalPushDispatcher:
         timer.daemon = True
         timer.start()
 
-    def _post(self, path: str, data: bytes, attributes: dict[str, str], message_id: str, topic: str) -> int:
-        envelope = build_push_envelope(data, attributes, message_id=message_id,
+    def _post(self, path: str, data: bytes, attributes: dict[str, str], message_id: str, topic: str,
+              attempt: int) -> int:
+        # deliveryAttempt as Pub/Sub sends it on subscriptions with a dead-letter policy.
+        envelope = build_push_envelope(data, attributes, message_id=message_id, delivery_attempt=attempt,
                                        subscription=f"projects/local/subscriptions/{topic}")
         with self.push_app.test_client() as client:
             response = client.post(path, data=json.dumps(envelope), content_type="application/json")

@@ -126,8 +126,9 @@ _METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00
 
 # First match names the reason. ``is_global`` alone misses multicast and
 # differs between Python releases, hence the explicit rules before it.
+_METADATA_RULE = ("cloud metadata", lambda ip: ip in _METADATA)
 _RULES = (
-    ("cloud metadata", lambda ip: ip in _METADATA),
+    _METADATA_RULE,
     ("unspecified", lambda ip: ip.is_unspecified),
     ("loopback", lambda ip: ip.is_loopback),
     ("link-local", lambda ip: ip.is_link_local),
@@ -175,7 +176,7 @@ class EgressPolicy:
         inner = _effective(ip)
         if any(a in net for net in self.allow_networks for a in (ip, inner)):
             return None
-        rules = _RULES[:1] if self.allow_private else _RULES
+        rules = (_METADATA_RULE,) if self.allow_private else _RULES
         why = next((label for label, test in rules if test(inner)), None)
         if why and inner is not ip:
             why = f"{why}, {inner} embedded in IPv6"
@@ -292,9 +293,9 @@ class _Stream:
     def __init__(self, sock: socket.socket, timeout: float, watch: socket.socket | None = None):
         self.sock, self.timeout, self.watch = sock, timeout, watch
         self.buf = bytearray()
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
         if watch is not None:
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
             self._poll.register(watch, select.POLLIN)
 
     def _recv(self, size: int = _CHUNK) -> bytes:
@@ -574,9 +575,12 @@ class EgressProxy:
         answered = False
         try:
             path = urlunsplit(("", "", url.path or "/", url.query, ""))
-            headers = [(k, v) for k, v in request.forwardable() if k.lower() != "host"]
+            headers = [(k, v) for k, v in request.forwardable() if k.lower() not in ("host", "expect")]
             headers = [("Host", url.netloc.rpartition("@")[2]), *headers, ("Connection", "close")]
             upstream.sendall(_encode_head(f"{method} {path} HTTP/1.1", headers))
+            if length and "100-continue" in request.tokens("expect"):
+                # We relay the body right away, so tell the client to send it.
+                conn.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             conn.relay_body(upstream, length)
 
             origin = _Stream(upstream, self.idle_timeout, watch=conn.sock)

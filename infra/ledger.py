@@ -12,12 +12,13 @@ from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Iterable
 
-from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from htbase.messages import (ArchiveRequest, ArtifactStatus, SUMMARIZE, SummarizeRequest, archive_topic,
                              derive_task_status)
-from infra.models import Artifact, Item, OutboxMessage, Summary, Task
+from infra.models import Artifact, Item, OutboxMessage, ReplicaPending, Summary, Task
 from infra.storage import StoredObject
 
 PENDING, PROCESSING, SUCCESS, FAILED, CANCELLED = (s.value for s in ArtifactStatus)
@@ -57,6 +58,12 @@ class OutboxRow:
     topic: str
     data: bytes
     attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PendingReplica:
+    task_id: str
+    attempts: int  # also the row's version: a failure queued meanwhile moves it on
 
 
 @dataclass(frozen=True)
@@ -300,6 +307,41 @@ class Ledger:
         """Point a task at a summary that already exists (the same article, captured again)."""
         with self.session() as session, session.begin():
             session.execute(update(Task).where(Task.task_id == task_id).values(summary_key=cache_key))
+
+    # --- the replica queue --------------------------------------------------
+
+    def queue_replica(self, task_id: str, error: str) -> None:
+        """Remember that the task's replica document is behind: one row per task, due at once."""
+        now = utcnow()
+        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(ReplicaPending)
+        statement = insert.values(task_id=task_id, attempts=1, last_error=error[:2000], created_at=now,
+                                  next_attempt_at=now)
+        # Already queued: count the failure and keep the row's schedule (its backoff stands).
+        statement = statement.on_conflict_do_update(
+            index_elements=[ReplicaPending.task_id],
+            set_={"attempts": ReplicaPending.attempts + 1, "last_error": statement.excluded.last_error})
+        with self.session() as session, session.begin():
+            session.execute(statement)
+
+    def due_replicas(self, limit: int = 100) -> list[PendingReplica]:
+        with self.session() as session:
+            rows = session.execute(select(ReplicaPending.task_id, ReplicaPending.attempts)
+                                   .where(ReplicaPending.next_attempt_at <= utcnow())
+                                   .order_by(ReplicaPending.next_attempt_at, ReplicaPending.task_id).limit(limit))
+            return [PendingReplica(task_id, attempts) for task_id, attempts in rows]
+
+    def replica_written(self, pending: PendingReplica) -> bool:
+        """Drop the row, unless a failure was queued for the task since it was read."""
+        with self.session() as session, session.begin():
+            result = session.execute(delete(ReplicaPending).where(ReplicaPending.task_id == pending.task_id,
+                                                                  ReplicaPending.attempts == pending.attempts))
+            return result.rowcount == 1
+
+    def replica_retry_later(self, pending: PendingReplica, error: str, delay_s: float) -> None:
+        with self.session() as session, session.begin():
+            session.execute(update(ReplicaPending).where(ReplicaPending.task_id == pending.task_id)
+                            .values(attempts=ReplicaPending.attempts + 1, last_error=error[:2000],
+                                    next_attempt_at=utcnow() + timedelta(seconds=delay_s)))
 
     # --- reading ------------------------------------------------------------
 

@@ -119,3 +119,19 @@ class OutboxMessage(Base):
     sent_at: Mapped[Optional[datetime]]
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class ReplicaPending(Base):
+    """A task whose Firestore document could not be written: one row per task, however often it failed.
+
+    No snapshot is kept: a retry renders the task's state as it is then, so an
+    old state can never overwrite a newer one.
+    """
+
+    __tablename__ = "replica_pending"
+
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)

@@ -460,27 +460,41 @@ def test_large_bodies_stream_through(proxy, serve, framing):
     assert time.monotonic() - start < 10
 
 
-def test_request_bodies_are_forwarded(proxy, serve):
-    def echo(handler):
-        if handler.headers.get("Transfer-Encoding") == "chunked":
-            body = b""
-            while (size := int(handler.rfile.readline(), 16)) > 0:
-                body += handler.rfile.read(size)
-                handler.rfile.readline()
+def echo(handler) -> None:
+    if handler.headers.get("Transfer-Encoding") == "chunked":
+        body = b""
+        while (size := int(handler.rfile.readline(), 16)) > 0:
+            body += handler.rfile.read(size)
             handler.rfile.readline()
-        else:
-            body = handler.rfile.read(int(handler.headers["Content-Length"]))
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        handler.rfile.readline()
+    else:
+        body = handler.rfile.read(int(handler.headers["Content-Length"]))
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
+
+def test_request_bodies_are_forwarded(proxy, serve):
     site = serve("127.0.0.2", {"/echo": echo})
     session = session_via(proxy)
     payload = b"x" * 300_000
     assert session.post(site.url("/echo"), data=payload, timeout=10).content == payload
     chunked = session.post(site.url("/echo"), data=iter([b"first ", b"second"]), timeout=10)
     assert chunked.content == b"first second"
+
+
+def test_expect_100_continue_gets_its_go_ahead(proxy, serve):
+    site = serve("127.0.0.2", {"/echo": echo})
+    with proxy_socket(proxy) as sock:
+        sock.sendall(f"POST {site.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        response = read_head(sock)
+        while not response.endswith(b"hello"):
+            response += sock.recv(64)
+        assert response.startswith(b"HTTP/1.1 200 ")
 
 
 def test_many_concurrent_clients(proxy, serve):

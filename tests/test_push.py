@@ -130,6 +130,7 @@ def test_dispatcher_redelivers_after_5xx_and_429_then_stops():
     message_id = dispatcher.publish("work", b"payload", {"a": "b"}).result()
     assert dispatcher.wait_idle(5)
     assert len(app.received) == 3 and not app.dead
+    assert [e["deliveryAttempt"] for e in app.received] == [1, 2, 3]
     assert {e["message"]["messageId"] for e in app.received} == {message_id}
     assert base64.b64decode(app.received[0]["message"]["data"]) == b"payload"
     assert app.received[0]["message"]["attributes"] == {"a": "b"}

@@ -74,7 +74,9 @@ class MonolithArchiver:
             url = validate_url(url)
         except InvalidURL as exc:
             raise PermanentCaptureError(str(exc)) from None
-        timeout = float(options.get("timeout") or self.settings.capture_timeout_s)
+        timeout = options.get("timeout", self.settings.capture_timeout_s)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise PermanentCaptureError(f"option 'timeout' must be a positive number of seconds, got {timeout!r}")
         if self.settings.monolith_path:
             return self._run_binary(url, timeout)
         with _Inliner(self.proxy_url(), timeout, self.settings.max_capture_bytes) as inliner:
@@ -86,7 +88,7 @@ class MonolithArchiver:
         env = {"http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy}
         with tempfile.TemporaryDirectory(prefix="htbase-monolith-") as tmp:
             out = Path(tmp) / "page.html"
-            cmd = [self.settings.monolith_path, url, "-j", "-I", "-q",
+            cmd = [self.settings.monolith_path, url, "-j", "-I",
                    "-t", str(max(1, int(timeout))), "-o", str(out)]
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout + 10)
@@ -190,7 +192,7 @@ class _Inliner:
         deadline = min(self.deadline, time.monotonic() + timeout)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TransientCaptureError(f"timed out after {self.timeout:g}s")
+            raise self._timed_out(url)
         try:
             with self.session.get(url, stream=True, headers={"Accept": accept},
                                   timeout=(min(CONNECT_TIMEOUT_S, remaining), remaining)) as resp:
@@ -206,7 +208,7 @@ class _Inliner:
                     if size > limit:
                         raise PermanentCaptureError(f"{what} is over the limit of {limit} bytes")
                     if time.monotonic() > deadline:
-                        raise TransientCaptureError(f"timed out after {self.timeout:g}s fetching {url}")
+                        raise self._timed_out(url)
                     chunks.append(chunk)
                 media, charset = _media_type(resp)
                 return _Resource(resp.url, media, charset, b"".join(chunks))
@@ -216,12 +218,15 @@ class _Inliner:
                 raise PermanentCaptureError(refusal) from None
             raise TransientCaptureError(f"proxy error fetching {url}: {exc}") from None
         except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):  # body reads raise urllib3's
-            raise TransientCaptureError(f"timed out after {self.timeout:g}s fetching {url}") from None
+            raise self._timed_out(url) from None
         except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
                 requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
             raise PermanentCaptureError(f"cannot fetch {url}: {exc}") from None
         except (requests.RequestException, Urllib3Error, OSError) as exc:
             raise TransientCaptureError(f"cannot fetch {url}: {exc}") from None
+
+    def _timed_out(self, url: str) -> TransientCaptureError:
+        return TransientCaptureError(f"timed out after {self.timeout:g}s fetching {url}")
 
     # ---- sub-resources: fetched concurrently, each once
 
@@ -258,7 +263,7 @@ class _Inliner:
 
     def capture(self, url: str) -> Capture:
         page = self.fetch(url, self.max_bytes, self.timeout, accept="text/html,application/xhtml+xml,*/*;q=0.8")
-        if page.content_type not in ("", "text/html", "application/xhtml+xml"):
+        if page.content_type not in _HTML_TYPES:
             raise PermanentCaptureError(f"not an HTML page ({page.content_type}); monolith archives HTML")
         self.budget -= len(page.data)
         html, title = self.inline_document(page, depth=0)
@@ -275,7 +280,8 @@ class _Inliner:
         """The page as self-contained HTML (and its title)."""
         text = _decode(page.data, page.charset, _META_CHARSET)
         try:
-            doc = lxml.html.document_fromstring(text.encode("utf-8"), parser=_PARSER)
+            # A parser per document: lxml parsers must not be shared between threads.
+            doc = lxml.html.document_fromstring(text.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8"))
         except (etree.ParserError, ValueError):  # empty document
             doc = lxml.html.document_fromstring("<html><head></head><body></body></html>")
         base = _prepare(doc, page.url)
@@ -355,8 +361,11 @@ class _Embed:
         res = self.inliner.result(url, "html")
         if res is None:
             return ""
-        html, _ = self.inliner.inline_document(res, depth + 1)
-        uri = _data_uri("text/html;charset=utf-8", html.encode("utf-8"))
+        if res.content_type in _HTML_TYPES:
+            html, _ = self.inliner.inline_document(res, depth + 1)
+            uri = _data_uri("text/html;charset=utf-8", html.encode("utf-8"))
+        else:  # a framed image or the like is shown as it is
+            uri = _data_uri(res.content_type, res.data)
         return uri if self.inliner.charge(url, len(uri)) else ""
 
     def srcdoc(self, html: str, base: str, depth: int) -> str:
@@ -371,7 +380,7 @@ class _Embed:
 
 # ------------------------------------------------------------ HTML and CSS
 
-_PARSER = lxml.html.HTMLParser(encoding="utf-8")
+_HTML_TYPES = ("", "text/html", "application/xhtml+xml")  # "": undeclared, parse it as HTML
 _META_CHARSET = re.compile(r"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
 _CSS_CHARSET = re.compile(r"""^@charset\s+["']([\w.:-]+)["']""", re.I)
 _CSS_CHARSET_RULE = re.compile(r"""^\s*@charset\s+["'][^"']*["']\s*;""", re.I)

@@ -30,7 +30,7 @@ logger = logging.getLogger("htbase.summarizer")
 
 # Longer local waits are handed back as RateLimited: a blocked delivery holds a
 # worker, a redelivered one does not.
-MAX_LOCAL_WAIT_S = 10.0
+MAX_LOCAL_WAIT_S = 30.0
 # A 429 asking for a short pause is waited out in place (bounded), not bounced.
 INLINE_RATE_LIMIT_RETRIES = 2
 

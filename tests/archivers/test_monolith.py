@@ -9,7 +9,6 @@ import random
 import re
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import lxml.html
@@ -33,8 +32,8 @@ def site_proxy() -> Iterator[EgressProxy]:
         yield running
 
 
-def archiver(proxy: EgressProxy | None, **settings) -> MonolithArchiver:
-    return MonolithArchiver(Settings(**settings), proxy.url if proxy else None)
+def archiver(via: EgressProxy | None, **settings) -> MonolithArchiver:
+    return MonolithArchiver(Settings(**settings), via.url if via else None)
 
 
 def data_uri_bytes(uri: str) -> bytes:
@@ -147,6 +146,12 @@ def test_without_a_proxy_handed_in_it_runs_its_own_guard(test_site):
     allowed.close()
 
 
+@pytest.mark.parametrize("timeout", ["soon", 0, -1, True])
+def test_bad_timeout_option_is_permanent(site_proxy, test_site, timeout):
+    with pytest.raises(PermanentCaptureError, match="option 'timeout' must be a positive number of seconds"):
+        archiver(site_proxy).capture(test_site.url("/article.html"), {"timeout": timeout})
+
+
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "javascript:alert(1)", "ftp://example.com/"])
 def test_only_http_urls(site_proxy, url):
     with pytest.raises(PermanentCaptureError, match="only http and https URLs can be archived"):
@@ -174,6 +179,8 @@ FEATURES = b"""<!DOCTYPE html><html><head>
 <noscript><img id="fallback" src="noscript.png"></noscript>
 <iframe id="frame" src="frame.html"></iframe>
 <iframe id="loop" src="loop.html"></iframe>
+<iframe id="inline" srcdoc="<p>inline frame</p><img src='b.png'><script>evil()</script>"></iframe>
+<iframe id="image" src="poster.png"></iframe>
 <p>Body text stays.</p>
 </body></html>"""
 FEATURE_ROUTES = {
@@ -234,6 +241,10 @@ def test_every_kind_of_reference_is_embedded(proxy, serve):  # noqa: F811
     frame = lxml.html.document_fromstring(data_uri_bytes(doc.get_element_by_id("frame").get("src")))
     assert frame.text_content().strip().startswith("in the frame")
     assert data_uri_bytes(frame.find(".//img").get("src")) == B_PNG and frame.find(".//script") is None
+
+    inline = lxml.html.document_fromstring(doc.get_element_by_id("inline").get("srcdoc"))
+    assert data_uri_bytes(inline.find(".//img").get("src")) == B_PNG and inline.find(".//script") is None
+    assert data_uri_bytes(doc.get_element_by_id("image").get("src")) == png(6, 6)
 
     depth, src = 0, doc.get_element_by_id("loop").get("src")
     while src:  # each level embeds the next, until the depth limit empties it
@@ -322,7 +333,7 @@ def test_the_binary_is_run_through_the_proxy_when_installed(site_proxy, tmp_path
 
     capture = tool.capture("https://example.com/a", {"timeout": 7})
     called = json.loads(lxml.html.document_fromstring(capture.data).find(".//body").text)
-    assert called["args"][:7] == ["https://example.com/a", "-j", "-I", "-q", "-t", "7", "-o"]
+    assert called["args"][:6] == ["https://example.com/a", "-j", "-I", "-t", "7", "-o"]
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         assert called["env"][name] == site_proxy.url
     assert "HTBASE_TEST_SECRET" not in called["env"]

@@ -167,6 +167,16 @@ def test_extractive_is_the_default_and_needs_no_configuration():
     assert summary.model == EXTRACTIVE and validate_summary_fields(summary.to_dict())
 
 
+def test_chain_and_limits_come_from_the_environment():
+    settings = Settings.from_env({"LLM_PROVIDER": "openai, tgi,extractive", "LLM_BASE_URL": "http://llm:8080/v1",
+                                  "LLM_MODEL": "llama3", "LLM_BREAKER_FAILURES": "5", "LLM_BREAKER_COOLDOWN": "2.5"})
+    summarizer = Summarizer(settings)
+
+    assert [step.name for step in summarizer.steps] == ["openai", "tgi", "extractive"]
+    assert summarizer.model_id == "openai:llama3" and summarizer.steps[1].model_id == "tgi:llama3"
+    assert (settings.llm_breaker_failures, settings.llm_breaker_cooldown_s) == (5, 2.5)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"llm_providers": ("gemini",)}, "unknown provider 'gemini'"),
     ({"llm_providers": ("openai",)}, "needs LLM_MODEL"),

@@ -1,0 +1,185 @@
+"""The Firestore replica of task documents, for mobile reads: best effort, never in the way.
+
+Postgres is the source of truth. After a change commits, ``ReplicaSync.sync``
+writes the task's documents to Firestore. A write that fails is queued in the
+ledger (one row per task) and ``retry_pending`` writes it later; the queue
+keeps no snapshot, so a retry always writes the state of that moment and an
+old state can never overwrite a newer one. Nothing here raises into the
+caller: a Firestore outage costs a capture at most one bounded write.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+from google.api_core.retry import Retry
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import firestore
+
+from htbase.config import Settings
+from htbase.logs import log
+from htbase.views import summary_view, task_view
+from infra.ledger import Ledger
+from infra.models import Task
+
+logger = logging.getLogger("htbase.replica")
+
+Documents = dict[str, dict[str, Any]]  # document id (a task id) -> document
+Render = Callable[[str], Documents]      # a task id -> the documents its state appears in, now
+
+
+class Replica(Protocol):
+    def write(self, documents: Mapping[str, dict[str, Any]]) -> None:
+        """Replace each document whole, all or none; raise on failure."""
+
+
+class FirestoreReplica:
+    def __init__(self, client: firestore.Client, collection: str, timeout_s: float = 3.0) -> None:
+        self.client = client
+        self.collection = client.collection(collection)
+        # One deadline for the whole call, retries included: the client's default
+        # keeps retrying an unreachable Firestore for 60 s, which would stall a capture.
+        self.timeout_s = timeout_s
+        self.retry = Retry(initial=0.1, maximum=1.0, multiplier=2.0, timeout=timeout_s)
+
+    def write(self, documents: Mapping[str, dict[str, Any]]) -> None:
+        # One batch, one request: a task and its batch's document land together.
+        batch = self.client.batch()
+        for document_id, document in documents.items():
+            batch.set(self.collection.document(document_id), document)
+        batch.commit(retry=self.retry, timeout=self.timeout_s)
+
+
+def firestore_client(settings: Settings) -> firestore.Client:
+    if not settings.firestore_emulator_host:
+        return firestore.Client(project=settings.firestore_project_id)
+    client = firestore.Client(project=settings.firestore_project_id, credentials=AnonymousCredentials())
+    # The library learns of an emulator only from os.environ, which only config.py reads:
+    # set the host where its own lookup would put it (it then opens a plaintext channel
+    # and sends the emulator's "owner" token).
+    client._emulator_host = settings.firestore_emulator_host
+    return client
+
+
+def make_replica(settings: Settings) -> FirestoreReplica | None:
+    """The replica, or None when it is turned off (no FIRESTORE_PROJECT_ID)."""
+    if not settings.firestore_project_id:
+        return None
+    return FirestoreReplica(firestore_client(settings), settings.firestore_collection)
+
+
+def task_documents(ledger: Ledger) -> Render:
+    """The API's task document plus its summary, for the task and for the batch it belongs to.
+
+    A child's change shows in its batch's document (which lists it) too; a
+    batch's own change (created, cancelled) shows in every child's.
+    """
+
+    def document(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
+        view = task_view(task, children)
+        summary = ledger.summary(task.summary_key) if task.summary_key else None
+        if summary is not None:
+            view["summary"] = summary_view(task.task_id, summary)
+        return view
+
+    def render(task_id: str) -> Documents:
+        task = ledger.task(task_id)
+        if task is None:
+            return {}
+        batch_id = task.task_id if task.kind == "batch" else task.parent_id
+        if batch_id is None:
+            return {task_id: document(task)}
+        batch = task if task.kind == "batch" else ledger.task(batch_id)
+        children = ledger.children(batch_id)
+        documents = {batch_id: document(batch, children)}
+        for child in (children if task.kind == "batch" else [task]):
+            documents[child.task_id] = document(child)
+        return documents
+
+    return render
+
+
+class ReplicaSync:
+    """Keeps the replica in step with the ledger; ``replica=None`` turns it off."""
+
+    def __init__(self, ledger: Ledger, replica: Replica | None, render: Render, *, pause_s: float = 10.0,
+                 backoff_s: float = 5.0, max_backoff_s: float = 600.0, rounds: int = 3) -> None:
+        self.ledger, self.replica, self.render = ledger, replica, render
+        self.pause_s, self.backoff_s, self.max_backoff_s, self.rounds = pause_s, backoff_s, max_backoff_s, rounds
+        # (until when syncs queue without trying, why): one tuple, so threads swap it whole.
+        self._outage: tuple[float, str] = (0.0, "")
+
+    @property
+    def enabled(self) -> bool:
+        return self.replica is not None
+
+    def sync(self, task_id: str) -> None:
+        """Write the task's documents now, or queue them; never raises, never blocks for long."""
+        if self.replica is None:
+            return
+        until, outage = self._outage
+        if time.monotonic() < until:
+            # Firestore failed moments ago: queue without waiting out another timeout.
+            self._queue(task_id, outage)
+            return
+        try:
+            if self._push(task_id):
+                return
+            error = "the task kept changing while its documents were written"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._outage = (time.monotonic() + self.pause_s, error)
+        self._queue(task_id, error)
+
+    def retry_pending(self, limit: int = 100) -> dict[str, int]:
+        """Write the queued tasks' current documents; stops at the first failure (Firestore is down)."""
+        counts = {"written": 0, "failed": 0}
+        if self.replica is None:
+            return counts
+        for pending in self.ledger.due_replicas(limit):
+            try:
+                settled = self._push(pending.task_id)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                self._outage = (time.monotonic() + self.pause_s, error)
+                delay = min(self.backoff_s * 2 ** (pending.attempts - 1), self.max_backoff_s)
+                self.ledger.replica_retry_later(pending, error, delay)
+                log(logger, logging.WARNING, "replica retry failed", task_id=pending.task_id,
+                    attempts=pending.attempts + 1, retry_in_s=delay, error=error)
+                counts["failed"] += 1
+                break
+            if settled:  # else the row stays due and the next round takes it
+                self.ledger.replica_written(pending)
+                self._outage = (0.0, "")  # Firestore answers again: syncs write at once
+                counts["written"] += 1
+        if counts["written"]:
+            log(logger, logging.INFO, "replica caught up", **counts)
+        return counts
+
+    def _push(self, task_id: str) -> bool:
+        """Write the task's documents; True once what was written is still the ledger's state.
+
+        Two writers (two archivers of one task, a sync and a retry) can render in
+        one order and write in the other. Re-rendering after the write catches
+        that: whoever wrote a stale state sees it and writes again, so the last
+        write is the newest state. False when the task kept changing for
+        ``rounds`` writes: the caller queues it.
+        """
+        documents = self.render(task_id)
+        for _ in range(self.rounds):
+            if not documents:  # no such task
+                return True
+            self.replica.write(documents)
+            current = self.render(task_id)
+            if current == documents:
+                return True
+            documents = current
+        return False
+
+    def _queue(self, task_id: str, error: str) -> None:
+        log(logger, logging.WARNING, "replica write failed; queued for retry", task_id=task_id, error=error)
+        try:
+            self.ledger.queue_replica(task_id, error)
+        except Exception:  # the ledger is down too: its own outage handling covers the task
+            logger.exception("could not queue the replica write of task %s", task_id)

@@ -1,0 +1,211 @@
+"""The Firestore replica against the real Firestore emulator: written after commit, queued on failure,
+caught up with the latest state, bounded when Firestore is down or hangs, and off when not configured."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from sqlalchemy import select
+
+from emulators.firestore import FirestoreEmulator
+from infra.ledger import PendingReplica
+from infra.models import ReplicaPending
+from infra.replica import FirestoreReplica, ReplicaSync, firestore_client, make_replica, task_documents
+from tests.test_ledger import new_item, stored
+
+PROJECT = "htbase-replica-test"
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with FirestoreEmulator() as server:
+        yield server
+
+
+@pytest.fixture
+def replica_settings(settings, emulator, monkeypatch):
+    # Everything goes through Settings: the library's own env lookup must not be what makes it work.
+    monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
+    emulator.start()  # a test that stopped it may have failed before restarting it
+    emulator.reset(PROJECT)
+    return settings.with_(firestore_project_id=PROJECT, firestore_emulator_host=emulator.host)
+
+
+@pytest.fixture
+def replica_sync(ledger, replica_settings):
+    return ReplicaSync(ledger, make_replica(replica_settings), task_documents(ledger))
+
+
+@pytest.fixture
+def read(replica_settings):
+    collection = firestore_client(replica_settings).collection(replica_settings.firestore_collection)
+    return lambda task_id: collection.document(task_id).get().to_dict()
+
+
+def create(ledger, *urls, archivers=("pdf", "screenshot")):
+    items = [new_item(url) for url in urls or ("https://example.org/a",)]
+    return ledger.create_task(items, archivers, batch=len(items) > 1)
+
+
+def finish(ledger, task_id, archiver="pdf"):
+    ledger.claim(task_id, archiver, "w")
+    ledger.complete(task_id, archiver, "w", stored(task_id, archiver), meta={"title": "A"}, duration_ms=5)
+
+
+def queued(ledger):
+    with ledger.session() as session:
+        return {row.task_id: row for row in session.scalars(select(ReplicaPending))}
+
+
+def test_sync_writes_the_task_document_with_artifacts_and_summary(ledger, replica_sync, read):
+    task_id = create(ledger).task_id
+    finish(ledger, task_id)
+    ledger.save_summary(task_id, "k" * 64, status="success", model="extractive", prompt_version="v1",
+                        result={"summary": "Short.", "key_points": ["one", "two"], "tags": ["x"]})
+
+    replica_sync.sync(task_id)
+
+    document = read(task_id)
+    assert document == task_documents(ledger)(task_id)[task_id]
+    assert document["status"] == "processing" and document["subtasks"]["pdf"]["status"] == "success"
+    assert document["subtasks"]["pdf"]["artifact"]["sha256"] == "ab" * 32
+    assert document["summary"]["key_points"] == ["one", "two"]
+    assert queued(ledger) == {}
+
+
+def test_a_batch_item_change_rewrites_the_batch_document_too(ledger, replica_sync, read):
+    created = create(ledger, "https://example.org/1", "https://example.org/2", archivers=("pdf",))
+    replica_sync.sync(created.task_id)
+    first, second = (child["task_id"] for child in created.children)
+    assert read(created.task_id)["status"] == "pending" and read(first)["status"] == "pending"
+
+    finish(ledger, first)
+    replica_sync.sync(first)
+
+    assert read(first)["status"] == "success"
+    batch = read(created.task_id)
+    assert (batch["status"], batch["progress"]) == ("processing", 0.5)
+    assert [item["status"] for item in batch["items"]] == ["success", "pending"]
+    assert read(second)["status"] == "pending"
+
+
+def test_outage_queues_without_failing_and_the_retry_writes_the_latest_state(ledger, replica_settings,
+                                                                              emulator, read):
+    replica = make_replica(replica_settings)
+    replica_sync = ReplicaSync(ledger, replica, task_documents(ledger), backoff_s=0)
+    task_id, other_id = create(ledger).task_id, create(ledger, "https://example.org/b").task_id
+    replica_sync.sync(task_id)
+    emulator.stop()
+
+    finish(ledger, task_id, "pdf")
+    started = time.monotonic()
+    replica_sync.sync(task_id)  # must not raise
+    first = time.monotonic() - started
+    started = time.monotonic()
+    replica_sync.sync(other_id)
+    second = time.monotonic() - started
+    # The first sync waits out one write deadline; the next ones queue without trying.
+    assert first < replica.timeout_s * 2 + 1 and second < 0.5
+    assert set(queued(ledger)) == {task_id, other_id}
+    assert replica_sync.retry_pending() == {"written": 0, "failed": 1}
+    assert queued(ledger)[task_id].attempts == 2 and "failed to connect" in queued(ledger)[task_id].last_error
+
+    finish(ledger, task_id, "screenshot")  # the task moves on while Firestore is still down
+    emulator.start()
+    assert emulator.port == int(replica_settings.firestore_emulator_host.rsplit(":", 1)[1])
+
+    assert replica_sync.retry_pending() == {"written": 2, "failed": 0}
+    document = read(task_id)
+    assert document["status"] == "success"
+    assert {name: sub["status"] for name, sub in document["subtasks"].items()} == {"pdf": "success",
+                                                                                 "screenshot": "success"}
+    assert read(other_id)["status"] == "pending"
+    assert queued(ledger) == {}
+    # Firestore answers again: a sync writes at once instead of queueing.
+    ledger.fail(other_id, "pdf", "w", "gone", permanent=True)
+    replica_sync.sync(other_id)
+    assert read(other_id)["subtasks"]["pdf"]["status"] == "failed" and queued(ledger) == {}
+
+
+def test_a_hanging_firestore_costs_one_bounded_write(ledger):
+    # A listener that never answers: connections open, requests hang (unlike a stopped emulator).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        host = "127.0.0.1:%d" % silent.getsockname()[1]
+        from htbase.config import Settings
+
+        client = firestore_client(Settings(firestore_project_id=PROJECT, firestore_emulator_host=host))
+        replica_sync = ReplicaSync(ledger, FirestoreReplica(client, "tasks", timeout_s=1.0), task_documents(ledger))
+        task_id = create(ledger).task_id
+        started = time.monotonic()
+        replica_sync.sync(task_id)
+        assert time.monotonic() - started < 2 * 1.0 + 1
+    assert set(queued(ledger)) == {task_id}
+
+
+def test_a_stale_write_that_lands_last_is_corrected(ledger, replica_sync, read):
+    """Writer A renders, writer B changes the task and writes; A's older write lands after B's."""
+    task_id = create(ledger).task_id
+    other_writer = ReplicaSync(ledger, make_replica_like(replica_sync), task_documents(ledger))
+    replica, raced = replica_sync.replica, []
+
+    class Racing:
+        def write(self, documents):
+            if not raced:
+                raced.append(True)
+                finish(ledger, task_id)
+                other_writer.sync(task_id)  # B writes the newer state first
+            replica.write(documents)        # then A's stale documents land
+
+    replica_sync.replica = Racing()
+    replica_sync.sync(task_id)
+
+    assert raced and read(task_id)["subtasks"]["pdf"]["status"] == "success"
+    assert queued(ledger) == {}
+
+
+def make_replica_like(replica_sync):
+    return FirestoreReplica(replica_sync.replica.client, replica_sync.replica.collection.id)
+
+
+def test_turned_off_it_renders_writes_and_queues_nothing(ledger, settings, replica_settings, read):
+    assert make_replica(settings) is None  # no FIRESTORE_PROJECT_ID
+    rendered = []
+    replica_sync = ReplicaSync(ledger, make_replica(settings), lambda task_id: rendered.append(task_id) or {})
+    task_id = create(ledger).task_id
+
+    replica_sync.sync(task_id)
+
+    assert not replica_sync.enabled
+    assert replica_sync.retry_pending() == {"written": 0, "failed": 0}
+    assert rendered == [] and queued(ledger) == {} and read(task_id) is None
+
+
+def test_pending_rows_are_one_per_task_versioned_and_backed_off(ledger):
+    ledger.queue_replica("t1", "first")
+    ledger.queue_replica("t1", "second")
+    ledger.queue_replica("t2", "x" * 5000)
+    assert ledger.due_replicas() == [PendingReplica("t1", 2), PendingReplica("t2", 1)]
+    assert queued(ledger)["t1"].last_error == "second" and len(queued(ledger)["t2"].last_error) == 2000
+
+    # A failure queued after the row was read keeps the row: the newer state still needs a write.
+    stale = ledger.due_replicas()[0]
+    ledger.queue_replica("t1", "third")
+    assert ledger.replica_written(stale) is False
+    assert ledger.replica_written(PendingReplica("t1", 3)) is True
+
+    ledger.replica_retry_later(PendingReplica("t2", 1), "down", delay_s=60)
+    assert ledger.due_replicas() == []
+    assert queued(ledger)["t2"].attempts == 2 and queued(ledger)["t2"].last_error == "down"
+    ledger.queue_replica("t2", "down again")  # a new failure keeps the backoff
+    assert ledger.due_replicas() == [] and queued(ledger)["t2"].attempts == 3
+
+
+def test_the_emulator_restarts_on_its_port_empty(emulator, replica_settings, read):
+    client = firestore_client(replica_settings)
+    client.collection("tasks").document("d").set({"a": 1})
+    port = emulator.port
+    emulator.restart()
+    assert emulator.port == port and read("d") is None
