@@ -62,12 +62,11 @@ create_server("127.0.0.1", int(sys.argv[1])).run()
 
 def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
     """The venv's python, creating the venv first if needed (a file lock serializes concurrent callers)."""
-    python = venv / "bin" / "python"
-    marker = venv / f".installed-{VERSION}"
+    python, marker, wanted = venv / "bin" / "python", venv / ".installed", "\n".join(REQUIREMENTS)
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / f"{venv.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists():
+        if not marker.exists() or marker.read_text() != wanted:
             print(f"creating {venv} for the Cloud Tasks emulator (once, about a minute)", file=sys.stderr)
             for command in ([sys.executable, "-m", "venv", "--clear", str(venv)],
                             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
@@ -75,7 +74,7 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode:
                     raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
-            marker.touch()
+            marker.write_text(wanted)
     return python
 
 

@@ -27,10 +27,10 @@ class ProcessError(RuntimeError):
 # --- /proc helpers -----------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state first), or None if gone."""
+def _stat(pid: int, task: str = "") -> list[str] | None:
+    """The fields of /proc/PID/stat (or of one thread's) after the command name, state first; None if gone."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     return raw.rsplit(")", 1)[1].split()
@@ -43,11 +43,21 @@ def start_ticks(pid: int) -> int | None:
 
 
 def alive(pid: int, started: int | None = None) -> bool:
-    """Running (not a zombie) and, if ``started`` is given, still the same process (PIDs get reused)."""
+    """Running and, if ``started`` is given, still the same process (PIDs get reused).
+
+    A process whose main thread is a zombie is alive while another of its threads is still
+    exiting: until the last one has, its files and sockets (a listening port) stay open.
+    """
     fields = _stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
+    if fields is None or (started is not None and int(fields[19]) != started):
         return False
-    return started is None or int(fields[19]) == started
+    if fields[0] not in ("Z", "X"):
+        return True
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    return any((state := _stat(pid, tid)) and state[0] not in ("Z", "X") for tid in threads)
 
 
 def family(pid: int) -> set[int]:
@@ -78,26 +88,30 @@ def terminate_all(targets: Sequence[tuple[int, int | None, int]], timeout_s: flo
     for pid, started, sig in targets:
         if not alive(pid, started):
             continue
-        members |= family(pid)
-        try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        tree = family(pid)
+        members |= tree
+        # The group it leads (that also reaches a child forked meanwhile), then every member by
+        # PID: a descendant may have left the group.
+        if (fields := _stat(pid)) and int(fields[2]) == pid:
+            _signal(os.killpg, pid, sig)
+        for member in tree:
+            _signal(os.kill, member, sig)
     deadline = time.monotonic() + timeout_s
     while any(alive(member) for member in members) and time.monotonic() < deadline:
         time.sleep(0.05)
     for member in members:
         if alive(member):
-            try:
-                os.kill(member, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal(os.kill, member, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while any(alive(member) for member in members) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def _signal(send: Callable[[int, int], None], pid: int, sig: int) -> None:
+    try:
+        send(pid, sig)
+    except ProcessLookupError:  # gone meanwhile
+        pass
 
 
 def listeners(port: int) -> dict[int, str]:
@@ -169,12 +183,17 @@ class ManagedProcess:
         return self._popen.pid if self._popen else None
 
     @property
+    def started(self) -> int | None:
+        """Start time in clock ticks: with ``pid``, names this process even after the PID is reused."""
+        return self._started if self._popen else None
+
+    @property
     def alive(self) -> bool:
         return self._popen is not None and alive(self._popen.pid, self._started)
 
     def record(self) -> dict:
         """What ``terminate`` needs to stop this process from another process."""
-        return {"pid": self.pid, "started": self._started, "port": self.port}
+        return {"pid": self.pid, "started": self.started, "port": self.port}
 
     def start(self) -> "ManagedProcess":
         self.spawn()
@@ -183,6 +202,7 @@ class ManagedProcess:
     def spawn(self) -> "ManagedProcess":
         if self.alive:
             return self
+        self.stop()  # reap a process that ended on its own, and close its log
         # Logs go to a file (appended across restarts), never to a pipe: an unread pipe fills and blocks.
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,8 +248,9 @@ class ManagedProcess:
         terminate(self._popen.pid, self._started, sig, timeout_s)
         self._popen.wait()  # reap our child
         self._popen = None
-        self._log.close()
-        self._log = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self):
         return self.start()

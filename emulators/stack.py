@@ -6,6 +6,7 @@
         stack.stop_emulator("pubsub"); stack.start_emulator("pubsub")   # same port, bootstrapped again
 
     python -m emulators.stack up [--root .stack] [--port 8080]   # `make stack-up`: starts it and returns
+    python -m emulators.stack up --services ''                   # the emulators alone
     python -m emulators.stack status|down [--root .stack]        # `make stack-down` stops it by PID
 
 Order: emulators (in parallel) -> bootstrap -> services. Everything listens on
@@ -16,6 +17,7 @@ operator can ``source`` it), ``logs/<name>.log`` and ``pids.json`` (what
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -34,7 +36,7 @@ from emulators.cloudtasks import CloudTasksEmulator
 from emulators.firestore import FirestoreEmulator
 from emulators.gcs import FakeGcsServer
 from emulators.postgres import ThrowawayPostgres
-from emulators.process import ManagedProcess, alive, family, http_answers, start_ticks, terminate
+from emulators.process import ManagedProcess, alive, family, http_answers, start_ticks, terminate_all
 from emulators.pubsub import PubSubEmulator
 from htbase.config import PROJECT_ROOT, Settings
 from htbase.messages import ARCHIVERS
@@ -131,7 +133,8 @@ class Stack:
             for process in self.processes.values():
                 process.wait_ready()
         except BaseException:
-            self.down()
+            with contextlib.suppress(Exception):  # the first error is the one to see
+                self.down()
             raise
         return self
 
@@ -140,7 +143,9 @@ class Stack:
 
     def down(self) -> None:
         """Stop everything this stack started, services first; carries on past failures."""
-        stops = [process.stop for process in reversed(self.processes.values())]
+        # Services all at once (each takes a moment to shut down), then the emulators.
+        terminate_all([(p.pid, p.started, signal.SIGTERM) for p in self.processes.values() if p.alive])
+        stops = [process.stop for process in self.processes.values()]  # reaps them
         stops += [self.tasks.stop, self.gcs.stop, self.firestore.stop, self.pubsub.stop]
         if self.postgres is not None:
             stops.append(self.postgres.stop)
@@ -254,17 +259,16 @@ def load_records(root: Path) -> dict:
 
 
 def stop_recorded(root: Path) -> list[str]:
-    """Stop, by PID and in reverse start order, what a stack in ``root`` recorded; returns the names stopped."""
+    """Stop by PID what a stack in ``root`` recorded, services first; returns the names stopped."""
     state = load_records(root)
-    stopped = []
-    for name, record in reversed(state["processes"].items()):
-        if alive(record["pid"], record["started"]):
-            terminate(record["pid"], record["started"], getattr(signal, record.get("signal", "SIGTERM")))
-            stopped.append(name)
+    running = {name: r for name, r in state["processes"].items() if alive(r["pid"], r["started"])}
+    for phase in ([n for n in running if n in SERVICES], [n for n in running if n not in SERVICES]):
+        terminate_all([(running[n]["pid"], running[n]["started"], getattr(signal, running[n].get("signal", "SIGTERM")))
+                       for n in phase])
     for path in state["remove"]:
         shutil.rmtree(path, ignore_errors=True)
     (Path(root) / "pids.json").unlink(missing_ok=True)
-    return stopped
+    return list(running)
 
 
 def recorded_family(root: Path) -> set[int]:
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default="", help="an existing PostgreSQL (default: a throwaway one)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for every service, e.g. --set ALLOW_PRIVATE_URLS=1")
+    parser.add_argument("--services", default=",".join(SERVICES),
+                        help="which services to start, comma-separated ('' for the emulators alone; default all)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "down":
@@ -301,9 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(alive(r["pid"], r["started"]) for r in load_records(root)["processes"].values()):
         print(f"a stack is already running in {root}: stop it first (make stack-down)", file=sys.stderr)
         return 1
+    stop_recorded(root)  # nothing runs, but a stale record (say, from before a reboot) may leave files
     overrides = dict(item.split("=", 1) for item in args.set)
     started = time.monotonic()
-    stack = Stack(root, api_port=args.port, database_url=args.database_url, overrides=overrides).up()
+    services = [name for name in args.services.split(",") if name]
+    stack = Stack(root, api_port=args.port, database_url=args.database_url, overrides=overrides,
+                  services=services).up()
     print(f"emulator stack up in {time.monotonic() - started:.1f}s; settings: source {root / 'stack.env'}; "
           f"logs: {stack.logs}/")
     for name, where in stack.describe().items():

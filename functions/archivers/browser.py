@@ -105,7 +105,7 @@ def check_response(url: str, status: int, status_text: str, headers: Mapping[str
     """Judge the main document's response. ``headers`` must have lower-case names."""
     refused = headers.get(REFUSED_HEADER.lower())
     if refused:
-        raise PermanentCaptureError(f"egress refused for {url}: {refused}")
+        raise PermanentCaptureError(f"egress refused for {url}: {refused.removeprefix('refused: ')}")
     if status >= 400:
         try:
             phrase = status_text or HTTPStatus(status).phrase

@@ -19,6 +19,9 @@ from trafilatura.xml import xmltotxt
 from functions.archivers.base import Capture, PermanentCaptureError
 from functions.archivers.browser import LoadedPage, PageArchiver, check_size
 
+# trafilatura falls back to whatever text a page has (menus, link lists); fewer
+# words than this is not an article.
+MIN_ARTICLE_WORDS = 20
 STYLE = ("body{max-width:42em;margin:2em auto;padding:0 1em;font:18px/1.6 Georgia,serif;color:#222}"
          "header{border-bottom:1px solid #ccc;margin-bottom:1.5em}.byline,.source{color:#666;font-size:.9em}")
 
@@ -39,7 +42,7 @@ class ReadabilityArchiver(PageArchiver):
             include_formatting=True, include_links=True, include_tables=True, include_images=False,
         )
         text = xmltotxt(doc.body, False).strip() if doc is not None and doc.body is not None else ""
-        if not text:
+        if len(text.split()) < MIN_ARTICLE_WORDS:
             raise PermanentCaptureError("no readable article found")
         title = doc.title or page["title"] or ""
         metadata = {
@@ -63,11 +66,12 @@ class ReadabilityArchiver(PageArchiver):
 
 def _article_html(body: etree._Element, meta: dict[str, Any]) -> str:
     """A small standalone HTML document: a header (title, byline, source) and the article."""
-    tree = convert_to_html(body)
-    first = tree[0] if len(tree) else None
-    if first is not None and first.tag == "h1" and first.text_content().strip() == meta["title"].strip():
-        tree.remove(first)  # the header repeats the title
-    article = "".join(etree.tostring(child, encoding="unicode", method="html") for child in tree)
+    root = convert_to_html(body)  # <html><body>...</body></html>
+    content = root.find("body") if root.find("body") is not None else root
+    first = content[0] if len(content) else None
+    if first is not None and first.tag == "h1" and "".join(first.itertext()).strip() == meta["title"].strip():
+        content.remove(first)  # the header already shows the title
+    article = "".join(etree.tostring(child, encoding="unicode", method="html") for child in content)
     esc = html.escape
     byline = " &middot; ".join(part for part in (
         f"By {esc(meta['author'])}" if meta["author"] else "",

@@ -138,7 +138,8 @@ class SingleFileArchiver:
         """A minimal environment (no secrets of ours) with Node's permission model on."""
         node_options = [
             "--experimental-permission",
-            f"--allow-fs-read={self.node_modules}/*,{scratch}/*",
+            f"--allow-fs-read={self.node_modules}/*",  # one path per flag: Node ignores lists here
+            f"--allow-fs-read={scratch}/*",
             f"--allow-fs-write={scratch}/*",
             "--disable-warning=ExperimentalWarning",
         ]
@@ -149,7 +150,8 @@ class SingleFileArchiver:
             node_options.append(f"--require={preload}")
             env.update(HTBASE_UNDICI=str(self.node_modules / "undici"), HTBASE_DEVTOOLS_URL=devtools,
                        HTBASE_EGRESS_PROXY=self.browser.proxy_url)
-        env["NODE_OPTIONS"] = " ".join(node_options)
+        # NODE_OPTIONS splits on spaces unless a value is double-quoted.
+        env["NODE_OPTIONS"] = " ".join('"%s"' % o.replace("\\", "\\\\").replace('"', '\\"') for o in node_options)
         return env
 
     def _to_capture(self, url: str, result: dict, probe: dict, attempts: int) -> Capture:

@@ -7,7 +7,14 @@ from typing import Iterator
 import pytest
 
 from functions.archivers.browser import Browser
+from functions.archivers.pdf import PdfArchiver
+from functions.archivers.readability import ReadabilityArchiver
+from functions.archivers.screenshot import ScreenshotArchiver
+from functions.archivers.singlefile import SingleFileArchiver
 from htbase.config import Settings
+
+ARCHIVER_CLASSES = {cls.name: cls for cls in (PdfArchiver, ScreenshotArchiver, ReadabilityArchiver, SingleFileArchiver)}
+BROWSER_ARCHIVERS = tuple(ARCHIVER_CLASSES)
 
 
 @pytest.fixture(scope="session")
@@ -26,17 +33,7 @@ def browser(archiver_settings) -> Iterator[Browser]:
 @pytest.fixture(scope="session")
 def make_archiver(archiver_settings, browser):
     """``make_archiver(name, **setting_changes)``: an archiver on the shared browser."""
-    from functions.archivers.pdf import PdfArchiver
-    from functions.archivers.readability import ReadabilityArchiver
-    from functions.archivers.screenshot import ScreenshotArchiver
-    from functions.archivers.singlefile import SingleFileArchiver
-
-    classes = {cls.name: cls for cls in (PdfArchiver, ScreenshotArchiver, ReadabilityArchiver, SingleFileArchiver)}
-
     def make(name: str, **changes):
-        return classes[name](archiver_settings.with_(**changes), browser)
+        return ARCHIVER_CLASSES[name](archiver_settings.with_(**changes), browser)
 
     return make
-
-
-BROWSER_ARCHIVERS = ("pdf", "screenshot", "readability", "singlefile")

@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 from http import HTTPStatus
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -65,6 +65,7 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self.server.record(self)
         route = self._route()
         if route is None:
             super().do_GET()
@@ -72,6 +73,7 @@ class _Handler(SimpleHTTPRequestHandler):
             route()
 
     def do_HEAD(self) -> None:
+        self.server.record(self)
         if self._route() is None:
             super().do_HEAD()
         else:
@@ -169,9 +171,14 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address):
         self.stopping = threading.Event()
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, User-Agent), in arrival order
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def record(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._open_lock:
+            self.requests.append((handler.command, handler.path, handler.headers.get("User-Agent", "")))
 
     def handle_error(self, request, client_address) -> None:
         # Browsers drop connections they no longer need (e.g. a probe that only
@@ -210,6 +217,12 @@ class TestSite:
         self.host = host
         self.port = port
         self.base_url = f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> list[tuple[str, str, str]]:
+        """Every request served so far: (method, path, User-Agent)."""
+        with self._server._open_lock:
+            return list(self._server.requests)
 
     def url(self, path: str = "/") -> str:
         return self.base_url + (path if path.startswith("/") else "/" + path)

@@ -81,3 +81,11 @@ def test_stops_cleanly_with_open_connections():
     assert threading.active_count() <= threads_before - 3  # serve_forever + 2 handlers ended
     idle.close()
     slow.close()
+
+
+def test_embed_page_and_request_log(test_site):
+    resp = requests.get(test_site.url("/embed"), params={"img": 'http://elsewhere.example/a.png?x=1&y="2"'}, timeout=5)
+    assert resp.status_code == 200
+    assert '<img src="http://elsewhere.example/a.png?x=1&amp;y=&quot;2&quot;"' in resp.text
+    assert ("GET", '/embed?img=http%3A%2F%2Felsewhere.example%2Fa.png%3Fx%3D1%26y%3D%222%22',
+            resp.request.headers["User-Agent"]) in test_site.requests

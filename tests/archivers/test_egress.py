@@ -1,0 +1,56 @@
+"""Behind the egress proxy: everything the browser-based archivers fetch, the
+page, its redirects, its sub-resources, and SingleFile's own Node-side fetches,
+goes through the guard. Here the guard allows only the test site (127.0.0.1,
+and localhost); a second site on 127.0.0.2 plays the forbidden internal host."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from functions.archivers.base import PermanentCaptureError
+from functions.archivers.browser import Browser
+from infra.egress import EgressPolicy, EgressProxy
+from tests.archivers.conftest import ARCHIVER_CLASSES, BROWSER_ARCHIVERS
+from tests.archivers.test_singlefile import embedded_png_sizes
+from tests.site.server import TestSite, serve_test_site
+
+
+@pytest.fixture(scope="module")
+def forbidden_site() -> Iterator[TestSite]:
+    with serve_test_site(host="127.0.0.2") as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def guarded(archiver_settings) -> Iterator:
+    """``guarded(name)``: an archiver whose Chromium goes through the egress proxy."""
+    with EgressProxy(EgressPolicy(allow_cidrs=("127.0.0.1/32", "::1/128"))) as proxy, \
+            Browser(archiver_settings, proxy_url=proxy.url) as browser:
+        yield lambda name: ARCHIVER_CLASSES[name](archiver_settings, browser)
+
+
+@pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
+def test_redirect_to_a_forbidden_host_is_refused(guarded, test_site, forbidden_site, name):
+    url = test_site.url("/redirect-to?url=" + forbidden_site.url("/article.html"))
+    with pytest.raises(PermanentCaptureError, match=r"egress refused for .*: 127\.0\.0\.2 \(loopback\)"):
+        guarded(name).capture(url, {})
+    assert forbidden_site.requests == []
+
+
+@pytest.mark.parametrize("name", ["pdf", "singlefile"])
+def test_forbidden_subresources_are_never_fetched(guarded, test_site, forbidden_site, name):
+    capture = guarded(name).capture(test_site.url("/embed?img=" + forbidden_site.url("/static/img/hero.png")), {})
+    assert capture.data  # the page itself is archived...
+    assert forbidden_site.requests == []  # ...without anything from the forbidden host
+    if name == "singlefile":
+        assert embedded_png_sizes(capture.data.decode()) == set()
+
+
+def test_singlefile_node_fetches_go_through_the_proxy(guarded, test_site):
+    # An image on another origin without CORS headers: the page cannot read it,
+    # so SingleFile fetches it from Node; through the proxy it still gets embedded.
+    url = test_site.url(f"/embed?img=http://localhost:{test_site.port}/static/img/chart.png")
+    capture = guarded("singlefile").capture(url, {})
+    assert (400, 240) in embedded_png_sizes(capture.data.decode())
+    assert ("GET", "/static/img/chart.png", "node") in test_site.requests

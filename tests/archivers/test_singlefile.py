@@ -1,0 +1,128 @@
+"""SingleFile: one self-contained HTML file of the page after its scripts ran."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+from lxml import html as lxml_html
+from PIL import Image
+
+from functions.archivers.base import TransientCaptureError
+from functions.archivers.singlefile import SingleFileArchiver
+
+REAL_NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
+CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)")
+
+# Attributes through which an HTML document loads something (not links a reader follows).
+RESOURCE_ATTRS = {
+    "img": ("src", "srcset"), "source": ("src", "srcset"), "script": ("src",), "iframe": ("src",),
+    "frame": ("src",), "embed": ("src",), "object": ("data",), "video": ("src", "poster"),
+    "audio": ("src",), "track": ("src",), "input": ("src",), "image": ("href",),
+}
+NON_RESOURCE_LINKS = {"canonical", "alternate", "author", "license", "next", "prev", "search"}
+
+
+def resource_urls(document: str) -> list[str]:
+    """Every URL the saved page would load when opened: element attributes,
+    stylesheet links, inline styles and <style> rules."""
+    tree = lxml_html.fromstring(document)
+    urls = []
+    for element in tree.iter():
+        tag = element.tag if isinstance(element.tag, str) else ""
+        for attr in RESOURCE_ATTRS.get(tag, ()):
+            value = element.get(attr)
+            if value:
+                urls += [part.split()[0] for part in value.split(",") if part.strip()] if attr == "srcset" else [value]
+        if tag == "link" and element.get("href") and not NON_RESOURCE_LINKS & set((element.get("rel") or "").split()):
+            urls.append(element.get("href"))
+        if element.get("style"):
+            urls += CSS_URL.findall(element.get("style"))
+        if tag == "style":
+            urls += CSS_URL.findall(element.text or "")
+    return urls
+
+
+def embedded_png_sizes(document: str) -> set[tuple[int, int]]:
+    """The sizes of the PNG images carried inside the document as data: URIs."""
+    return {Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).size
+            for u in resource_urls(document) if u.startswith("data:image/png;base64,")}
+
+
+@pytest.fixture(scope="module")
+def saved(make_archiver, test_site):
+    capture = make_archiver("singlefile").capture(test_site.url("/article.html"), {})
+    return capture, capture.data.decode("utf-8")
+
+
+def test_output_is_html_after_javascript_ran(saved):
+    capture, page = saved
+    assert (capture.content_type, capture.extension) == ("text/html; charset=utf-8", "html")
+    tree = lxml_html.fromstring(page)
+    assert tree.findtext(".//title") == "Lighthouse Keepers Return to Varne Point After Forty Years"
+    assert "Rendered by JavaScript 7f3a" in tree.text_content()
+    assert "the lamp room at Varne Point" in tree.text_content()
+
+
+def test_everything_is_embedded_and_nothing_external_is_loaded(saved):
+    _, page = saved
+    urls = resource_urls(page)
+    external = [u for u in urls if u.startswith(("http:", "https:", "//"))]
+    assert not external
+    # The hero and chart images, and the stylesheet's background tile.
+    assert {(640, 320), (400, 240), (16, 16)} <= embedded_png_sizes(page)
+    assert re.search(r"@font-face\s*{[^}]*HT Serif[^}]*url\(\s*['\"]?data:font/woff;base64,", page)
+
+
+def test_metadata(saved, test_site):
+    capture, _ = saved
+    assert capture.metadata["title"] == "Lighthouse Keepers Return to Varne Point After Forty Years"
+    assert capture.metadata["final_url"] == test_site.url("/article.html")
+    assert capture.metadata["http_status"] == 200
+    assert capture.metadata["attempts"] == 1
+
+
+def test_local_files_never_end_up_in_the_archive(make_archiver, test_site, tmp_path):
+    # SingleFile re-fetches from Node what the page could not load, file:// URLs
+    # included; Node's permission model must stop it reading the disk.
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (7, 13), (1, 2, 3)).save(secret)
+    capture = make_archiver("singlefile").capture(test_site.url(f"/embed?img=file://{secret}"), {})
+    page = capture.data.decode()
+    assert "Embed test" in page
+    assert base64.b64encode(secret.read_bytes())[:40].decode() not in page
+    assert embedded_png_sizes(page) == set()
+
+
+def _cli_copy(tmp_path: Path, script: str) -> str:
+    """A copy of the SingleFile install whose .bin/single-file is ``script``
+    (a fault-injecting wrapper around the real CLI)."""
+    node_modules = tmp_path / "node_modules"
+    shutil.copytree(REAL_NODE_MODULES, node_modules, symlinks=True)
+    cli = node_modules / ".bin" / "single-file"
+    cli.unlink()
+    cli.write_text(script.replace("REAL", str(node_modules / "single-file-cli" / "single-file-node.js"))
+                   .replace("MARKER", str(tmp_path / "ran-once")))
+    cli.chmod(cli.stat().st_mode | stat.S_IEXEC)
+    return str(cli)
+
+
+def test_missing_output_is_retried(archiver_settings, browser, test_site, tmp_path):
+    # The first run does what the real CLI sometimes does: exit 0, write nothing.
+    cli = _cli_copy(tmp_path, '#!/bin/sh\n[ -e MARKER ] || { touch MARKER; echo "Execution context not found" >&2; exit 0; }\n'
+                              'exec node REAL "$@"\n')
+    archiver = SingleFileArchiver(archiver_settings.with_(singlefile_path=cli), browser)
+    capture = archiver.capture(test_site.url("/article.html"), {})
+    assert capture.metadata["attempts"] == 2
+    assert "Rendered by JavaScript 7f3a" in capture.data.decode()
+
+
+def test_output_missing_every_time_is_transient(archiver_settings, browser, test_site, tmp_path):
+    cli = _cli_copy(tmp_path, '#!/bin/sh\necho "Execution context not found" >&2\nexit 0\n')
+    archiver = SingleFileArchiver(archiver_settings.with_(singlefile_path=cli), browser)
+    with pytest.raises(TransientCaptureError, match="wrote no page .* after 3 attempts: Execution context not found"):
+        archiver.capture(test_site.url("/article.html"), {})
