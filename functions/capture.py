@@ -42,6 +42,7 @@ def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
         log(logger, logging.INFO if claim.outcome is not ClaimOutcome.MISSING else logging.WARNING,
             f"delivery skipped: {claim.outcome}", **fields)
         return Delivery(True, str(claim.outcome))
+    runtime.replica.sync(request.task_id)
 
     started = time.monotonic()
     log(logger, logging.INFO, "capture started", attempt=claim.attempts, url=request.url, **fields)
@@ -69,6 +70,7 @@ def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
     log(logger, logging.INFO, "capture stored", size=stored.size, duration_ms=duration_ms, **fields)
     if outbox and runtime.publisher is not None:
         runtime.relay.publish(outbox)
+    runtime.replica.sync(request.task_id)
     return Delivery(True, "stored")
 
 
@@ -82,6 +84,7 @@ def _failed(runtime: Runtime, request: ArchiveRequest, exc: Exception, fields: d
         logger.exception("capture crashed")
         error = f"{type(exc).__name__}: {exc}"
     final = runtime.ledger.fail(request.task_id, request.archiver, runtime.worker_id, error, permanent=permanent)
+    runtime.replica.sync(request.task_id)
     log(logger, logging.WARNING, "capture failed" + (" for good" if final else "; will retry"),
         error=error, **fields)
     return Delivery(True, "failed") if final else Delivery(False, error)

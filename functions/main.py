@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable
 
-from flask import Request, Response
+from flask import Request, Response, jsonify
 
 from functions.auth import PushAuthenticator
 from functions.push import handle_archive, handle_dead_letter, handle_summarize, refuse_unauthenticated
@@ -50,3 +50,11 @@ archive = _authenticated(handle_archive)
 archive_singlefile = archive_monolith = archive_readability = archive_pdf = archive_screenshot = archive
 summarize = _authenticated(handle_summarize)
 dead_letter = _authenticated(handle_dead_letter)
+
+
+def _housekeep(runtime: Runtime, request: Request) -> Response:
+    """Cloud Scheduler calls this: the sweeper, the outbox relay and the replica's queue, once."""
+    return jsonify(runtime.housekeep())
+
+
+housekeeping = _authenticated(_housekeep)

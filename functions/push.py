@@ -90,6 +90,7 @@ def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
         last = next((a.error for a in task.artifacts if a.archiver == archive_request.archiver), None) if task else None
         error = f"undeliverable after {attempts} delivery attempts" + (f"; last error: {last}" if last else "")
         failed = runtime.ledger.fail_undelivered(archive_request.task_id, archive_request.archiver, error)
+        runtime.replica.sync(archive_request.task_id)
         log(logger, logging.ERROR, "dead letter recorded", task_id=archive_request.task_id,
             archiver=archive_request.archiver, marked_failed=failed, error=error)
         return Delivery(True, "dead-lettered")
@@ -100,7 +101,7 @@ def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
 PUSH_ROUTES = {"archive": "/push/archive", "summarize": "/push/summarize", "dead-letter": "/push/dead-letter"}
 
 
-def create_push_app(runtime: Runtime, authenticator: PushAuthenticator | None = None) -> Flask:
+def create_push_app(runtime: Runtime, *, authenticator: PushAuthenticator | None) -> Flask:
     """The push endpoints as one WSGI app.
 
     ``authenticator=None`` only for the embedded dispatcher, which calls the app

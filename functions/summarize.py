@@ -34,6 +34,7 @@ def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int
     existing = ledger.summary(key)
     if existing is not None and existing.status == "success" and not request.force:
         ledger.attach_summary(request.task_id, key)
+        runtime.replica.sync(request.task_id)
         log(logger, logging.INFO, "summary reused", cache_key=key, **fields)
         return Delivery(True, "cached")
 
@@ -51,6 +52,7 @@ def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int
             return Delivery(False, exc.reason)
         ledger.save_summary(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
                             model=summarizer.model_id, prompt_version=summarizer.prompt_version)
+        runtime.replica.sync(request.task_id)
         log(logger, logging.WARNING, "summary failed", error=exc.reason, **fields)
         return Delivery(True, "failed")
     # Filed under the model that wrote it: a fallback's summary never poses as the primary model's,
@@ -58,6 +60,7 @@ def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int
     written_by = cache_key(text_sha256, summary.model, summary.prompt_version)
     ledger.save_summary(request.task_id, written_by, status="success", result=summary.to_dict(),
                         model=summary.model, prompt_version=summary.prompt_version)
+    runtime.replica.sync(request.task_id)
     log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
         duration_ms=summary.duration_ms, **fields)
     return Delivery(True, "stored")

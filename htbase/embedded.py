@@ -23,7 +23,7 @@ class EmbeddedService(ApiService):
             raise ConfigError("SERVICE_ROLE=all-in-one dispatches in process; with BROKER=pubsub run "
                               "SERVICE_ROLE=api and one service per archiver (see the README)")
         super().__init__(settings)
-        self.push_app = create_push_app(self.runtime)
+        self.push_app = create_push_app(self.runtime, authenticator=None)  # in-process only
         routes = {archive_topic(name): PUSH_ROUTES["archive"] for name in ARCHIVERS}
         routes[SUMMARIZE] = PUSH_ROUTES["summarize"]
         routes[DEAD_LETTER] = PUSH_ROUTES["dead-letter"]

@@ -22,6 +22,7 @@ from infra.storage import FileStore, make_file_store
 if TYPE_CHECKING:
     from functions.archivers.base import Archiver
     from infra.egress import EgressPolicy, EgressProxy
+    from infra.replica import ReplicaSync
 
 
 def make_publisher(settings: Settings) -> Publisher | None:
@@ -55,8 +56,18 @@ class Runtime:
         return Relay(self.ledger, self.publisher)
 
     def housekeep(self) -> dict[str, int]:
-        """One housekeeping round: the sweeper, then the outbox relay."""
-        return housekeep(self.ledger, self.relay)
+        """One housekeeping round: the sweeper, the outbox relay, the replica's queue."""
+        counts = housekeep(self.ledger, self.relay)
+        if self.replica.enabled:
+            counts.update({f"replica_{k}": v for k, v in self.replica.retry_pending().items()})
+        return counts
+
+    @cached_property
+    def replica(self) -> "ReplicaSync":
+        """Best-effort Firestore copy of task documents; call ``sync`` after a commit."""
+        from infra.replica import ReplicaSync, make_replica, task_documents
+
+        return ReplicaSync(self.ledger, make_replica(self.settings), task_documents(self.ledger))
 
     @cached_property
     def egress_policy(self) -> "EgressPolicy":

@@ -57,7 +57,7 @@ def test_messages_round_trip():
 @pytest.fixture
 def push_client(embedded_settings):
     with EmbeddedService(embedded_settings.with_(archivers=("pdf",))) as service:
-        yield service, create_push_app(service.runtime).test_client()
+        yield service, create_push_app(service.runtime, authenticator=None).test_client()
 
 
 def envelope_for(data: bytes) -> dict:

@@ -315,8 +315,8 @@ def test_the_in_process_push_app_skips_authentication_only_when_given_none(tmp_p
                                local_storage_path=tmp_path / "archives", archivers=("pdf",)))
     migrate(runtime.engine)
     try:
-        guarded = create_push_app(runtime, SharedTokenAuthenticator(SHARED_TOKEN)).test_client()
-        open_in_process = create_push_app(runtime).test_client()
+        guarded = create_push_app(runtime, authenticator=SharedTokenAuthenticator(SHARED_TOKEN)).test_client()
+        open_in_process = create_push_app(runtime, authenticator=None).test_client()
         for route in PUSH_ROUTES.values():
             assert guarded.post(route, json=push_body()).status_code == 401
             # Past authentication, the handler acknowledges the push for an unknown task.
