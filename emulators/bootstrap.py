@@ -15,6 +15,7 @@ reached by its name (the default ``--endpoints``):
 from __future__ import annotations
 
 import argparse
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Mapping
@@ -38,9 +39,6 @@ TASKS_LOCATION = "us-central1"
 # stop on their own timeouts well before; leases and the sweeper cover a hung process.
 ACK_DEADLINE_S = 600
 MAX_BACKOFF_S = 60.0
-# Pub/Sub (and its emulator) accept 5..100 delivery attempts before dead-lettering. With a lower
-# MAX_ATTEMPTS the handlers' ledger gives up first and the dead-letter topic stays the backstop.
-MIN_DELIVERY_ATTEMPTS, MAX_DELIVERY_ATTEMPTS = 5, 100
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ def topology(settings: Settings, endpoints: Mapping[str, str]) -> Topology:
     routes = [(topic_name(prefix, archiver), archiver_service(archiver)) for archiver in ARCHIVERS]
     routes.append((topic_name(prefix, SUMMARIZE), SUMMARIZER))
     emulated = bool(settings.pubsub_emulator_host)
-    attempts = min(max(settings.max_attempts, MIN_DELIVERY_ATTEMPTS), MAX_DELIVERY_ATTEMPTS)
+    attempts = settings.max_delivery_attempts
 
     def push(topic: str, service: str, dead_letter: str) -> PushSubscription:
         endpoint = endpoints[service]
@@ -123,37 +121,29 @@ def apply(plan: Topology, settings: Settings, *, tasks_host: str = "") -> None:
         raise ValueError("the bootstrap is for emulators (PUBSUB_EMULATOR_HOST); Terraform owns the cloud")
     publisher, subscriber = pubsub_clients(settings.pubsub_emulator_host)
     for topic in plan.topics:
-        try:
+        with suppress(AlreadyExists):
             publisher.create_topic(name=publisher.topic_path(plan.project, topic))
-        except AlreadyExists:
-            pass
     for sub in plan.subscriptions:
-        try:
+        with suppress(AlreadyExists):
             subscriber.create_subscription(request=subscription_request(plan.project, sub))
-        except AlreadyExists:
-            pass
     if tasks_host:
         from emulators.cloudtasks import tasks_client
 
         tasks = tasks_client(tasks_host)
         parent = f"projects/{plan.tasks_project}/locations/{plan.tasks_location}"
         for queue in plan.queues:
-            try:
+            with suppress(AlreadyExists):  # (the emulator returns the existing queue instead)
                 tasks.create_queue(parent=parent, queue={
                     "name": f"{parent}/queues/{queue.name}",
                     "rate_limits": {"max_dispatches_per_second": queue.max_dispatches_per_second},
                     "retry_config": {"max_attempts": queue.max_attempts,
                                      "min_backoff": timedelta(seconds=queue.min_backoff_s)},
                 })
-            except AlreadyExists:  # the emulator returns the existing queue instead
-                pass
     if plan.bucket and settings.storage_emulator_host:
         from infra.storage import gcs_client
 
-        try:
+        with suppress(Conflict):
             gcs_client(settings).create_bucket(plan.bucket, project=plan.project)
-        except Conflict:
-            pass
 
 
 def bootstrap(settings: Settings, endpoints: Mapping[str, str], *, tasks_host: str = "") -> Topology:

@@ -262,13 +262,14 @@ def stop_recorded(root: Path) -> list[str]:
     """Stop by PID what a stack in ``root`` recorded, services first; returns the names stopped."""
     state = load_records(root)
     running = {name: r for name, r in state["processes"].items() if alive(r["pid"], r["started"])}
-    for phase in ([n for n in running if n in SERVICES], [n for n in running if n not in SERVICES]):
+    phases = [[n for n in running if n in SERVICES], [n for n in running if n not in SERVICES]]
+    for phase in phases:
         terminate_all([(running[n]["pid"], running[n]["started"], getattr(signal, running[n].get("signal", "SIGTERM")))
                        for n in phase])
     for path in state["remove"]:
         shutil.rmtree(path, ignore_errors=True)
     (Path(root) / "pids.json").unlink(missing_ok=True)
-    return list(running)
+    return phases[0] + phases[1]
 
 
 def recorded_family(root: Path) -> set[int]:

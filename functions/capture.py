@@ -46,18 +46,19 @@ def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
 
     started = time.monotonic()
     log(logger, logging.INFO, "capture started", attempt=claim.attempts, url=request.url, **fields)
-    try:
-        runtime.egress_policy.check_url(request.url)
-        capture = runtime.archiver(request.archiver).capture(request.url, request.options)
-        stored = runtime.store.put(storage_key(request.task_id, request.archiver, capture.extension),
-                                   capture.data, capture.content_type)
-        meta = dict(capture.metadata)
-        if capture.extras:
-            meta["extras"] = {ext: runtime.store.put(storage_key(request.task_id, request.archiver, ext),
-                                                     data, content_type).key
-                              for ext, (data, content_type) in capture.extras.items()}
-    except Exception as exc:
-        return _failed(runtime, request, exc, fields)
+    with ledger.holding(request.task_id, request.archiver, runtime.worker_id):
+        try:
+            runtime.egress_policy.check_url(request.url)
+            capture = runtime.archiver(request.archiver).capture(request.url, request.options)
+            stored = runtime.store.put(storage_key(request.task_id, request.archiver, capture.extension),
+                                       capture.data, capture.content_type)
+            meta = dict(capture.metadata)
+            if capture.extras:
+                meta["extras"] = {ext: runtime.store.put(storage_key(request.task_id, request.archiver, ext),
+                                                         data, content_type).key
+                                  for ext, (data, content_type) in capture.extras.items()}
+        except Exception as exc:
+            return _failed(runtime, request, exc, fields)
 
     duration_ms = int((time.monotonic() - started) * 1000)
     follow_up = [summarize_outgoing(SummarizeRequest(request.task_id, request_id=request.request_id))] \

@@ -94,7 +94,8 @@ class Settings:
 
     # Delivery
     lease_s: float = 300.0
-    max_attempts: int = 5
+    max_attempts: int = 5           # captures the ledger tries before failing an artifact
+    max_delivery_attempts: int = 5  # pushes a subscription tries before dead-lettering (Pub/Sub: 5..100)
     retry_backoff_s: float = 1.0
     sweep_interval_s: float = 30.0
 
@@ -135,6 +136,8 @@ class Settings:
             raise ConfigError("FILE_STORAGE_PROVIDER must be 'local' or 'gcs'")
         if self.file_storage_provider == "gcs" and not self.gcs_bucket:
             raise ConfigError("FILE_STORAGE_PROVIDER=gcs needs GCS_BUCKET")
+        if not 5 <= self.max_delivery_attempts <= 100:
+            raise ConfigError("MAX_DELIVERY_ATTEMPTS must be within 5..100 (Pub/Sub's limits)")
         if self.broker not in ("embedded", "pubsub"):
             raise ConfigError("BROKER must be 'embedded' or 'pubsub'")
         if self.log_format not in ("json", "pretty"):
@@ -171,6 +174,7 @@ class Settings:
             monolith_path=env.get("MONOLITH_PATH") or (shutil.which("monolith") or ""),
             lease_s=_float(env, "LEASE_SECONDS", 300.0),
             max_attempts=_int(env, "MAX_ATTEMPTS", 5),
+            max_delivery_attempts=_int(env, "MAX_DELIVERY_ATTEMPTS", 5),
             retry_backoff_s=_float(env, "RETRY_BACKOFF_SECONDS", 1.0),
             sweep_interval_s=_float(env, "SWEEP_INTERVAL_SECONDS", 30.0),
             broker=env.get("BROKER") or ("pubsub" if env.get("PUBSUB_EMULATOR_HOST") else "embedded"),

@@ -6,11 +6,13 @@ between the database and the broker. The relay publishes them afterwards.
 """
 from __future__ import annotations
 
+import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -197,6 +199,43 @@ class Ledger:
         if artifact.status in TERMINAL:
             return Claim(ClaimOutcome.DONE, artifact.attempts)
         return Claim(ClaimOutcome.BUSY, artifact.attempts)
+
+    def renew(self, task_id: str, archiver: str, owner: str) -> bool:
+        """Extend a live lease; False when ``owner`` no longer holds it."""
+        now = utcnow()
+        with self.session() as session, session.begin():
+            result = session.execute(
+                update(Artifact)
+                .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
+                       Artifact.status == PROCESSING, Artifact.lease_owner == owner)
+                .values(lease_expires_at=now + self.lease, updated_at=now)
+                .execution_options(synchronize_session=False))
+            return result.rowcount == 1
+
+    @contextmanager
+    def holding(self, task_id: str, archiver: str, owner: str) -> Iterator[None]:
+        """Renew the lease every third of its length while the block runs.
+
+        A capture may outlast one lease; a crashed process stops renewing, so
+        its lease still expires and the sweeper hands the work on.
+        """
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(self.lease.total_seconds() / 3):
+                try:
+                    if not self.renew(task_id, archiver, owner):
+                        return
+                except Exception:  # the database blinked: the next beat tries again
+                    continue
+
+        beat = threading.Thread(target=heartbeat, name=f"lease-{archiver}", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
 
     def _finish(self, session: Session, task_id: str, archiver: str, owner: str, **values) -> bool:
         """Update the artifact only while ``owner`` still holds it (a fencing check)."""

@@ -168,3 +168,14 @@ def test_tasks_list_newest_first_with_pagination(ledger):
 ])
 def test_task_status_is_derived_from_artifacts(statuses, expected):
     assert derive_task_status(statuses) == expected
+
+
+def test_a_held_lease_outlives_its_length_and_a_crash_lets_it_expire(engine):
+    ledger = Ledger(engine, lease_s=0.6, max_attempts=3)
+    task_id = ledger.create_task([new_item()], ["pdf"]).task_id
+    ledger.claim(task_id, "pdf", "busy-worker")
+    with ledger.holding(task_id, "pdf", "busy-worker"):
+        time.sleep(1.5)  # over two lease lengths: the heartbeat keeps it
+        assert ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.BUSY
+    time.sleep(0.8)  # no more heartbeats, as after a crash
+    assert ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.CLAIMED

@@ -11,8 +11,10 @@ CLI attaches to this same browser (``--browser-server``) instead of starting
 its own. When an egress proxy is given, Chromium sends *all* traffic through
 it, loopback included, so redirects and sub-resources obey the egress guard too.
 
-``load_page`` is the one way a page gets loaded: it maps every failure to a
-Permanent or Transient capture error with a message fit for the ledger.
+``Browser.capture`` (through ``open_page``) is the one way a page gets loaded:
+it maps every failure to a Permanent or Transient capture error with a message
+fit for the ledger. ``PageArchiver`` is the base of the archivers that render
+the loaded page (pdf, screenshot, readability).
 """
 from __future__ import annotations
 

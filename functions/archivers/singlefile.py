@@ -7,14 +7,19 @@ fenced in here:
 
 - resources the page itself could not fetch (cross-origin without CORS, say)
   are fetched again *from Node*. A preload script sends those requests through
-  the egress proxy too (undici's ProxyAgent);
+  the egress proxy too (undici's ProxyAgent), or refuses them where the npm
+  package undici is missing: never straight to the network;
 - that Node fetch also reads ``file://`` URLs from disk, which would put local
   files into an archive. Node's permission model lets the process read only
   its own code and write only its scratch directory.
+
+SingleFile opens its tab in Chromium's default context, so unlike the other
+archivers its captures share cookies and storage with each other.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,6 +30,8 @@ from typing import Any
 
 from functions.archivers.base import Capture, TransientCaptureError
 from functions.archivers.browser import Browser, capture_timeout, check_response, check_size
+
+log = logging.getLogger("htbase.singlefile")
 
 ATTEMPTS = 3  # SingleFile sometimes exits 0 without writing anything ("Execution context not found")
 MIN_ATTEMPT_S = 1.0  # don't start an attempt with less time than this left
@@ -40,21 +47,26 @@ SPEED_FLAGS = (
 )
 
 # Runs in the SingleFile process before its code (NODE_OPTIONS=--require).
-# Sends every Node-side fetch through the egress proxy, except SingleFile's own
-# DevTools calls (open/close a tab) which must reach Chromium on loopback.
+# Every Node-side fetch goes through the egress proxy (undici's ProxyAgent), or
+# fails when undici is not installed; only SingleFile's own DevTools calls (open
+# and close its tab) go straight to Chromium on loopback.
 PROXY_PRELOAD = r"""
 "use strict";
-const { ProxyAgent } = require(process.env.HTBASE_UNDICI);
 const devtools = new URL(process.env.HTBASE_DEVTOOLS_URL).origin;
-const proxy = new ProxyAgent(process.env.HTBASE_EGRESS_PROXY);
-const directFetch = globalThis.fetch;
 const DEVTOOLS_CALL = /^\/json\/(new|close|activate)(\/|$)/;
+const directFetch = globalThis.fetch;
+let guardedFetch = () => Promise.reject(new TypeError("Node-side fetches are disabled: no egress proxy client"));
+if (process.env.HTBASE_UNDICI) {
+  const { ProxyAgent } = require(process.env.HTBASE_UNDICI);
+  const dispatcher = new ProxyAgent(process.env.HTBASE_EGRESS_PROXY);
+  guardedFetch = (input, init) => directFetch(input, { ...init, dispatcher });
+}
 globalThis.fetch = function (input, init = {}) {
   const url = new URL(input instanceof Request ? input.url : String(input));
   if (url.origin === devtools && DEVTOOLS_CALL.test(url.pathname)) {
     return directFetch(input, init);
   }
-  return directFetch(input, { ...init, dispatcher: proxy });
+  return guardedFetch(input, init);
 };
 """
 
@@ -80,8 +92,11 @@ class SingleFileArchiver:
         self.settings = settings
         self.browser = browser
         self.node_modules = _node_modules(settings.singlefile_path)
-        if browser.proxy_url and not (self.node_modules / "undici").is_dir():
-            raise RuntimeError(f"SingleFile behind an egress proxy needs the npm package undici in {self.node_modules}")
+        self.undici = self.node_modules / "undici"
+        if browser.proxy_url and not self.undici.is_dir():
+            # Still safe, but resources only Node could fetch (cross-origin without CORS) are left out.
+            log.warning("npm package undici not found in %s: SingleFile's Node-side fetches are disabled",
+                        self.node_modules)
 
     def capture(self, url: str, options: dict[str, Any]) -> Capture:
         timeout = capture_timeout(self.settings, options)
@@ -148,8 +163,9 @@ class SingleFileArchiver:
             preload = Path(scratch) / "egress.cjs"
             preload.write_text(PROXY_PRELOAD, encoding="utf-8")
             node_options.append(f"--require={preload}")
-            env.update(HTBASE_UNDICI=str(self.node_modules / "undici"), HTBASE_DEVTOOLS_URL=devtools,
-                       HTBASE_EGRESS_PROXY=self.browser.proxy_url)
+            env.update(HTBASE_DEVTOOLS_URL=devtools, HTBASE_EGRESS_PROXY=self.browser.proxy_url)
+            if self.undici.is_dir():
+                env["HTBASE_UNDICI"] = str(self.undici)
         # NODE_OPTIONS splits on spaces unless a value is double-quoted.
         env["NODE_OPTIONS"] = " ".join('"%s"' % o.replace("\\", "\\\\").replace('"', '\\"') for o in node_options)
         return env

@@ -12,7 +12,7 @@ from functions.archivers.base import PermanentCaptureError
 from functions.archivers.browser import Browser
 from infra.egress import EgressPolicy, EgressProxy
 from tests.archivers.conftest import ARCHIVER_CLASSES, BROWSER_ARCHIVERS
-from tests.archivers.test_singlefile import embedded_png_sizes
+from tests.archivers.test_singlefile import cli_copy, embedded_png_sizes
 from tests.site.server import TestSite, serve_test_site
 
 
@@ -24,10 +24,10 @@ def forbidden_site() -> Iterator[TestSite]:
 
 @pytest.fixture(scope="module")
 def guarded(archiver_settings) -> Iterator:
-    """``guarded(name)``: an archiver whose Chromium goes through the egress proxy."""
+    """``guarded(name, **setting_changes)``: an archiver whose Chromium goes through the egress proxy."""
     with EgressProxy(EgressPolicy(allow_cidrs=("127.0.0.1/32", "::1/128"))) as proxy, \
             Browser(archiver_settings, proxy_url=proxy.url) as browser:
-        yield lambda name: ARCHIVER_CLASSES[name](archiver_settings, browser)
+        yield lambda name, **changes: ARCHIVER_CLASSES[name](archiver_settings.with_(**changes), browser)
 
 
 @pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
@@ -50,7 +50,16 @@ def test_forbidden_subresources_are_never_fetched(guarded, test_site, forbidden_
 def test_singlefile_node_fetches_go_through_the_proxy(guarded, test_site):
     # An image on another origin without CORS headers: the page cannot read it,
     # so SingleFile fetches it from Node; through the proxy it still gets embedded.
-    url = test_site.url(f"/embed?img=http://localhost:{test_site.port}/static/img/chart.png")
+    url = test_site.url(f"/embed?img=http://localhost:{test_site.port}/static/img/chart.png?via-node")
     capture = guarded("singlefile").capture(url, {})
     assert (400, 240) in embedded_png_sizes(capture.data.decode())
-    assert ("GET", "/static/img/chart.png", "node") in test_site.requests
+    assert ("GET", "/static/img/chart.png?via-node", "node") in test_site.requests
+
+
+def test_without_undici_node_fetches_are_refused_not_sent_direct(guarded, test_site, tmp_path):
+    archiver = guarded("singlefile", singlefile_path=cli_copy(tmp_path, leave_out=("undici",)))
+    url = test_site.url(f"/embed?img=http://localhost:{test_site.port}/static/img/chart.png?no-undici")
+    capture = archiver.capture(url, {})
+    assert "Embed test" in capture.data.decode()
+    assert embedded_png_sizes(capture.data.decode()) == set()
+    assert [r for r in test_site.requests if r[1].endswith("?no-undici") and r[2] == "node"] == []

@@ -98,22 +98,25 @@ def test_local_files_never_end_up_in_the_archive(make_archiver, test_site, tmp_p
     assert embedded_png_sizes(page) == set()
 
 
-def _cli_copy(tmp_path: Path, script: str) -> str:
-    """A copy of the SingleFile install whose .bin/single-file is ``script``
-    (a fault-injecting wrapper around the real CLI)."""
+def cli_copy(tmp_path: Path, wrapper: str | None = None, leave_out: tuple[str, ...] = ()) -> str:
+    """A copy of the SingleFile install (minus ``leave_out`` packages) whose
+    .bin/single-file is ``wrapper`` if given: a fault-injecting shell script in
+    which REAL is the real CLI and MARKER a file it may create."""
     node_modules = tmp_path / "node_modules"
-    shutil.copytree(REAL_NODE_MODULES, node_modules, symlinks=True)
+    shutil.copytree(REAL_NODE_MODULES, node_modules, symlinks=True, ignore=lambda d, names: [
+        n for n in names if Path(d) == REAL_NODE_MODULES and n in leave_out])
     cli = node_modules / ".bin" / "single-file"
-    cli.unlink()
-    cli.write_text(script.replace("REAL", str(node_modules / "single-file-cli" / "single-file-node.js"))
-                   .replace("MARKER", str(tmp_path / "ran-once")))
-    cli.chmod(cli.stat().st_mode | stat.S_IEXEC)
+    if wrapper is not None:
+        cli.unlink()
+        cli.write_text(wrapper.replace("REAL", str(node_modules / "single-file-cli" / "single-file-node.js"))
+                       .replace("MARKER", str(tmp_path / "ran-once")))
+        cli.chmod(cli.stat().st_mode | stat.S_IEXEC)
     return str(cli)
 
 
 def test_missing_output_is_retried(archiver_settings, browser, test_site, tmp_path):
     # The first run does what the real CLI sometimes does: exit 0, write nothing.
-    cli = _cli_copy(tmp_path, '#!/bin/sh\n[ -e MARKER ] || { touch MARKER; echo "Execution context not found" >&2; exit 0; }\n'
+    cli = cli_copy(tmp_path, '#!/bin/sh\n[ -e MARKER ] || { touch MARKER; echo "Execution context not found" >&2; exit 0; }\n'
                               'exec node REAL "$@"\n')
     archiver = SingleFileArchiver(archiver_settings.with_(singlefile_path=cli), browser)
     capture = archiver.capture(test_site.url("/article.html"), {})
@@ -122,7 +125,7 @@ def test_missing_output_is_retried(archiver_settings, browser, test_site, tmp_pa
 
 
 def test_output_missing_every_time_is_transient(archiver_settings, browser, test_site, tmp_path):
-    cli = _cli_copy(tmp_path, '#!/bin/sh\necho "Execution context not found" >&2\nexit 0\n')
+    cli = cli_copy(tmp_path, '#!/bin/sh\necho "Execution context not found" >&2\nexit 0\n')
     archiver = SingleFileArchiver(archiver_settings.with_(singlefile_path=cli), browser)
     with pytest.raises(TransientCaptureError, match="wrote no page .* after 3 attempts: Execution context not found"):
         archiver.capture(test_site.url("/article.html"), {})

@@ -9,6 +9,8 @@ Static files live in ``pages/``. Dynamic routes:
 - ``/slow``              headers and part of a page, then nothing until the client leaves
 - ``/huge``              a valid ~8 MB HTML page (``?unsized=1``: no Content-Length)
 - ``/embed?img=U``       a small page whose only image is U (any URL: other hosts, file://, ...)
+- ``/flaky?key=K``       500 the first time for each K, then the article
+- ``/delay?s=N``         the article, after N seconds (a capture long enough to interrupt)
 
 Usage::
 
@@ -90,6 +92,8 @@ class _Handler(SimpleHTTPRequestHandler):
             "/slow": self._slow,
             "/huge": self._huge,
             "/embed": self._embed,
+            "/flaky": self._flaky,
+            "/delay": self._delay,
         }.get(path)
 
     def _query(self) -> dict[str, str]:
@@ -126,6 +130,19 @@ class _Handler(SimpleHTTPRequestHandler):
         body = (f"<!DOCTYPE html><html><head><title>{status.value} {status.phrase}</title></head>"
                 f"<body><h1>{status.value} {status.phrase}</h1><p>Error page body.</p></body></html>")
         self._send(status, body.encode())
+
+    def _article(self) -> None:
+        self._send(200, (PAGES / "article.html").read_bytes())
+
+    def _flaky(self) -> None:
+        if self.server.first_time(self._query().get("key", "")):
+            return self._error_page(HTTPStatus.INTERNAL_SERVER_ERROR)
+        self._article()
+
+    def _delay(self) -> None:
+        if self.server.stopping.wait(float(self._query().get("s", "1"))):
+            return
+        self._article()
 
     def _embed(self) -> None:
         src = html.escape(self._query().get("img", ""), quote=True)
@@ -174,7 +191,14 @@ class _Server(ThreadingHTTPServer):
         self.requests: list[tuple[str, str, str]] = []  # (method, path, User-Agent), in arrival order
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self._seen_keys: set[str] = set()
         super().__init__(address, _Handler)
+
+    def first_time(self, key: str) -> bool:
+        with self._open_lock:
+            fresh = key not in self._seen_keys
+            self._seen_keys.add(key)
+            return fresh
 
     def record(self, handler: BaseHTTPRequestHandler) -> None:
         with self._open_lock:
