@@ -7,7 +7,9 @@ for what might work next time (timeouts, 5xx, a tool that flaked).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
+
+from infra.egress import InvalidURL, validate_url
 
 
 class CaptureError(Exception):
@@ -37,3 +39,29 @@ class Archiver(Protocol):
 
     def capture(self, url: str, options: dict[str, Any]) -> Capture:
         ...
+
+
+# --- checks every archiver shares -------------------------------------------------
+
+
+def capture_timeout(settings, options: Mapping[str, Any]) -> float:
+    """Seconds a capture may take: ``options["timeout"]`` if given, else the setting."""
+    value = options.get("timeout") if options else None
+    if value is None:
+        return float(settings.capture_timeout_s)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise PermanentCaptureError(f"option 'timeout' must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_url(url: str) -> str:
+    """Only http(s) URLs: never let a tool open file:// or chrome:// pages. Returns the normalized URL."""
+    try:
+        return validate_url(url)
+    except InvalidURL as exc:
+        raise PermanentCaptureError(str(exc)) from None
+
+
+def check_size(what: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise PermanentCaptureError(f"{what} is {size} bytes, over the limit of {limit}")

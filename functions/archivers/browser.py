@@ -35,8 +35,9 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Playwright, Response, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from functions.archivers.base import Capture, CaptureError, PermanentCaptureError, TransientCaptureError
-from infra.egress import REFUSED_HEADER, InvalidURL, validate_url
+from functions.archivers.base import (Capture, CaptureError, PermanentCaptureError, TransientCaptureError,
+                                     capture_timeout, check_size, check_url)
+from infra.egress import REFUSED_HEADER
 
 log = logging.getLogger("htbase.browser")
 
@@ -78,29 +79,6 @@ PERMANENT_NET_ERRORS = {
 
 
 # ---------------------------------------------------------------- checks
-
-
-def capture_timeout(settings, options: Mapping[str, Any]) -> float:
-    """Seconds a capture may take: ``options["timeout"]`` if given, else the setting."""
-    value = options.get("timeout") if options else None
-    if value is None:
-        return float(settings.capture_timeout_s)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise PermanentCaptureError(f"option 'timeout' must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def check_url(url: str) -> None:
-    """Only http(s) URLs: never let a browser open file:// or chrome:// pages."""
-    try:
-        validate_url(url)
-    except InvalidURL as exc:
-        raise PermanentCaptureError(str(exc)) from None
-
-
-def check_size(what: str, size: int, limit: int) -> None:
-    if size > limit:
-        raise PermanentCaptureError(f"{what} is {size} bytes, over the limit of {limit}")
 
 
 def check_response(url: str, status: int, status_text: str, headers: Mapping[str, str], max_bytes: int) -> None:

@@ -28,10 +28,10 @@ from lxml import etree
 from urllib3.exceptions import HTTPError as Urllib3Error, ReadTimeoutError
 
 from functions.archivers.base import (
-    Capture, CaptureError, PermanentCaptureError, TransientCaptureError,
+    Capture, CaptureError, PermanentCaptureError, TransientCaptureError, capture_timeout, check_url,
 )
 from htbase.config import Settings
-from infra.egress import REFUSED_HEADER, EgressPolicy, EgressProxy, InvalidURL, validate_url
+from infra.egress import REFUSED_HEADER, EgressPolicy, EgressProxy
 
 HTML_TYPE = "text/html; charset=utf-8"
 USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -70,13 +70,8 @@ class MonolithArchiver:
                 self._own_proxy = self._proxy_url = None
 
     def capture(self, url: str, options: dict[str, Any]) -> Capture:
-        try:
-            url = validate_url(url)
-        except InvalidURL as exc:
-            raise PermanentCaptureError(str(exc)) from None
-        timeout = options.get("timeout", self.settings.capture_timeout_s)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise PermanentCaptureError(f"option 'timeout' must be a positive number of seconds, got {timeout!r}")
+        url = check_url(url)
+        timeout = capture_timeout(self.settings, options)
         if self.settings.monolith_path:
             return self._run_binary(url, timeout)
         with _Inliner(self.proxy_url(), timeout, self.settings.max_capture_bytes) as inliner:

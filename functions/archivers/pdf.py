@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 
 from functions.archivers.base import Capture
-from functions.archivers.browser import LoadedPage, PageArchiver, check_size
+from functions.archivers.base import check_size
+from functions.archivers.browser import LoadedPage, PageArchiver
 
 # Chromium writes each page as an uncompressed "/Type /Page" dictionary.
 _PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z])")

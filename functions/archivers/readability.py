@@ -17,7 +17,8 @@ from trafilatura.htmlprocessing import convert_to_html
 from trafilatura.xml import xmltotxt
 
 from functions.archivers.base import Capture, PermanentCaptureError
-from functions.archivers.browser import LoadedPage, PageArchiver, check_size
+from functions.archivers.base import check_size
+from functions.archivers.browser import LoadedPage, PageArchiver
 
 # trafilatura falls back to whatever text a page has (menus, link lists); fewer
 # words than this is not an article.

@@ -4,7 +4,8 @@ from __future__ import annotations
 import struct
 
 from functions.archivers.base import Capture
-from functions.archivers.browser import LoadedPage, PageArchiver, check_size
+from functions.archivers.base import check_size
+from functions.archivers.browser import LoadedPage, PageArchiver
 
 
 class ScreenshotArchiver(PageArchiver):

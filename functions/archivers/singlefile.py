@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from functions.archivers.base import Capture, TransientCaptureError
-from functions.archivers.browser import Browser, capture_timeout, check_response, check_size
+from functions.archivers.base import capture_timeout, check_size
+from functions.archivers.browser import Browser, check_response
 
 log = logging.getLogger("htbase.singlefile")
 

@@ -1,0 +1,98 @@
+"""Accept benchmark: concurrent clients against the API on the emulator stack.
+
+Starts the stack (Pub/Sub, Firestore, GCS and Cloud Tasks emulators, a
+throwaway Postgres, the API and the monolith service), then C client
+processes each POST for D seconds. Prints accepted requests per second,
+p50/p99 accept latency, and the median time from accept to the first push
+reaching an archiver (the artifact's claim time minus the task's creation
+time, read from the ledger). The load asks for the pdf archiver, whose
+service is not started, so no capture competes for the two cores; the
+latency probe afterwards asks an idle monolith service, one request at a time.
+
+    .venv/bin/python bench/accept.py [--clients 8] [--seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from emulators.stack import Stack  # noqa: E402
+from tests.site.server import serve_test_site  # noqa: E402
+
+
+def client(api: str, url: str, seconds: float, results) -> None:
+    session = requests.Session()
+    latencies, errors, deadline = [], 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        began = time.perf_counter()
+        response = session.post(f"{api}/api/v2/archive", json={"url": url, "archivers": ["pdf"]}, timeout=30)
+        if response.status_code == 202:
+            latencies.append(time.perf_counter() - began)
+        else:
+            errors += 1
+    results.put((latencies, errors))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="htbase-accept-"))
+    overrides = {"ALLOW_PRIVATE_URLS": "1", "LOG_LEVEL": "WARNING"}
+    with serve_test_site() as site, Stack(root, overrides=overrides, services=("api", "archiver-monolith")) as stack:
+        url = site.url("/missing")  # a cheap capture for the probe: one request, a permanent 404
+        results = multiprocessing.Queue()
+        workers = [multiprocessing.Process(target=client, args=(stack.api_url, url, args.seconds, results))
+                   for _ in range(args.clients)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        collected = [results.get() for _ in workers]
+        elapsed = time.perf_counter() - started
+        for worker in workers:
+            worker.join()
+        latencies = [latency for batch, _ in collected for latency in batch]
+        errors = sum(e for _, e in collected)
+
+        probes = []
+        for _ in range(20):
+            probes.append(requests.post(f"{stack.api_url}/api/v2/archive",
+                                        json={"url": url, "archivers": ["monolith"]}, timeout=30).json()["task_id"])
+            time.sleep(0.3)
+        time.sleep(3)  # let the last pushes land
+        engine = sa.create_engine(stack.env["DATABASE_URL"])
+        with engine.connect() as connection:
+            waits = [float(row[0]) for row in connection.execute(sa.text(
+                "SELECT EXTRACT(EPOCH FROM a.started_at - t.created_at) FROM artifacts a "
+                "JOIN tasks t USING (task_id) WHERE a.started_at IS NOT NULL AND t.task_id IN :ids")
+                .bindparams(sa.bindparam("ids", expanding=True)), {"ids": probes})]
+        engine.dispose()
+
+    print(f"\n{args.clients} clients for {args.seconds:.0f}s against the API on the emulator stack")
+    print(f"accepted: {len(latencies)} ({len(latencies) / elapsed:.0f} requests/s), errors: {errors}")
+    print(f"accept latency: p50 {1000 * statistics.median(latencies):.1f} ms, "
+          f"p99 {1000 * percentile(latencies, 0.99):.1f} ms")
+    if waits:
+        print(f"accept to first push at the archiver: median {1000 * statistics.median(waits):.0f} ms "
+              f"over {len(waits)} probes (p90 {1000 * percentile(waits, 0.9):.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
