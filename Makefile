@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
 
-.PHONY: run test setup system-deps bench clean stack-up stack-down
+.PHONY: run test setup system-deps bench bench-accept clean stack-up stack-down
 
 run: setup
 	$(VENV)/bin/htbase serve
@@ -42,6 +42,9 @@ stack-down:
 
 bench: setup
 	$(PY) bench/capture.py
+
+bench-accept: setup
+	$(PY) bench/accept.py
 
 clean:
 	rm -rf $(VENV) node_modules data

@@ -174,14 +174,12 @@ def subscription_request(project: str, sub: PushSubscription) -> dict:
 
 def pubsub_clients(host: str):
     """Admin clients (publisher, subscriber) for the emulator at ``host``, sharing one channel."""
-    import grpc
     from google.cloud import pubsub_v1
-    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
-    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
-    channel = grpc.insecure_channel(host)
-    return (pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel)),
-            pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel)))
+    from infra.pubsub import emulator_transports
+
+    publisher, subscriber = emulator_transports(host)
+    return pubsub_v1.PublisherClient(transport=publisher), pubsub_v1.SubscriberClient(transport=subscriber)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,20 +6,19 @@
         firestore.stop(); firestore.start()   # an outage, then the same emulator back on the same port
         firestore.reset("htbase-local")        # drop every document of a project
 
-The emulator keeps its data in memory: a restart comes back empty.
+The emulator keeps its data in memory: a restart comes back empty. Its output
+goes to ``log_path`` if given (appended across restarts), else to a temp file.
 """
 from __future__ import annotations
 
 import glob
 import shutil
-import subprocess
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from emulators import free_port
+from emulators.process import FreePortProcess, http_answers
 
 MAIN_CLASS = "com.google.cloud.datastore.emulator.firestore.CloudFirestore"
 WARMUP_PROJECT = "emulator-warmup"
@@ -39,16 +38,19 @@ def find_jar() -> Path:
                        "(gcloud components install cloud-firestore-emulator)")
 
 
-class FirestoreEmulator:
+class FirestoreEmulator(FreePortProcess):
+    """``start`` returns once the emulator serves writes. The first start picks a free port (a fixed
+    port gets a single attempt); a start after ``stop`` reuses the port, as a service coming back would."""
+
     def __init__(self, port: int | None = None, jar: Path | str | None = None, java: str = "java",
-                 start_timeout_s: float = 60.0) -> None:
-        self._fixed_port = port
-        self.port = port or 0
+                 start_timeout_s: float = 60.0, log_path: Path | None = None) -> None:
         self.jar = Path(jar) if jar else find_jar()
         self.java = java
-        self.start_timeout_s = start_timeout_s
-        self._process: subprocess.Popen | None = None
-        self._log = None
+        super().__init__("firestore", self._command, port=port, start_timeout_s=start_timeout_s,
+                         log_path=log_path, probe=lambda: http_answers(self.endpoint, lambda status: status < 400))
+
+    def _command(self, port: int) -> list[str]:
+        return [self.java, "-cp", str(self.jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={port}"]
 
     @property
     def host(self) -> str:
@@ -61,49 +63,17 @@ class FirestoreEmulator:
 
     @property
     def running(self) -> bool:
-        return self._process is not None
+        return self.alive
 
-    def start(self) -> "FirestoreEmulator":
-        """Start the emulator and return once it serves writes.
-
-        The first start picks a free port (a fixed port gets a single attempt);
-        a start after ``stop`` reuses the port, as a service coming back would.
-        """
-        if self._process is None:
-            attempts = 1 if self._fixed_port or self.port else 3
-            for attempt in range(attempts):
-                self.port = self.port or free_port()
-                try:
-                    self._spawn()
-                    break
-                except RuntimeError:
-                    if attempt == attempts - 1:
-                        raise
-                    self.port = 0  # taken before the emulator bound it: try another one
-        return self
-
-    def _spawn(self) -> None:
-        # Logs go to a file, not a pipe: an unread pipe fills up and blocks the emulator.
-        self._log = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(
-            [self.java, "-cp", str(self.jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={self.port}"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+    def wait_ready(self) -> "FirestoreEmulator":
+        """Until the emulator serves writes (a start fails, and stops it, if it does not in time)."""
         deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                output = self._read_log()
-                self.stop()
-                raise RuntimeError(f"the Firestore emulator exited on {self.host}: {output}")
-            try:
-                with urllib.request.urlopen(self.endpoint, timeout=1):
-                    break
-            except OSError:  # not listening yet
-                time.sleep(0.05)
-        else:
-            self.stop()
-            raise RuntimeError(f"the Firestore emulator did not answer on {self.host} within {self.start_timeout_s}s")
-        self._warm_up(deadline)
+        super().wait_ready()
+        try:
+            self._warm_up(deadline)
+        except OSError as error:
+            self._fail(f"did not serve its first write: {error}")
+        return self
 
     def _warm_up(self, deadline: float) -> None:
         # The emulator answers "Ok" long before it serves documents: its first
@@ -116,23 +86,6 @@ class FirestoreEmulator:
             pass
         self.reset(WARMUP_PROJECT)
 
-    def _read_log(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:]
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
     def restart(self) -> "FirestoreEmulator":
         """Stop and start again on the same port (the data does not survive)."""
         self.stop()
@@ -144,9 +97,3 @@ class FirestoreEmulator:
         request = urllib.request.Request(f"{self.endpoint}{path}", method="DELETE")
         with urllib.request.urlopen(request, timeout=10):
             pass
-
-    def __enter__(self) -> "FirestoreEmulator":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -4,7 +4,8 @@ A ``ManagedProcess`` starts its command in a new session (so it leads its own
 process group), waits until the process itself listens on its port and a probe
 answers, and stops the whole group. ``terminate`` does the stopping by PID
 alone, so ``python -m emulators.stack down`` can stop what an earlier process
-started. Linux only: it reads /proc.
+started. ``FreePortProcess`` is one whose command names its port: it picks a
+free port itself. Linux only: it reads /proc.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
+
+from emulators import free_port
 
 
 class ProcessError(RuntimeError):
@@ -257,3 +260,33 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class FreePortProcess(ManagedProcess):
+    """A ``ManagedProcess`` whose command (``command(port)``) names its port.
+
+    Without a port given, it picks a free one; since another process can take that port before this
+    one binds it, the first ``start`` tries up to ``attempts`` ports (a port given gets one attempt).
+    Once started, the port is this process's: a start after ``stop`` reuses it.
+    """
+
+    def __init__(self, name: str, command: Callable[[int], Sequence[str]], *, port: int | None = None,
+                 attempts: int = 3, **options) -> None:
+        self.command = command
+        self._attempts = 1 if port else attempts
+        port = port or free_port()
+        super().__init__(name, command(port), port=port, **options)
+
+    def start(self) -> "FreePortProcess":
+        for attempt in range(self._attempts):
+            try:
+                super().start()
+            except ProcessError:
+                if attempt == self._attempts - 1:
+                    raise
+                self.port = free_port()  # taken before the process bound it: try another one
+                self.argv = list(self.command(self.port))
+            else:
+                self._attempts = 1
+                return self
+        return self

@@ -70,8 +70,8 @@ class Stack:
         if api_port:
             self.ports[API] = api_port
         self.pubsub = PubSubEmulator(log_path=self.logs / "pubsub.log")
-        self.firestore = FirestoreEmulator(port=free_port())
-        self.gcs = FakeGcsServer(port=free_port())
+        self.firestore = FirestoreEmulator(port=free_port(), log_path=self.logs / "firestore.log")
+        self.gcs = FakeGcsServer(port=free_port(), log_path=self.logs / "gcs.log")
         self.tasks = CloudTasksEmulator(log_path=self.logs / "tasks.log")
         self.postgres = None if database_url else ThrowawayPostgres()
         self.env: dict[str, str] = {
@@ -227,15 +227,10 @@ class Stack:
             if pid_file.exists():
                 # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
                 records["postgres"] = _record(int(pid_file.read_text().split()[0]), self.postgres.port, "SIGINT")
-        for name in ("pubsub", "tasks"):
+        for name in ("pubsub", "firestore", "gcs", "tasks"):
             process = getattr(self, name)
             if process.alive:
                 records[name] = process.record()
-        for name in ("firestore", "gcs"):
-            # These two expose no PID yet: their process handle is private.
-            handle = getattr(self, name)._process
-            if handle is not None:
-                records[name] = _record(handle.pid, getattr(self, name).port)
         records.update({name: process.record() for name, process in self.processes.items() if process.alive})
         return records
 

@@ -23,15 +23,23 @@ class BrokerUnavailable(RuntimeError):
     pass
 
 
+def emulator_transports(host: str):
+    """gRPC transports (publisher, subscriber) for the Pub/Sub emulator at ``host`` ("HOST:PORT"),
+    sharing one plaintext channel: the emulator has no TLS and takes no credentials."""
+    import grpc
+    from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    channel = grpc.insecure_channel(host)
+    return PublisherGrpcTransport(channel=channel), SubscriberGrpcTransport(channel=channel)
+
+
 def publisher_client(settings: Settings) -> pubsub_v1.PublisherClient:
     # Low batch latency: a request's messages still go out together, without adding to accept latency.
     batching = pubsub_v1.types.BatchSettings(max_latency=0.002)
     if settings.pubsub_emulator_host:
-        import grpc
-        from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
-
-        channel = grpc.insecure_channel(settings.pubsub_emulator_host)
-        return pubsub_v1.PublisherClient(transport=PublisherGrpcTransport(channel=channel), batch_settings=batching)
+        transport, _ = emulator_transports(settings.pubsub_emulator_host)
+        return pubsub_v1.PublisherClient(transport=transport, batch_settings=batching)
     return pubsub_v1.PublisherClient(batch_settings=batching)
 
 
