@@ -93,7 +93,7 @@ def create_app(runtime: Runtime) -> Flask:
         except ItemConflict as exc:
             raise ApiError(409, "item_conflict", str(exc)) from None
         # Publish after commit; if the broker is down the outbox keeps it and the relay retries.
-        runtime.relay.publish(created.outbox)
+        runtime.relay.send(created.outbox)
         log(logger, logging.INFO, "task accepted", task_id=created.task_id, items=len(items))
         return created
 
@@ -210,7 +210,7 @@ def create_app(runtime: Runtime) -> Flask:
             raise ApiError(400, "bad_request", "'force' must be a boolean")
         task = task_for_archive(archive_id)
         readable_article(task)
-        runtime.relay.publish(ledger.request_summary(task.task_id, force=force,
+        runtime.relay.send(ledger.request_summary(task.task_id, force=force,
                                                      request_id=request.headers.get("X-Request-Id", "")[:64]))
         url = f"{API}/summaries/{task.task_id}"
         response = jsonify({"task_id": task.task_id, "status": "pending", "summary_url": url, "force": force})

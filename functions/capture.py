@@ -70,7 +70,7 @@ def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
         return Delivery(True, "lease lost")
     log(logger, logging.INFO, "capture stored", size=stored.size, duration_ms=duration_ms, **fields)
     if outbox and runtime.publisher is not None:
-        runtime.relay.publish(outbox)
+        runtime.relay.send(outbox)
     runtime.replica.sync(request.task_id)
     return Delivery(True, "stored")
 

@@ -15,18 +15,18 @@ TERMINAL = ("success", "partial", "failed", "cancelled")
 
 def serve(settings: Settings) -> int:
     """The all-in-one process, or with SERVICE_ROLE=api the API alone (publishing to Pub/Sub)."""
-    from werkzeug.serving import make_server
-
-    if settings.service_role not in ("all-in-one", "api"):
+    if settings.service_role == "api":
+        return _serve_api(settings)
+    if settings.service_role != "all-in-one":
         print(f"SERVICE_ROLE={settings.service_role} runs under functions-framework, e.g. "
               "functions-framework --source functions/main.py --target archive_pdf", file=sys.stderr)
         return 2
-    if settings.service_role == "api":
-        from api.service import ApiService as Service
-    else:
-        from htbase.embedded import EmbeddedService as Service
+    from werkzeug.serving import make_server
 
-    with Service(settings) as service:
+    from htbase.embedded import EmbeddedService
+
+    # One process: the in-process dispatcher's queue lives here.
+    with EmbeddedService(settings) as service:
         server = make_server(settings.host, settings.port, service.api, threaded=True)
         print(f"htbase serving on http://{settings.host}:{settings.port}/api/v2 "
               f"(ledger {settings.database_url}, files {settings.local_storage_path})", flush=True)
@@ -36,6 +36,33 @@ def serve(settings: Settings) -> int:
             pass
         finally:
             server.server_close()
+    return 0
+
+
+def _serve_api(settings: Settings) -> int:
+    """The API under gunicorn: WEB_CONCURRENCY processes, so it is not held to one core by the GIL."""
+    from gunicorn.app.base import BaseApplication
+
+    from api.service import ApiService
+    from infra.db import make_engine, migrate
+
+    engine = make_engine(settings)
+    migrate(engine)  # once, before the workers start, so they never race to create the schema
+    engine.dispose()
+
+    class Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in {"bind": f"{settings.host}:{settings.port}", "workers": settings.web_workers,
+                               "worker_class": "gthread", "threads": 16, "graceful_timeout": 10,
+                               "loglevel": settings.log_level.lower()}.items():
+                self.cfg.set(key, value)
+
+        def load(self):  # in each worker, after the fork: its own pools, clients and housekeeper
+            return ApiService(settings).start().api
+
+    print(f"htbase API serving on http://{settings.host}:{settings.port}/api/v2 "
+          f"({settings.web_workers} workers, broker {settings.broker})", flush=True)
+    Gunicorn().run()
     return 0
 
 

@@ -69,6 +69,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     worker_concurrency: int = 4
+    web_workers: int = 2            # API processes under gunicorn (SERVICE_ROLE=api)
     log_level: str = "INFO"
     log_format: str = "pretty"
 
@@ -156,6 +157,7 @@ class Settings:
             host=env.get("HOST", "127.0.0.1"),
             port=_int(env, "PORT", 8080),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", 4),
+            web_workers=_int(env, "WEB_CONCURRENCY", 2),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_format=env.get("LOG_FORMAT", "pretty"),
             database_url=env.get("DATABASE_URL", ""),

@@ -49,7 +49,7 @@ class Runtime:
         self._browser = None
         self._closers: list = []
 
-    @property
+    @cached_property
     def relay(self) -> Relay:
         if self.publisher is None:
             raise RuntimeError("this process has no publisher configured")

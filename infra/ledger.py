@@ -126,7 +126,6 @@ class Ledger:
                 session.add(Task(task_id=task_id, kind="single", parent_id=parent_id, item_id=item.item_id,
                                  request_id=request_id, webhook_url=None if batch else webhook_url,
                                  options=options, created_at=now))
-                session.flush()  # the task row must exist before its artifacts reference it
                 for archiver in archivers:
                     session.add(Artifact(task_id=task_id, archiver=archiver, status=PENDING,
                                          created_at=now, updated_at=now, meta={}))
@@ -141,7 +140,8 @@ class Ledger:
     @staticmethod
     def _upsert_item(session: Session, new: NewItem, now: datetime) -> Item:
         item_id = new.item_id or uuid.uuid4().hex
-        item = session.get(Item, item_id)
+        # A fresh id names no existing item: skip the lookup (one round trip less per request).
+        item = session.get(Item, item_id) if new.item_id else None
         if item is None:
             item = Item(item_id=item_id, url=new.url, url_hash=new.url_hash, created_at=now)
             session.add(item)
