@@ -70,6 +70,17 @@ def _item(entry: Any) -> NewItem:
     return NewItem(url=url, url_hash=url_hash(url), item_id=item_id)
 
 
+def _webhook(body: dict[str, Any]) -> str | None:
+    """Kept for the webhook deliveries to come; refused now if it could never be called."""
+    webhook = body.get("webhook_url")
+    if webhook is None:
+        return None
+    try:
+        return validate_url(webhook) if isinstance(webhook, str) else validate_url("")
+    except InvalidURL as exc:
+        raise ApiError(400, "invalid_webhook_url", f"'webhook_url': {exc}") from None
+
+
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     options = body.get("options") or {}
     if not isinstance(options, dict):
@@ -89,7 +100,7 @@ def create_app(runtime: Runtime) -> Flask:
         try:
             created = ledger.create_task(items, _archivers(body, settings.archivers), options=_options(body),
                                          request_id=request.headers.get("X-Request-Id", "")[:64],
-                                         webhook_url=body.get("webhook_url"), batch=batch)
+                                         webhook_url=_webhook(body), batch=batch)
         except ItemConflict as exc:
             raise ApiError(409, "item_conflict", str(exc)) from None
         # Publish after commit; if the broker is down the outbox keeps it and the relay retries.

@@ -40,6 +40,8 @@ def error_of(response):
     ({"url": "https://example.org", "archivers": "pdf"}, "bad_request"),
     ({"url": "https://example.org", "item_id": ""}, "bad_request"),
     ({"url": "https://example.org", "options": {"timeout": -1}}, "bad_request"),
+    ({"url": "https://example.org", "webhook_url": "file:///tmp/x"}, "invalid_webhook_url"),
+    ({"url": "https://example.org", "webhook_url": 7}, "invalid_webhook_url"),
 ])
 def test_bad_archive_requests_get_400_and_write_nothing(client, service, body, code):
     response = client.post(f"{API}/archive", json=body)
