@@ -68,7 +68,7 @@ class Settings:
     archivers: tuple[str, ...] = ARCHIVERS
     host: str = "127.0.0.1"
     port: int = 8080
-    worker_concurrency: int = 4
+    worker_concurrency: int = len(ARCHIVERS)  # embedded: all five captures of a page at once
     web_workers: int = 2            # API processes under gunicorn (SERVICE_ROLE=api)
     log_level: str = "INFO"
     log_format: str = "pretty"
@@ -156,7 +156,7 @@ class Settings:
             archivers=_list(env.get("ARCHIVERS"), ARCHIVERS),
             host=env.get("HOST", "127.0.0.1"),
             port=_int(env, "PORT", 8080),
-            worker_concurrency=_int(env, "WORKER_CONCURRENCY", 4),
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", len(ARCHIVERS)),
             web_workers=_int(env, "WEB_CONCURRENCY", 2),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_format=env.get("LOG_FORMAT", "pretty"),
