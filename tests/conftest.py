@@ -11,7 +11,7 @@ from htbase.config import Settings
 from infra.db import make_engine, migrate
 from infra.ledger import Ledger
 
-pytest_plugins = ["tests.site.fixtures"]
+pytest_plugins = ["tests.site.fixtures", "tests.egress_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Summaries through the whole pipeline: triggered by the readable article, cached, re-requested, forced."""
 from __future__ import annotations
 
-import time
 
 import pytest
 

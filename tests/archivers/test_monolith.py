@@ -19,7 +19,7 @@ from functions.archivers.monolith import MAX_FRAME_DEPTH, MonolithArchiver
 from htbase.config import Settings
 from infra.egress import EgressPolicy, EgressProxy
 from tests.site.server import PAGES
-from tests.test_egress import connections, png, proxy, serve  # noqa: F401 - shared fixtures
+from tests.egress_fixtures import png
 
 TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
 FONT = (PAGES / "static/fonts/htserif.woff").read_bytes()
