@@ -188,7 +188,7 @@ def create_app(runtime: Runtime) -> Flask:
         if archiver not in ARCHIVERS:
             raise ApiError(404, "not_found", f"unknown archiver {archiver!r}")
         task = task_for_archive(archive_id)
-        artifact = next((a for a in task.artifacts if a.archiver == archiver), None)
+        artifact = task.artifact(archiver)
         if artifact is None:
             raise ApiError(404, "not_found", f"task {task.task_id} did not ask for {archiver}")
         if artifact.status in ("pending", "processing"):
@@ -204,7 +204,7 @@ def create_app(runtime: Runtime) -> Flask:
             "X-Content-SHA256": artifact.sha256 or ""})
 
     def readable_article(task: Task):
-        article = next((a for a in task.artifacts if a.archiver == "readability"), None)
+        article = task.artifact("readability")
         if article is None:
             raise ApiError(409, "no_article", f"task {task.task_id} has no readability capture to summarize")
         if article.status in ("pending", "processing"):

@@ -15,6 +15,7 @@ from functions.archivers.base import CaptureError
 from htbase.logs import log
 from htbase.messages import ArchiveRequest, SummarizeRequest
 from htbase.runtime import Runtime
+from infra.egress import EgressRefused
 from infra.ledger import ClaimOutcome, summarize_outgoing
 
 logger = logging.getLogger("htbase.capture")
@@ -76,8 +77,6 @@ def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
 
 
 def _failed(runtime: Runtime, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
-    from infra.egress import EgressRefused
-
     permanent = isinstance(exc, EgressRefused) or (isinstance(exc, CaptureError) and exc.permanent)
     if isinstance(exc, (CaptureError, EgressRefused)):
         error = str(exc)

@@ -87,7 +87,8 @@ def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
                 message_id=message.message_id, data=message.data[:500])
             return Delivery(True, "dropped")
         task = runtime.ledger.task(archive_request.task_id)
-        last = next((a.error for a in task.artifacts if a.archiver == archive_request.archiver), None) if task else None
+        artifact = task.artifact(archive_request.archiver) if task else None
+        last = artifact.error if artifact else None
         error = f"undeliverable after {attempts} delivery attempts" + (f"; last error: {last}" if last else "")
         failed = runtime.ledger.fail_undelivered(archive_request.task_id, archive_request.archiver, error)
         runtime.replica.sync(archive_request.task_id)

@@ -22,7 +22,7 @@ logger = logging.getLogger("htbase.summarize")
 def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int | None = None) -> Delivery:
     ledger, fields = runtime.ledger, {"task_id": request.task_id}
     task = ledger.task(request.task_id)
-    article = next((a for a in task.artifacts if a.archiver == "readability"), None) if task else None
+    article = task.artifact("readability") if task else None
     if article is None or article.status != "success":
         log(logger, logging.WARNING, "summary skipped: no readable article", **fields)
         return Delivery(True, "no readable article")

@@ -46,6 +46,9 @@ class Task(Base):
     item: Mapped[Optional[Item]] = relationship(lazy="joined")
     artifacts: Mapped[list["Artifact"]] = relationship(back_populates="task", order_by="Artifact.id")
 
+    def artifact(self, archiver: str) -> Optional["Artifact"]:
+        return next((a for a in self.artifacts if a.archiver == archiver), None)
+
 
 class Artifact(Base):
     """One capture of one task's URL by one archiver: a small state machine with a lease.
