@@ -204,12 +204,8 @@ class Ledger:
         """Extend a live lease; False when ``owner`` no longer holds it."""
         now = utcnow()
         with self.session() as session, session.begin():
-            result = session.execute(
-                update(Artifact)
-                .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
-                       Artifact.status == PROCESSING, Artifact.lease_owner == owner)
-                .values(lease_expires_at=now + self.lease, updated_at=now)
-                .execution_options(synchronize_session=False))
+            result = session.execute(_held(task_id, archiver, owner)
+                                     .values(lease_expires_at=now + self.lease, updated_at=now))
             return result.rowcount == 1
 
     @contextmanager
@@ -239,12 +235,8 @@ class Ledger:
 
     def _finish(self, session: Session, task_id: str, archiver: str, owner: str, **values) -> bool:
         """Update the artifact only while ``owner`` still holds it (a fencing check)."""
-        result = session.execute(
-            update(Artifact)
-            .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
-                   Artifact.status == PROCESSING, Artifact.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
-            .execution_options(synchronize_session=False))
+        result = session.execute(_held(task_id, archiver, owner)
+                                 .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values))
         return result.rowcount == 1
 
     def complete(self, task_id: str, archiver: str, owner: str, stored: StoredObject, *,
@@ -408,6 +400,14 @@ class Ledger:
             return session.scalar(select(Task).where(Task.item_id == item_id)
                                   .options(selectinload(Task.artifacts))
                                   .order_by(Task.created_at.desc()).limit(1))
+
+
+def _held(task_id: str, archiver: str, owner: str):
+    """An UPDATE of the artifact that applies only while ``owner`` holds its lease (the fencing check)."""
+    return (update(Artifact)
+            .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
+                   Artifact.status == PROCESSING, Artifact.lease_owner == owner)
+            .execution_options(synchronize_session=False))
 
 
 def _rows(messages: Iterable[OutboxMessage]) -> list[OutboxRow]:
