@@ -22,23 +22,9 @@ from typing import Mapping
 from urllib.parse import urlencode
 
 from htbase.config import Settings
-from htbase.messages import ARCHIVERS, SUMMARIZE, topic_name
+from htbase.topology import ACK_DEADLINE_S, DEAD_LETTER, MAX_BACKOFF_S, PUSH_SERVICES, QUEUES, ROUTES, topic_name
 
-SUMMARIZER = "summarizer"
-DEAD_LETTER = "dead-letter"
-
-
-def archiver_service(archiver: str) -> str:
-    return f"archiver-{archiver}"
-
-
-# The push services, each the target of one subscription.
-PUSH_SERVICES: tuple[str, ...] = (*map(archiver_service, ARCHIVERS), SUMMARIZER, DEAD_LETTER)
 TASKS_LOCATION = "us-central1"
-# A push answered later than this counts as failed and is redelivered. Captures and summaries
-# stop on their own timeouts well before; leases and the sweeper cover a hung process.
-ACK_DEADLINE_S = 600
-MAX_BACKOFF_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -78,9 +64,7 @@ class Topology:
 def topology(settings: Settings, endpoints: Mapping[str, str]) -> Topology:
     """Topics, push subscriptions, queues and bucket; ``endpoints`` maps each of PUSH_SERVICES to its URL."""
     prefix = settings.topic_prefix
-    dead_letter_topic = f"{prefix}{DEAD_LETTER}"
-    routes = [(topic_name(prefix, archiver), archiver_service(archiver)) for archiver in ARCHIVERS]
-    routes.append((topic_name(prefix, SUMMARIZE), SUMMARIZER))
+    dead_letter_topic = topic_name(prefix, DEAD_LETTER)
     emulated = bool(settings.pubsub_emulator_host)
     attempts = settings.max_delivery_attempts
 
@@ -98,17 +82,16 @@ def topology(settings: Settings, endpoints: Mapping[str, str]) -> Topology:
             oidc_audience="" if emulated else settings.push_audience,
         )
 
-    subscriptions = [push(topic, service, dead_letter_topic) for topic, service in routes]
-    subscriptions.append(push(dead_letter_topic, DEAD_LETTER, ""))
+    subscriptions = [push(topic_name(prefix, r.topic), r.service, dead_letter_topic if r.dead_lettered else "")
+                     for r in ROUTES]
     return Topology(
         project=settings.pubsub_project_id,
-        topics=(*(topic for topic, _ in routes), dead_letter_topic),
+        topics=tuple(topic_name(prefix, r.topic) for r in ROUTES),
         subscriptions=tuple(subscriptions),
         tasks_project=settings.google_cloud_project or settings.pubsub_project_id,
         tasks_location=TASKS_LOCATION,
-        # Created now for what comes next: webhook deliveries to clients, and scheduled re-captures.
-        queues=(Queue(f"{prefix}webhooks", 10.0, settings.max_attempts, settings.retry_backoff_s),
-                Queue(f"{prefix}recaptures", 1.0, settings.max_attempts, settings.retry_backoff_s)),
+        queues=tuple(Queue(f"{prefix}{q.name}", q.max_dispatches_per_second, settings.max_attempts,
+                           settings.retry_backoff_s) for q in QUEUES),
         bucket=settings.gcs_bucket,
     )
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from emulators import free_port
-from emulators.bootstrap import DEAD_LETTER, PUSH_SERVICES, SUMMARIZER, archiver_service, bootstrap
+from emulators.bootstrap import bootstrap
 from emulators.cloudtasks import CloudTasksEmulator
 from emulators.firestore import FirestoreEmulator
 from emulators.gcs import FakeGcsServer
@@ -39,7 +39,7 @@ from emulators.postgres import ThrowawayPostgres
 from emulators.process import ManagedProcess, alive, family, http_answers, start_ticks, terminate_all
 from emulators.pubsub import PubSubEmulator
 from htbase.config import PROJECT_ROOT, Settings
-from htbase.messages import ARCHIVERS
+from htbase.topology import PUSH_SERVICES, ROUTES
 
 API = "api"
 SERVICES: tuple[str, ...] = (API, *PUSH_SERVICES)
@@ -50,11 +50,7 @@ BIN = Path(sys.executable).parent  # the venv's scripts (not resolved: a venv's 
 
 def _push_targets() -> dict[str, tuple[str, dict[str, str]]]:
     """Push service -> (functions-framework target, its own env)."""
-    targets = {archiver_service(a): (f"archive_{a}", {"SERVICE_ROLE": "archiver", "ARCHIVERS": a})
-               for a in ARCHIVERS}
-    targets[SUMMARIZER] = ("summarize", {"SERVICE_ROLE": "summarizer"})
-    targets[DEAD_LETTER] = ("dead_letter", {"SERVICE_ROLE": "archiver"})
-    return targets
+    return {route.service: (route.target, route.service_env) for route in ROUTES}
 
 
 class Stack:

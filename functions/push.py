@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from typing import Callable
 
 from flask import Flask, Request, Response, request as current_request
@@ -19,6 +20,7 @@ from functions.capture import Delivery
 from htbase.logs import log, set_trace
 from htbase.messages import ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope
 from htbase.runtime import Runtime
+from htbase.topology import ARCHIVE_PATH, DEAD_LETTER_PATH, SUMMARIZE_PATH
 
 logger = logging.getLogger("htbase.push")
 
@@ -99,9 +101,6 @@ def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
     return handle(request, work)
 
 
-PUSH_ROUTES = {"archive": "/push/archive", "summarize": "/push/summarize", "dead-letter": "/push/dead-letter"}
-
-
 def create_push_app(runtime: Runtime, *, authenticator: PushAuthenticator | None) -> Flask:
     """The push endpoints as one WSGI app.
 
@@ -111,10 +110,11 @@ def create_push_app(runtime: Runtime, *, authenticator: PushAuthenticator | None
     app = Flask("htbase.push")
     if authenticator is not None:
         app.before_request(lambda: refuse_unauthenticated(authenticator, current_request))
-    app.add_url_rule(PUSH_ROUTES["archive"], "archive", lambda: handle_archive(runtime, current_request),
-                     methods=["POST"])
-    app.add_url_rule(PUSH_ROUTES["summarize"], "summarize", lambda: handle_summarize(runtime, current_request),
-                     methods=["POST"])
-    app.add_url_rule(PUSH_ROUTES["dead-letter"], "dead_letter",
-                     lambda: handle_dead_letter(runtime, current_request), methods=["POST"])
+    handlers = {ARCHIVE_PATH: handle_archive, SUMMARIZE_PATH: handle_summarize, DEAD_LETTER_PATH: handle_dead_letter}
+    for path, handler in handlers.items():
+        app.add_url_rule(path, handler.__name__, partial(_serve, handler, runtime), methods=["POST"])
     return app
+
+
+def _serve(handler: Callable[[Runtime, Request], Response], runtime: Runtime) -> Response:
+    return handler(runtime, current_request)

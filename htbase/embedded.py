@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from api.service import ApiService
-from functions.push import PUSH_ROUTES, create_push_app
+from functions.push import create_push_app
 from htbase.config import ConfigError, Settings
-from htbase.messages import ARCHIVERS, DEAD_LETTER, SUMMARIZE, archive_topic
+from htbase.topology import ROUTES
 from infra.dispatcher import LocalPushDispatcher
 
 logger = logging.getLogger("htbase.embedded")
@@ -24,9 +24,7 @@ class EmbeddedService(ApiService):
                               "SERVICE_ROLE=api and one service per archiver (see the README)")
         super().__init__(settings)
         self.push_app = create_push_app(self.runtime, authenticator=None)  # in-process only
-        routes = {archive_topic(name): PUSH_ROUTES["archive"] for name in ARCHIVERS}
-        routes[SUMMARIZE] = PUSH_ROUTES["summarize"]
-        routes[DEAD_LETTER] = PUSH_ROUTES["dead-letter"]
+        routes = {route.topic: route.path for route in ROUTES}
         self.dispatcher = LocalPushDispatcher(self.push_app, routes, workers=settings.worker_concurrency,
                                               max_attempts=settings.max_attempts,
                                               backoff_s=settings.retry_backoff_s)

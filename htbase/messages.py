@@ -141,22 +141,6 @@ def _json_object(data: bytes) -> dict:
     return payload
 
 
-# --- Topics -----------------------------------------------------------------
-
-# Logical topics; the deployment's prefix makes them real topic names.
-SUMMARIZE = "summarize"
-DEAD_LETTER = "dead-letter"
-
-
-def archive_topic(archiver: str) -> str:
-    return f"archive-{archiver}"
-
-
-def topic_name(prefix: str, subject: str) -> str:
-    """The real topic for an archiver name or a logical topic, e.g. ``htbase-archive-pdf``."""
-    return prefix + (archive_topic(subject) if subject in ARCHIVERS else subject)
-
-
 # --- Pub/Sub push envelope --------------------------------------------------
 
 

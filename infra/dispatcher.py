@@ -18,7 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from flask import Flask
 
 from htbase.logs import log
-from htbase.messages import DEAD_LETTER, build_push_envelope
+from htbase.messages import build_push_envelope
+from htbase.topology import DEAD_LETTER
 
 logger = logging.getLogger("htbase.dispatcher")
 

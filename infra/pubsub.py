@@ -16,7 +16,7 @@ from google.api_core import retry as retries
 from google.cloud import pubsub_v1
 
 from htbase.config import Settings
-from htbase.messages import topic_name
+from htbase.topology import topic_name
 
 
 class BrokerUnavailable(RuntimeError):

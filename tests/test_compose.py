@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emulators import bootstrap
+from htbase import topology
 from functions import main
 from htbase.config import Settings
 from htbase.messages import ARCHIVERS
@@ -24,7 +24,7 @@ EXAMPLE_ENV = ROOT / "emulators" / "compose.env.example"
 SECRETS_ENV = ROOT / "emulators" / "compose.env"
 HTBASE_IMAGE = "htbase:local"
 EMULATORS = {"pubsub", "firestore", "gcs", "tasks", "postgres"}
-PUSH_SERVICES = set(bootstrap.PUSH_SERVICES)  # bootstrap points a push subscription at each, by name
+PUSH_SERVICES = set(topology.PUSH_SERVICES)  # bootstrap points a push subscription at each, by name
 YAMLLINT_CONFIG = "{extends: default, rules: {line-length: {max: 120}, document-start: disable}}"
 
 

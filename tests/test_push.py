@@ -11,7 +11,7 @@ from functions.push import create_push_app
 from htbase.embedded import EmbeddedService
 from htbase.messages import (ArchiveRequest, MessageError, SummarizeRequest, build_push_envelope,
                              parse_push_envelope)
-from htbase.messages import DEAD_LETTER
+from htbase.topology import DEAD_LETTER
 from infra.dispatcher import LocalPushDispatcher
 from infra.ledger import NewItem
 

@@ -26,7 +26,8 @@ from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
 from functions.auth import GoogleCerts, PushAuthenticator, PushUnauthorized, SharedTokenAuthenticator
-from functions.push import PUSH_ROUTES, create_push_app
+from functions.push import create_push_app
+from htbase.topology import ROUTES
 from htbase.config import ConfigError, Settings
 from htbase.messages import ArchiveRequest, build_push_envelope
 from htbase.runtime import Runtime
@@ -317,7 +318,7 @@ def test_the_in_process_push_app_skips_authentication_only_when_given_none(tmp_p
     try:
         guarded = create_push_app(runtime, authenticator=SharedTokenAuthenticator(SHARED_TOKEN)).test_client()
         open_in_process = create_push_app(runtime, authenticator=None).test_client()
-        for route in PUSH_ROUTES.values():
+        for route in {r.path for r in ROUTES}:
             assert guarded.post(route, json=push_body()).status_code == 401
             # Past authentication, the handler acknowledges the push for an unknown task.
             assert guarded.post(f"{route}?token={SHARED_TOKEN}", json=push_body()).status_code == 200

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from google.api_core.exceptions import NotFound
 
-from emulators.bootstrap import PUSH_SERVICES, bootstrap, pubsub_clients, topology
+from emulators.bootstrap import bootstrap, pubsub_clients, topology
+from htbase.topology import PUSH_SERVICES
 from emulators.cloudtasks import CloudTasksEmulator, tasks_client
 from emulators.gcs import FakeGcsServer
 from emulators.process import alive, http_answers, listeners

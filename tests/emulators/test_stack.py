@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from emulators import free_port
-from emulators.bootstrap import PUSH_SERVICES, pubsub_clients
+from emulators.bootstrap import pubsub_clients
+from htbase.topology import PUSH_SERVICES
 from emulators.process import alive, family, http_answers, listeners
 from emulators.stack import SERVICES, Stack, recorded_family
 from htbase.config import PROJECT_ROOT

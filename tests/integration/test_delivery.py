@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from emulators.bootstrap import pubsub_clients
 from emulators.stack import Stack
-from htbase.messages import ArchiveRequest, topic_name
+from htbase.messages import ArchiveRequest
+from htbase.topology import topic_name
 from infra.replica import firestore_client
 from infra.storage import gcs_client
 
