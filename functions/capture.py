@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from functions.archivers.base import CaptureError
 from htbase.logs import log
 from htbase.messages import ArchiveRequest, SummarizeRequest
-from htbase.runtime import Runtime
-from infra.egress import EgressRefused
-from infra.ledger import ClaimOutcome, summarize_outgoing
+from functions.worker import Worker
+from infra.egress.policy import EgressRefused
+from infra.ledger import ClaimOutcome
+from infra.outbox import summarize_outgoing
 
 logger = logging.getLogger("htbase.capture")
 
@@ -34,7 +35,7 @@ def storage_key(task_id: str, archiver: str, extension: str) -> str:
     return f"{task_id}/{archiver}.{extension}"
 
 
-def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
+def archive(runtime: Worker, request: ArchiveRequest) -> Delivery:
     ledger, fields = runtime.ledger, {"task_id": request.task_id, "archiver": request.archiver}
     if request.archiver not in runtime.settings.archivers:
         return Delivery(False, f"this service does not run the {request.archiver} archiver")
@@ -76,7 +77,7 @@ def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
     return Delivery(True, "stored")
 
 
-def _failed(runtime: Runtime, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
+def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
     permanent = isinstance(exc, EgressRefused) or (isinstance(exc, CaptureError) and exc.permanent)
     if isinstance(exc, (CaptureError, EgressRefused)):
         error = str(exc)

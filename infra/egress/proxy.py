@@ -1,213 +1,24 @@
-"""The egress guard: which URLs htbase may fetch, and the proxy that enforces it.
+"""The egress proxy: an HTTP forward proxy every archiver fetch goes through.
 
-Archivers must only reach public http(s) addresses. Checking a URL before a
-capture is not enough: pages redirect, pull sub-resources from anywhere, and a
-name can resolve to a public address for the check and to 127.0.0.1 a moment
-later (DNS rebinding). So every fetch of every archiver goes through one
-``EgressProxy``: it resolves each host once, vets every address with the
-``EgressPolicy`` and connects to the vetted address itself.
-
-``validate_url`` is the cheap syntactic check the API answers 400 with;
-``normalize_url``/``url_hash`` give the ledger a stable identity for a URL.
+It resolves and vets each host with the ``EgressPolicy`` and connects to the
+vetted address itself, so redirects, sub-resources and DNS rebinding cannot
+get past the policy. A refusal is marked with ``REFUSED_HEADER``.
 """
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import logging
 import re
 import select
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Sequence
 from urllib.parse import urlsplit, urlunsplit
+
+from infra.egress.policy import EgressPolicy, EgressRefused, ResolutionError
 
 log = logging.getLogger("htbase.egress")
 
-MAX_URL_LENGTH = 2048
-ALLOWED_SCHEMES = ("http", "https")
-DEFAULT_PORTS = {"http": 80, "https": 443}
 REFUSED_HEADER = "X-Htbase-Egress-Refused"
-
-# ASCII controls, DEL, and any Unicode whitespace: browsers strip or encode
-# these differently, so a URL carrying them has no single meaning.
-_UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f]|\s")
-_HOSTNAME = re.compile(r"^[a-z0-9_.-]+$")
-
-
-class InvalidURL(ValueError):
-    """The URL is not one htbase archives (the API answers 400)."""
-
-
-class EgressRefused(Exception):
-    """The URL's host resolves to an address archivers may not reach."""
-
-
-class ResolutionError(OSError):
-    """The host does not resolve (could be transient; not a refusal)."""
-
-
-# --------------------------------------------------------------------- URLs
-
-def _normal_host(host: str) -> str:
-    if ":" in host:  # IPv6 literal (urlsplit already dropped the brackets)
-        try:
-            return f"[{ipaddress.IPv6Address(host.split('%')[0]).compressed}]"
-        except ValueError:
-            raise InvalidURL(f"invalid IPv6 address {host!r}") from None
-    try:
-        host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise InvalidURL(f"invalid host name {host!r}") from None
-    if not _HOSTNAME.match(host):
-        raise InvalidURL(f"invalid host name {host!r}")
-    return host
-
-
-def _split(url: str):
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unclosed "[" IPv6 literal
-        raise InvalidURL(f"not a valid URL (malformed host): {url[:100]!r}") from None
-    try:
-        return parts, parts.port
-    except ValueError:
-        raise InvalidURL(f"invalid port in {parts.netloc[:100]!r}") from None
-
-
-def normalize_url(url: str) -> str:
-    """Lowercase scheme and host (IDNA-encoded), drop the default port and the
-    fragment, keep path and query as given."""
-    parts, port = _split(url)
-    scheme = parts.scheme.lower()
-    netloc = _normal_host(parts.hostname or "")
-    if port is not None and port != DEFAULT_PORTS.get(scheme):
-        netloc = f"{netloc}:{port}"
-    if "@" in parts.netloc:
-        netloc = f"{parts.netloc.rpartition('@')[0]}@{netloc}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
-
-
-def validate_url(url: str) -> str:
-    """Check that ``url`` is an http(s) URL htbase may archive; return it
-    normalized. Raises ``InvalidURL`` with a message fit for an API client."""
-    if not isinstance(url, str) or not url:
-        raise InvalidURL("a URL is required")
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidURL(f"URL is longer than {MAX_URL_LENGTH} characters")
-    if _UNSAFE_CHARS.search(url):
-        raise InvalidURL("URL contains whitespace or control characters")
-    parts, port = _split(url)
-    scheme = parts.scheme.lower()
-    if not scheme:
-        raise InvalidURL(f"not an absolute URL (expected http:// or https://): {url[:100]!r}")
-    if scheme not in ALLOWED_SCHEMES:
-        raise InvalidURL(f"only http and https URLs can be archived, got {scheme!r}")
-    if "@" in parts.netloc:
-        raise InvalidURL("URLs with credentials (user:password@) are not accepted")
-    if not parts.hostname:
-        raise InvalidURL("URL has no host")
-    if port == 0:
-        raise InvalidURL(f"invalid port in {parts.netloc[:100]!r}")
-    return normalize_url(url)
-
-
-def url_hash(url: str) -> str:
-    """sha256 hex of the normalized URL: equal for URLs that mean the same page."""
-    return hashlib.sha256(normalize_url(url).encode("utf-8")).hexdigest()
-
-
-# ------------------------------------------------------------------- policy
-
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
-
-# First match names the reason. ``is_global`` alone misses multicast and
-# differs between Python releases, hence the explicit rules before it.
-_METADATA_RULE = ("cloud metadata", lambda ip: ip in _METADATA)
-_RULES = (
-    _METADATA_RULE,
-    ("unspecified", lambda ip: ip.is_unspecified),
-    ("loopback", lambda ip: ip.is_loopback),
-    ("link-local", lambda ip: ip.is_link_local),
-    ("multicast", lambda ip: ip.is_multicast),
-    ("shared address space", lambda ip: ip in _CGNAT),
-    ("reserved", lambda ip: ip.is_reserved),
-    ("private", lambda ip: ip.is_private),
-    ("site-local", lambda ip: ip.version == 6 and ip.is_site_local),
-    ("not globally routable", lambda ip: not ip.is_global),
-)
-
-
-def _effective(ip):
-    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4): that is
-    where packets end up, so that is what gets judged."""
-    if ip.version == 6:
-        if ip.ipv4_mapped:
-            return ip.ipv4_mapped
-        if ip in _NAT64:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if ip.sixtofour:
-            return ip.sixtofour
-    return ip
-
-
-class EgressPolicy:
-    """Which resolved addresses archivers may connect to.
-
-    ``allow_private`` (a switch for local runs and tests) lifts every rule but
-    one: cloud metadata endpoints stay refused unless ``allow_cidrs`` names
-    them, so a stray ALLOW_PRIVATE_URLS in the cloud cannot leak credentials.
-    """
-
-    def __init__(self, allow_private: bool = False, allow_cidrs: Sequence[str] = ()):
-        self.allow_private = allow_private
-        self.allow_networks = tuple(ipaddress.ip_network(c, strict=False) for c in allow_cidrs)
-
-    @classmethod
-    def from_settings(cls, settings) -> "EgressPolicy":
-        return cls(settings.allow_private_urls, settings.egress_allow_cidrs)
-
-    def refusal(self, address: str) -> str | None:
-        """Why ``address`` may not be reached, or None when it may."""
-        ip = ipaddress.ip_address(address.split("%")[0])
-        inner = _effective(ip)
-        if any(a in net for net in self.allow_networks for a in (ip, inner)):
-            return None
-        rules = (_METADATA_RULE,) if self.allow_private else _RULES
-        why = next((label for label, test in rules if test(inner)), None)
-        if why and inner is not ip:
-            why = f"{why}, {inner} embedded in IPv6"
-        return why
-
-    def resolve(self, host: str, port: int) -> list[str]:
-        """Resolve ``host`` once and return its addresses if every one of them
-        may be reached; raise ``EgressRefused`` naming the first that may not."""
-        host = host.strip("[]")
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise ResolutionError(f"cannot resolve {host!r}: {exc}") from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        for address in addresses:
-            why = self.refusal(address)
-            if why:
-                if address == host:
-                    raise EgressRefused(f"refused: {address} ({why})")
-                raise EgressRefused(f"refused: {host!r} resolves to {address} ({why})")
-        return addresses
-
-    def check_url(self, url: str) -> str:
-        """validate_url + resolve: the normalized URL, if it may be fetched now."""
-        normalized = validate_url(url)
-        parts = urlsplit(normalized)
-        self.resolve(parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
-        return normalized
-
-
-# -------------------------------------------------------------------- proxy
 
 _MAX_HEAD = 64 * 1024
 _CHUNK = 256 * 1024
