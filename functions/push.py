@@ -14,9 +14,8 @@ from typing import Callable
 
 from flask import Flask, Request, Response, request as current_request
 
-from functions import capture
+from functions.deliveries import Delivery, archive, summary
 from functions.auth import PushAuthenticator, PushUnauthorized
-from functions.capture import Delivery
 from htbase.logs import log, set_trace
 from htbase.messages import ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope
 from functions.worker import Worker
@@ -65,15 +64,13 @@ def handle_archive(runtime: Worker, request: Request) -> Response:
         if archive_request.archiver not in runtime.settings.archivers:
             raise MessageError(f"this service runs {list(runtime.settings.archivers)}, "
                                f"not {archive_request.archiver!r}")
-        return capture.archive(runtime, archive_request)
+        return archive.archive(runtime, archive_request)
 
     return handle(request, work)
 
 
 def handle_summarize(runtime: Worker, request: Request) -> Response:
-    from functions import summarize
-
-    return handle(request, lambda message: summarize.summarize(
+    return handle(request, lambda message: summary.summarize(
         runtime, SummarizeRequest.from_json(message.data), message.delivery_attempt))
 
 

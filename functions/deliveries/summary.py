@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from functions.capture import Delivery
+from functions.deliveries import Delivery
 from functions.summarizer.errors import RetryLater, SummaryFailed
 from functions.summarizer.pipeline import cache_key
 from htbase.logs import log
