@@ -12,13 +12,33 @@ from typing import Callable, Iterator
 import pytest
 from PIL import Image
 
-from infra.egress import EgressPolicy, EgressProxy
+from infra.egress.policy import EgressPolicy
+from infra.egress.proxy import EgressProxy
 
 
 def png(width: int = 3, height: int = 2) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, height), (200, 10, 10)).save(out, "PNG")
     return out.getvalue()
+
+
+def fake_dns(monkeypatch, answers: dict[str, list[str]]) -> list[str]:
+    """getaddrinfo answering ``answers`` (a name's answers are used in turn);
+    returns the log of names looked up."""
+    real, lookups = socket.getaddrinfo, []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        address = answers[host][min(len(lookups), len(answers[host])) - 1]
+        if address == "NXDOMAIN":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
 
 
 # ------------------------------------------------------------------ helpers

@@ -2,14 +2,14 @@
 
 An archiver raises ``PermanentCaptureError`` for what a retry cannot fix (bad
 URL, refused address, 4xx page, page too large) and ``TransientCaptureError``
-for what might work next time (timeouts, 5xx, a tool that flaked).
+for what might work next time (timeouts, 5xx, 429, a tool that flaked).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
-from infra.egress import InvalidURL, validate_url
+from htbase.urls import InvalidURL, validate_url
 
 
 class CaptureError(Exception):
@@ -60,6 +60,18 @@ def check_url(url: str) -> str:
         return validate_url(url)
     except InvalidURL as exc:
         raise PermanentCaptureError(str(exc)) from None
+
+
+# The 4xx answers a site may not give next time: the rest of 4xx stands.
+TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429})
+
+
+def http_failure(status: int, message: str) -> CaptureError:
+    """The capture error for an HTTP error ``status``: transient for 5xx and
+    408, 425, 429 (a timeout, too early, too many requests), else permanent."""
+    if status >= 500 or status in TRANSIENT_HTTP_STATUSES:
+        return TransientCaptureError(message)
+    return PermanentCaptureError(message)
 
 
 def check_size(what: str, size: int, limit: int) -> None:

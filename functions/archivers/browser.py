@@ -36,8 +36,8 @@ from playwright.async_api import Page, Playwright, Response, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from functions.archivers.base import (Capture, CaptureError, PermanentCaptureError, TransientCaptureError,
-                                     capture_timeout, check_size, check_url)
-from infra.egress import REFUSED_HEADER
+                                     capture_timeout, check_size, check_url, http_failure)
+from infra.egress.proxy import REFUSED_HEADER
 
 log = logging.getLogger("htbase.browser")
 
@@ -92,7 +92,7 @@ def check_response(url: str, status: int, status_text: str, headers: Mapping[str
         except ValueError:
             phrase = ""
         message = f"HTTP {status} {phrase}".rstrip() + f" for {url}"
-        raise (PermanentCaptureError if status < 500 else TransientCaptureError)(message)
+        raise http_failure(status, message)
     length = headers.get("content-length", "")
     if length.isdigit():
         check_size("page", int(length), max_bytes)

@@ -15,11 +15,13 @@ import lxml.html
 import pytest
 
 from functions.archivers.base import PermanentCaptureError, TransientCaptureError
-from functions.archivers.monolith import MAX_FRAME_DEPTH, MonolithArchiver
+from functions.archivers.monolith import MonolithArchiver
+from functions.inliner import MAX_FRAME_DEPTH
 from htbase.config import Settings
-from infra.egress import EgressPolicy, EgressProxy
-from tests.site.server import PAGES
+from infra.egress.policy import EgressPolicy
+from infra.egress.proxy import EgressProxy
 from tests.egress_fixtures import png
+from tests.site.server import PAGES
 
 TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
 FONT = (PAGES / "static/fonts/htserif.woff").read_bytes()
@@ -104,6 +106,19 @@ def test_404_is_permanent(site_proxy, test_site):
 def test_500_is_transient(site_proxy, test_site):
     with pytest.raises(TransientCaptureError, match="HTTP 500 Internal Server Error"):
         archiver(site_proxy).capture(test_site.url("/server-error"), {})
+
+
+@pytest.mark.parametrize("status, error", [(429, TransientCaptureError), (408, TransientCaptureError),
+                                           (410, PermanentCaptureError)])
+def test_http_status_decides_permanent_or_transient(proxy, serve, status, error):
+    def answer(handler):
+        handler.send_response(status)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    site = serve("127.0.0.2", {"/page": answer})
+    with pytest.raises(error, match=f"^HTTP {status} "):
+        archiver(proxy).capture(site.url("/page"), {})
 
 
 def test_page_that_never_finishes_times_out_quickly(site_proxy, test_site):

@@ -1,6 +1,5 @@
-"""The egress guard: URL validation, the address policy, and the proxy every
-archiver fetches through, driven by real clients (requests, raw sockets,
-Chromium) against real servers on loopback.
+"""The egress proxy every archiver fetches through, driven by real clients
+(requests, raw sockets, Chromium) against real servers on loopback.
 
 Only 127.0.0.0/8 is ever connected to: the ``connections`` fixture
 (tests/egress_fixtures.py) records every upstream connection the proxy opens
@@ -20,12 +19,9 @@ import pytest
 import requests
 from playwright.sync_api import sync_playwright
 
-from htbase.config import Settings
-from infra.egress import (
-    REFUSED_HEADER, EgressPolicy, EgressProxy, EgressRefused, InvalidURL, ResolutionError,
-    normalize_url, url_hash, validate_url,
-)
-from tests.egress_fixtures import png
+from infra.egress.policy import EgressPolicy
+from infra.egress.proxy import REFUSED_HEADER, EgressProxy
+from tests.egress_fixtures import fake_dns, png
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -52,163 +48,6 @@ def read_head(sock: socket.socket) -> bytes:
         data += chunk
     return data
 
-
-# --------------------------------------------------------------------- URLs
-
-@pytest.mark.parametrize("url, expected", [
-    ("HTTP://Example.COM:80/a/b?q=1&r=2#section", "http://example.com/a/b?q=1&r=2"),
-    ("https://example.com:443", "https://example.com/"),
-    ("https://example.com:8443/x?", "https://example.com:8443/x"),
-    ("http://bücher.example/straße", "http://xn--bcher-kva.example/straße"),
-    ("http://[0:0:0:0:0:0:0:1]:8080/", "http://[::1]:8080/"),
-])
-def test_validate_url_accepts_http_and_normalizes(url, expected):
-    assert validate_url(url) == expected
-    assert normalize_url(url) == expected
-
-
-@pytest.mark.parametrize("url, message", [
-    ("", "a URL is required"),
-    ("example.com/page", "not an absolute URL (expected http:// or https://): 'example.com/page'"),
-    ("not a url", "URL contains whitespace or control characters"),
-    ("http://exa\nmple.com/", "URL contains whitespace or control characters"),
-    ("file:///etc/passwd", "only http and https URLs can be archived, got 'file'"),
-    ("javascript:alert(1)", "only http and https URLs can be archived, got 'javascript'"),
-    ("ftp://example.com/file", "only http and https URLs can be archived, got 'ftp'"),
-    ("http:///no-host", "URL has no host"),
-    ("https://:443/", "URL has no host"),
-    ("http://user:secret@example.com/", "URLs with credentials (user:password@) are not accepted"),
-    ("http://example.com:99999/", "invalid port in 'example.com:99999'"),
-    ("http://example.com:0/", "invalid port in 'example.com:0'"),
-    ("http://[::1/", "not a valid URL (malformed host): 'http://[::1/'"),
-    ("http://exa<mple.com/", "invalid host name 'exa<mple.com'"),
-    ("http://example.com/" + "a" * 2100, "URL is longer than 2048 characters"),
-])
-def test_validate_url_rejects_with_a_clear_message(url, message):
-    with pytest.raises(InvalidURL) as raised:
-        validate_url(url)
-    assert str(raised.value) == message
-    assert isinstance(raised.value, ValueError)  # callers may catch ValueError
-
-
-def test_url_hash_is_the_same_for_equivalent_urls():
-    assert url_hash("HTTP://Example.com:80/a?x=1#top") == url_hash("http://example.com/a?x=1")
-    assert url_hash("http://example.com/a?x=1") == hashlib.sha256(b"http://example.com/a?x=1").hexdigest()
-    assert url_hash("http://example.com/a?x=1") != url_hash("http://example.com/a?x=2")
-
-
-# ------------------------------------------------------------------- policy
-
-@pytest.mark.parametrize("host, message", [
-    ("127.0.0.1", "refused: 127.0.0.1 (loopback)"),
-    ("localhost", "refused: 'localhost' resolves to 127.0.0.1 (loopback)"),
-    ("2130706433", "refused: '2130706433' resolves to 127.0.0.1 (loopback)"),  # 127.0.0.1 as one number
-    ("10.20.30.40", "refused: 10.20.30.40 (private)"),
-    ("172.16.5.4", "refused: 172.16.5.4 (private)"),
-    ("192.168.1.1", "refused: 192.168.1.1 (private)"),
-    ("169.254.169.254", "refused: 169.254.169.254 (cloud metadata)"),
-    ("169.254.10.20", "refused: 169.254.10.20 (link-local)"),
-    ("100.64.0.1", "refused: 100.64.0.1 (shared address space)"),
-    ("0.0.0.0", "refused: 0.0.0.0 (unspecified)"),
-    ("224.0.0.251", "refused: 224.0.0.251 (multicast)"),
-    ("240.0.0.1", "refused: 240.0.0.1 (reserved)"),
-    ("::1", "refused: ::1 (loopback)"),
-    ("[::1]", "refused: ::1 (loopback)"),
-    ("::", "refused: :: (unspecified)"),
-    ("::ffff:127.0.0.1", "refused: ::ffff:127.0.0.1 (loopback, 127.0.0.1 embedded in IPv6)"),
-    ("::ffff:10.0.0.1", "refused: ::ffff:10.0.0.1 (private, 10.0.0.1 embedded in IPv6)"),
-    ("64:ff9b::a9fe:a9fe", "refused: 64:ff9b::a9fe:a9fe (cloud metadata, 169.254.169.254 embedded in IPv6)"),
-    ("fd00::1", "refused: fd00::1 (private)"),
-    ("fe80::1", "refused: fe80::1 (link-local)"),
-    ("ff02::1", "refused: ff02::1 (multicast)"),
-])
-def test_policy_refuses_non_public_addresses(host, message):
-    with pytest.raises(EgressRefused) as raised:
-        EgressPolicy().resolve(host, 80)
-    assert str(raised.value) == message
-
-
-@pytest.mark.parametrize("host", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:93.184.216.34"])
-def test_policy_allows_public_addresses(host):
-    # Literal addresses: resolution happens locally and nothing is contacted.
-    assert EgressPolicy().resolve(host, 443) == [host]
-
-
-def test_check_url_validates_then_resolves():
-    policy = EgressPolicy()
-    assert policy.check_url("HTTPS://93.184.216.34/page#x") == "https://93.184.216.34/page"
-    with pytest.raises(EgressRefused, match=r"refused: ::1 \(loopback\)"):
-        policy.check_url("http://[::1]:8080/")
-    with pytest.raises(InvalidURL, match="got 'file'"):
-        policy.check_url("file:///etc/passwd")
-
-
-def test_allow_private_allows_everything_but_cloud_metadata():
-    policy = EgressPolicy(allow_private=True)
-    for host in ("127.0.0.1", "localhost", "10.0.0.1", "192.168.0.1", "::1", "fd00::1"):
-        assert policy.resolve(host, 80)
-    # A stray ALLOW_PRIVATE_URLS in the cloud still cannot reach credentials.
-    with pytest.raises(EgressRefused, match="cloud metadata"):
-        policy.resolve("169.254.169.254", 80)
-    assert EgressPolicy(allow_private=True, allow_cidrs=["169.254.169.254/32"]).resolve("169.254.169.254", 80)
-
-
-def test_allow_cidrs_opens_only_the_listed_ranges():
-    policy = EgressPolicy(allow_cidrs=["127.0.0.2/32", "10.1.0.0/16"])
-    assert policy.resolve("127.0.0.2", 80) == ["127.0.0.2"]
-    assert policy.resolve("10.1.200.3", 80) == ["10.1.200.3"]
-    with pytest.raises(EgressRefused, match=r"127\.0\.0\.1 \(loopback\)"):
-        policy.resolve("127.0.0.1", 80)
-    with pytest.raises(EgressRefused, match=r"10\.2\.0\.1 \(private\)"):
-        policy.resolve("10.2.0.1", 80)
-
-
-def test_policy_from_settings():
-    policy = EgressPolicy.from_settings(Settings(allow_private_urls=False, egress_allow_cidrs=("127.0.0.2/32",)))
-    assert policy.resolve("127.0.0.2", 80) == ["127.0.0.2"]
-    assert EgressPolicy.from_settings(Settings(allow_private_urls=True)).resolve("127.0.0.1", 80)
-
-
-def fake_dns(monkeypatch, answers: dict[str, list[str]]) -> list[str]:
-    """getaddrinfo answering ``answers`` (a name's answers are used in turn);
-    returns the log of names looked up."""
-    real, lookups = socket.getaddrinfo, []
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host not in answers:
-            return real(host, port, *args, **kwargs)
-        lookups.append(host)
-        address = answers[host][min(len(lookups), len(answers[host])) - 1]
-        if address == "NXDOMAIN":
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return lookups
-
-
-def test_a_name_is_refused_if_any_of_its_addresses_is_private(monkeypatch):
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host != "mixed.example":
-            return real(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    with pytest.raises(EgressRefused, match=r"refused: 'mixed.example' resolves to 10\.0\.0\.7 \(private\)"):
-        EgressPolicy().resolve("mixed.example", 80)
-
-
-def test_an_unresolvable_name_is_a_resolution_error_not_a_refusal(monkeypatch):
-    fake_dns(monkeypatch, {"gone.example": ["NXDOMAIN"]})
-    with pytest.raises(ResolutionError, match="cannot resolve 'gone.example'"):
-        EgressPolicy().resolve("gone.example", 80)
-
-
-# -------------------------------------------------------------------- proxy
 
 def test_proxy_forwards_http_to_an_allowed_address(proxy, serve, connections):
     site = serve("127.0.0.2", {"/hello": ("text/plain", b"hello from 127.0.0.2")})
