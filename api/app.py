@@ -10,13 +10,14 @@ from flask import Flask, Response, jsonify, redirect, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from htbase.views import API, summary_view, task_view
 from htbase.logs import log, set_trace
-from htbase.messages import ARCHIVERS
-from htbase.runtime import Runtime
+from htbase.messages import ARCHIVERS, SummarizeRequest
 from htbase.urls import InvalidURL, url_hash, validate_url
+from infra.documents import API, summary_view, task_view
 from infra.ledger import CreatedTask, ItemConflict, NewItem
 from infra.models import Task
+from infra.outbox import summarize_outgoing
+from infra.runtime import Runtime
 from infra.storage import ObjectNotFound
 
 logger = logging.getLogger("htbase.api")
@@ -221,8 +222,8 @@ def create_app(runtime: Runtime) -> Flask:
             raise ApiError(400, "bad_request", "'force' must be a boolean")
         task = task_for_archive(archive_id)
         readable_article(task)
-        runtime.relay.send(ledger.request_summary(task.task_id, force=force,
-                                                     request_id=request.headers.get("X-Request-Id", "")[:64]))
+        summary_request = SummarizeRequest(task.task_id, force, request.headers.get("X-Request-Id", "")[:64])
+        runtime.relay.send(runtime.outbox.add(summarize_outgoing(summary_request)))
         url = f"{API}/summaries/{task.task_id}"
         response = jsonify({"task_id": task.task_id, "status": "pending", "summary_url": url, "force": force})
         response.status_code, response.headers["Location"] = 202, url
@@ -231,7 +232,7 @@ def create_app(runtime: Runtime) -> Flask:
     @app.get(f"{API}/summaries/<archive_id>")
     def get_summary(archive_id: str) -> Response:
         task = task_for_archive(archive_id)
-        summary = ledger.summary(task.summary_key) if task.summary_key else None
+        summary = runtime.summaries.get(task.summary_key) if task.summary_key else None
         if summary is None:
             readable_article(task)
             raise ApiError(409, "not_ready", "the summary is being made")

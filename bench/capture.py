@@ -27,7 +27,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from htbase.config import Settings  # noqa: E402
-from htbase.embedded import EmbeddedService  # noqa: E402
+from service.embedded import EmbeddedService  # noqa: E402
 from htbase.messages import ARCHIVERS  # noqa: E402
 from tests.site.server import serve_test_site  # noqa: E402
 

@@ -18,7 +18,8 @@ from functions.auth import PushAuthenticator
 from functions.push import handle_archive, handle_dead_letter, handle_summarize, refuse_unauthenticated
 from htbase.config import Settings
 from htbase.logs import setup_logging
-from htbase.runtime import Runtime, make_publisher
+from functions.worker import Worker
+from infra.runtime import make_publisher
 
 
 @lru_cache(maxsize=1)
@@ -29,8 +30,8 @@ def settings() -> Settings:
 
 
 @lru_cache(maxsize=1)
-def runtime() -> Runtime:
-    return Runtime(settings(), make_publisher(settings()))
+def runtime() -> Worker:
+    return Worker(settings(), make_publisher(settings()))
 
 
 @lru_cache(maxsize=1)
@@ -38,7 +39,7 @@ def authenticator() -> PushAuthenticator:
     return PushAuthenticator.from_settings(settings())
 
 
-def _authenticated(handler: Callable[[Runtime, Request], Response]) -> Callable[[Request], Response]:
+def _authenticated(handler: Callable[[Worker, Request], Response]) -> Callable[[Request], Response]:
     def target(request: Request) -> Response:
         refused = refuse_unauthenticated(authenticator(), request)
         return refused if refused is not None else handler(runtime(), request)
@@ -52,7 +53,7 @@ summarize = _authenticated(handle_summarize)
 dead_letter = _authenticated(handle_dead_letter)
 
 
-def _housekeep(runtime: Runtime, request: Request) -> Response:
+def _housekeep(runtime: Worker, request: Request) -> Response:
     """Cloud Scheduler calls this: the sweeper, the outbox relay and the replica's queue, once."""
     return jsonify(runtime.housekeep())
 

@@ -14,12 +14,11 @@ from typing import Callable
 
 from flask import Flask, Request, Response, request as current_request
 
-from functions import capture
+from functions.deliveries import Delivery, archive, summary
 from functions.auth import PushAuthenticator, PushUnauthorized
-from functions.capture import Delivery
 from htbase.logs import log, set_trace
 from htbase.messages import ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope
-from htbase.runtime import Runtime
+from functions.worker import Worker
 from htbase.topology import ARCHIVE_PATH, DEAD_LETTER_PATH, SUMMARIZE_PATH
 
 logger = logging.getLogger("htbase.push")
@@ -59,25 +58,23 @@ def handle(request: Request, work: Callable[[PushMessage], Delivery]) -> Respons
     return _answer(503, {"status": "retry", "reason": delivery.reason})
 
 
-def handle_archive(runtime: Runtime, request: Request) -> Response:
+def handle_archive(runtime: Worker, request: Request) -> Response:
     def work(message: PushMessage) -> Delivery:
         archive_request = ArchiveRequest.from_json(message.data)
         if archive_request.archiver not in runtime.settings.archivers:
             raise MessageError(f"this service runs {list(runtime.settings.archivers)}, "
                                f"not {archive_request.archiver!r}")
-        return capture.archive(runtime, archive_request)
+        return archive.archive(runtime, archive_request)
 
     return handle(request, work)
 
 
-def handle_summarize(runtime: Runtime, request: Request) -> Response:
-    from functions import summarize
-
-    return handle(request, lambda message: summarize.summarize(
+def handle_summarize(runtime: Worker, request: Request) -> Response:
+    return handle(request, lambda message: summary.summarize(
         runtime, SummarizeRequest.from_json(message.data), message.delivery_attempt))
 
 
-def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
+def handle_dead_letter(runtime: Worker, request: Request) -> Response:
     """A message that exhausted its deliveries: record the failure so nothing waits forever."""
 
     def work(message: PushMessage) -> Delivery:
@@ -101,7 +98,7 @@ def handle_dead_letter(runtime: Runtime, request: Request) -> Response:
     return handle(request, work)
 
 
-def create_push_app(runtime: Runtime, *, authenticator: PushAuthenticator | None) -> Flask:
+def create_push_app(runtime: Worker, *, authenticator: PushAuthenticator | None) -> Flask:
     """The push endpoints as one WSGI app.
 
     ``authenticator=None`` only for the embedded dispatcher, which calls the app
@@ -116,5 +113,5 @@ def create_push_app(runtime: Runtime, *, authenticator: PushAuthenticator | None
     return app
 
 
-def _serve(handler: Callable[[Runtime, Request], Response], runtime: Runtime) -> Response:
+def _serve(handler: Callable[[Worker, Request], Response], runtime: Worker) -> Response:
     return handler(runtime, current_request)

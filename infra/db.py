@@ -6,6 +6,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session
 
 from htbase.config import Settings
 
@@ -25,6 +26,11 @@ def make_engine(settings: Settings) -> Engine:
         return _cloud_sql_engine(settings)
     # pool_pre_ping: a Postgres restart must not poison the pool with dead connections.
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def new_session(engine: Engine) -> Session:
+    """A session whose objects stay readable after commit (they are handed to other layers)."""
+    return Session(engine, expire_on_commit=False)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -1,39 +1,29 @@
-"""The job ledger: tasks, their artifacts as small leased state machines, and the outbox.
+"""The job ledger: tasks and their artifacts, each a small state machine with a lease.
 
-Every write that announces work (a new task, a summary request, a republish)
-adds its outbox rows in the same transaction, so a message is never lost
-between the database and the broker. The relay publishes them afterwards.
+Writes that announce work (a new task, a follow-up, a republish) add their
+outbox rows (infra/outbox.py) in the same transaction.
 """
 from __future__ import annotations
 
 import threading
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, and_, func, or_, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
-from htbase.messages import (ArchiveRequest, ArtifactStatus, SUMMARIZE, SummarizeRequest, archive_topic,
-                             derive_task_status)
-from infra.models import Artifact, Item, OutboxMessage, ReplicaPending, Summary, Task
+from htbase.messages import ArchiveRequest, ArtifactStatus
+from infra.db import new_session
+from infra.models import Artifact, Item, OutboxMessage, Task, utcnow
+from infra.outbox import Outgoing, OutboxRow, archive_outgoing, enqueue, outbox_rows
 from infra.storage import StoredObject
 
 PENDING, PROCESSING, SUCCESS, FAILED, CANCELLED = (s.value for s in ArtifactStatus)
 TERMINAL = (SUCCESS, FAILED, CANCELLED)
-
-
-def utcnow() -> datetime:
-    # Naive UTC everywhere: SQLite keeps no time zone, and both engines must compare alike.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def isoformat(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
 
 
 class ItemConflict(ValueError):
@@ -45,27 +35,6 @@ class NewItem:
     url: str
     url_hash: str
     item_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    topic: str  # logical: "archive-pdf", "summarize"; the publisher maps it to a real topic
-    data: bytes
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    topic: str
-    data: bytes
-    attributes: dict[str, str]
-
-
-@dataclass(frozen=True)
-class PendingReplica:
-    task_id: str
-    attempts: int  # also the row's version: a failure queued meanwhile moves it on
 
 
 @dataclass(frozen=True)
@@ -89,11 +58,6 @@ class Claim:
     attempts: int = 0
 
 
-def archive_outgoing(request: ArchiveRequest) -> Outgoing:
-    return Outgoing(archive_topic(request.archiver), request.to_json(),
-                    {"task_id": request.task_id, "archiver": request.archiver})
-
-
 class Ledger:
     def __init__(self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5) -> None:
         self.engine = engine
@@ -101,7 +65,7 @@ class Ledger:
         self.max_attempts = max_attempts
 
     def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
+        return new_session(self.engine)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -130,9 +94,9 @@ class Ledger:
                     session.add(Artifact(task_id=task_id, archiver=archiver, status=PENDING,
                                          created_at=now, updated_at=now, meta={}))
                     request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
-                    outbox.append(self._enqueue(session, archive_outgoing(request), now))
+                    outbox.append(enqueue(session, archive_outgoing(request), now))
                 children.append({"task_id": task_id, "item_id": item.item_id, "url": item.url})
-        rows = _rows(outbox)
+        rows = outbox_rows(outbox)
         if parent_id:
             return CreatedTask(parent_id, "batch", children, rows)
         return CreatedTask(children[0]["task_id"], "single", children, rows)
@@ -148,33 +112,6 @@ class Ledger:
         elif item.url_hash != new.url_hash:
             raise ItemConflict(f"item_id {item_id!r} already names {item.url!r}")
         return item
-
-    @staticmethod
-    def _enqueue(session: Session, message: Outgoing, now: datetime) -> OutboxMessage:
-        row = OutboxMessage(topic=message.topic, data=message.data.decode(),
-                            attributes=dict(message.attributes), created_at=now)
-        session.add(row)
-        return row
-
-    # --- the outbox ---------------------------------------------------------
-
-    def unsent(self, limit: int = 100, min_age_s: float = 0.0) -> list[OutboxRow]:
-        """Unsent messages, oldest first; ``min_age_s`` leaves fresh ones to their writer."""
-        cutoff = utcnow() - timedelta(seconds=min_age_s)
-        with self.session() as session:
-            return _rows(session.scalars(select(OutboxMessage)
-                                         .where(OutboxMessage.sent_at.is_(None), OutboxMessage.created_at <= cutoff)
-                                         .order_by(OutboxMessage.id).limit(limit)))
-
-    def mark_sent(self, outbox_ids: Iterable[int]) -> None:
-        with self.session() as session, session.begin():
-            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(list(outbox_ids)))
-                            .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
-
-    def mark_unsent(self, outbox_id: int, error: str) -> None:
-        with self.session() as session, session.begin():
-            session.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
-                            .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000]))
 
     # --- the artifact state machine -----------------------------------------
 
@@ -251,8 +188,8 @@ class Ledger:
                                 duration_ms=duration_ms)
             if not done:
                 return None
-            outbox = [self._enqueue(session, message, now) for message in follow_up]
-        return _rows(outbox)
+            outbox = [enqueue(session, message, now) for message in follow_up]
+        return outbox_rows(outbox)
 
     def fail(self, task_id: str, archiver: str, owner: str, error: str, *, permanent: bool) -> bool:
         """Record a failed attempt. Returns True when the failure is final."""
@@ -305,74 +242,10 @@ class Ledger:
                     request = ArchiveRequest(task.task_id, task.item.item_id, task.item.url, artifact.archiver,
                                              task.options, task.request_id)
                     artifact.status = PENDING
-                    self._enqueue(session, archive_outgoing(request), now)
+                    enqueue(session, archive_outgoing(request), now)
                     counts["republished"] += 1
                 artifact.lease_owner, artifact.lease_expires_at, artifact.updated_at = None, None, now
         return counts
-
-    # --- summaries ----------------------------------------------------------
-
-    def summary(self, cache_key: str) -> Summary | None:
-        with self.session() as session:
-            return session.scalar(select(Summary).where(Summary.cache_key == cache_key))
-
-    def request_summary(self, task_id: str, *, force: bool = False, request_id: str = "") -> list[OutboxRow]:
-        with self.session() as session, session.begin():
-            row = self._enqueue(session, summarize_outgoing(SummarizeRequest(task_id, force, request_id)), utcnow())
-        return _rows([row])
-
-    def save_summary(self, task_id: str, cache_key: str, *, status: str, model: str, prompt_version: str,
-                     result: dict[str, Any] | None = None, error: str | None = None,
-                     raw_text: str | None = None) -> None:
-        now = utcnow()
-        with self.session() as session, session.begin():
-            row = session.scalar(select(Summary).where(Summary.cache_key == cache_key).with_for_update())
-            if row is None:
-                row = Summary(cache_key=cache_key, created_at=now)
-                session.add(row)
-            row.status, row.model, row.prompt_version = status, model, prompt_version
-            row.result, row.error, row.raw_text, row.updated_at = result or {}, error, raw_text, now
-            session.execute(update(Task).where(Task.task_id == task_id).values(summary_key=cache_key))
-
-    def attach_summary(self, task_id: str, cache_key: str) -> None:
-        """Point a task at a summary that already exists (the same article, captured again)."""
-        with self.session() as session, session.begin():
-            session.execute(update(Task).where(Task.task_id == task_id).values(summary_key=cache_key))
-
-    # --- the replica queue --------------------------------------------------
-
-    def queue_replica(self, task_id: str, error: str) -> None:
-        """Remember that the task's replica document is behind: one row per task, due at once."""
-        now = utcnow()
-        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(ReplicaPending)
-        statement = insert.values(task_id=task_id, attempts=1, last_error=error[:2000], created_at=now,
-                                  next_attempt_at=now)
-        # Already queued: count the failure and keep the row's schedule (its backoff stands).
-        statement = statement.on_conflict_do_update(
-            index_elements=[ReplicaPending.task_id],
-            set_={"attempts": ReplicaPending.attempts + 1, "last_error": statement.excluded.last_error})
-        with self.session() as session, session.begin():
-            session.execute(statement)
-
-    def due_replicas(self, limit: int = 100) -> list[PendingReplica]:
-        with self.session() as session:
-            rows = session.execute(select(ReplicaPending.task_id, ReplicaPending.attempts)
-                                   .where(ReplicaPending.next_attempt_at <= utcnow())
-                                   .order_by(ReplicaPending.next_attempt_at, ReplicaPending.task_id).limit(limit))
-            return [PendingReplica(task_id, attempts) for task_id, attempts in rows]
-
-    def replica_written(self, pending: PendingReplica) -> bool:
-        """Drop the row, unless a failure was queued for the task since it was read."""
-        with self.session() as session, session.begin():
-            result = session.execute(delete(ReplicaPending).where(ReplicaPending.task_id == pending.task_id,
-                                                                  ReplicaPending.attempts == pending.attempts))
-            return result.rowcount == 1
-
-    def replica_retry_later(self, pending: PendingReplica, error: str, delay_s: float) -> None:
-        with self.session() as session, session.begin():
-            session.execute(update(ReplicaPending).where(ReplicaPending.task_id == pending.task_id)
-                            .values(attempts=ReplicaPending.attempts + 1, last_error=error[:2000],
-                                    next_attempt_at=utcnow() + timedelta(seconds=delay_s)))
 
     # --- reading ------------------------------------------------------------
 
@@ -410,18 +283,3 @@ def _held(task_id: str, archiver: str, owner: str):
             .execution_options(synchronize_session=False))
 
 
-def _rows(messages: Iterable[OutboxMessage]) -> list[OutboxRow]:
-    return [OutboxRow(m.id, m.topic, m.data.encode(), dict(m.attributes)) for m in messages]
-
-
-def summarize_outgoing(request: SummarizeRequest) -> Outgoing:
-    return Outgoing(SUMMARIZE, request.to_json(), {"task_id": request.task_id})
-
-
-def task_status(tasks: Iterable[Task]) -> tuple[str, float, datetime | None]:
-    """Status, progress and completion time of one task or a batch, from its artifacts."""
-    artifacts = [a for t in tasks for a in t.artifacts]
-    status, progress = derive_task_status([ArtifactStatus(a.status) for a in artifacts])
-    finished = [a.finished_at for a in artifacts if a.finished_at]
-    completed_at = max(finished) if progress == 1.0 and finished else None
-    return status.value, progress, completed_at

@@ -1,150 +1,86 @@
-"""Publishing what the ledger's outbox holds, and the housekeeping loop.
+"""The outbox: messages written in the same transaction as the work they announce.
 
-Writers publish their own rows right after their transaction commits; the
-relay picks up whatever is still unsent after a grace period (the broker was
-down, the process died between commit and publish), and the sweeper revives
-work whose lease expired. Long-running processes run both on a timer; in the
-cloud, Cloud Scheduler calls the API's housekeeping endpoint instead.
+Every write that announces work (a new task, a summary request, a republish)
+adds its rows here inside its own transaction, so a message is never lost
+between the database and the broker; the relay (infra/relay.py) publishes
+them after the commit.
 """
 from __future__ import annotations
 
-import functools
-import logging
-import threading
-import time
-from concurrent.futures import Future
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable
 
-from htbase.logs import log
-from infra.ledger import Ledger, OutboxRow
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
-logger = logging.getLogger("htbase.outbox")
-
-
-class Publisher(Protocol):
-    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> Future:
-        """Hand one message to the broker; ``topic`` is logical ("archive-pdf", "summarize").
-
-        The future resolves to the message id once the broker has the message."""
+from htbase.messages import ArchiveRequest, SummarizeRequest
+from htbase.topology import SUMMARIZE, archive_topic
+from infra.db import new_session
+from infra.models import OutboxMessage, utcnow
 
 
-class Relay:
-    def __init__(self, ledger: Ledger, publisher: Publisher, timeout_s: float = 10.0) -> None:
-        self.ledger = ledger
-        self.publisher = publisher
-        self.timeout_s = timeout_s
-        self._lock = threading.Lock()
-        self._confirmed: list[int] = []
-        self._marking = False
-
-    def send(self, rows: list[OutboxRow]) -> None:
-        """Publish without waiting: a request answers as soon as its transaction commits.
-
-        Rows are marked sent in batches as the broker confirms them; a row whose
-        publish fails stays unsent for the next flush. If the process dies in
-        between, the flush publishes it again, which idempotent handlers absorb.
-        """
-        for row in rows:
-            try:
-                future = self.publisher.publish(row.topic, row.data, row.attributes)
-            except Exception as exc:
-                self._keep(row, exc)
-                continue
-            future.add_done_callback(functools.partial(self._settled, row))
-
-    def _settled(self, row: OutboxRow, future: Future) -> None:
-        exc = future.exception()
-        if exc is not None:
-            self._keep(row, exc)
-            return
-        with self._lock:
-            self._confirmed.append(row.id)
-            start, self._marking = not self._marking, True
-        if start:
-            threading.Thread(target=self._mark_confirmed, name="outbox-marker", daemon=True).start()
-
-    def _mark_confirmed(self) -> None:
-        """Mark confirmed rows sent, a batch at a time, until none are left; then end."""
-        while True:
-            time.sleep(0.05)  # gather the confirmations of concurrent requests into one UPDATE
-            with self._lock:
-                ids, self._confirmed = self._confirmed, []
-                if not ids:
-                    self._marking = False
-                    return
-            try:
-                self.ledger.mark_sent(ids)
-            except Exception as exc:  # left unsent: the next flush publishes them again
-                log(logger, logging.WARNING, "could not mark messages sent", count=len(ids), error=str(exc))
-
-    def _keep(self, row: OutboxRow, exc: BaseException) -> None:
-        log(logger, logging.WARNING, "publish failed; the outbox keeps the message",
-            outbox_id=row.id, topic=row.topic, error=f"{type(exc).__name__}: {exc}")
-        try:
-            self.ledger.mark_unsent(row.id, f"{type(exc).__name__}: {exc}")
-        except Exception:  # the database is down too: the row is unsent all the same
-            logger.exception("could not record the publish failure")
-
-    def publish_and_wait(self, rows: list[OutboxRow]) -> int:
-        """Publish rows and mark those the broker took; the rest stay for the next flush."""
-        pending: list[tuple[OutboxRow, Future | Exception]] = []
-        for row in rows:  # hand over every message first, so they travel in one batch
-            try:
-                pending.append((row, self.publisher.publish(row.topic, row.data, row.attributes)))
-            except Exception as exc:
-                pending.append((row, exc))
-        sent: list[int] = []
-        for row, outcome in pending:
-            try:
-                if isinstance(outcome, Exception):
-                    raise outcome
-                outcome.result(timeout=self.timeout_s)
-                sent.append(row.id)
-            except Exception as exc:  # the broker is down or refused: keep the row, say why
-                self._keep(row, exc)
-        if sent:
-            self.ledger.mark_sent(sent)
-        return len(sent)
-
-    def flush(self, min_age_s: float = 5.0) -> int:
-        total = 0
-        while rows := self.ledger.unsent(limit=200, min_age_s=min_age_s):
-            published = self.publish_and_wait(rows)
-            total += published
-            if published < len(rows):
-                break  # the broker is failing: try again on the next tick
-        return total
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str  # logical: "archive-pdf", "summarize"; the publisher maps it to a real topic
+    data: bytes
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
-def housekeep(ledger: Ledger, relay: Relay) -> dict[str, int]:
-    """One round: revive or fail stale work, then publish everything unsent."""
-    counts = ledger.sweep()
-    counts["published"] = relay.flush(min_age_s=0 if counts["republished"] else 5.0)
-    if any(counts.values()):
-        log(logger, logging.INFO, "housekeeping", **counts)
-    return counts
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    data: bytes
+    attributes: dict[str, str]
 
 
-class Housekeeper:
-    """Runs a housekeeping round every ``interval_s`` seconds on a daemon thread."""
+def archive_outgoing(request: ArchiveRequest) -> Outgoing:
+    return Outgoing(archive_topic(request.archiver), request.to_json(),
+                    {"task_id": request.task_id, "archiver": request.archiver})
 
-    def __init__(self, round: Callable[[], object], interval_s: float) -> None:
-        self.round, self.interval_s = round, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
 
-    def start(self) -> "Housekeeper":
-        self._thread.start()
-        return self
+def summarize_outgoing(request: SummarizeRequest) -> Outgoing:
+    return Outgoing(SUMMARIZE, request.to_json(), {"task_id": request.task_id})
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.round()
-            except Exception:  # the database may be briefly down; the next tick tries again
-                logger.exception("housekeeping round failed")
+def enqueue(session: Session, message: Outgoing, now: datetime) -> OutboxMessage:
+    """Add a message to the caller's transaction; it is sent only if that commits."""
+    row = OutboxMessage(topic=message.topic, data=message.data.decode(),
+                        attributes=dict(message.attributes), created_at=now)
+    session.add(row)
+    return row
+
+
+def outbox_rows(messages: Iterable[OutboxMessage]) -> list[OutboxRow]:
+    """The committed rows, detached from their session, ready to publish."""
+    return [OutboxRow(m.id, m.topic, m.data.encode(), dict(m.attributes)) for m in messages]
+
+
+class Outbox:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, message: Outgoing) -> list[OutboxRow]:
+        """One message in a transaction of its own."""
+        with new_session(self.engine) as s, s.begin():
+            row = enqueue(s, message, utcnow())
+        return outbox_rows([row])
+
+    def unsent(self, limit: int = 100, min_age_s: float = 0.0) -> list[OutboxRow]:
+        """Unsent messages, oldest first; ``min_age_s`` leaves fresh ones to their writer."""
+        cutoff = utcnow() - timedelta(seconds=min_age_s)
+        with new_session(self.engine) as s:
+            return outbox_rows(s.scalars(select(OutboxMessage)
+                                         .where(OutboxMessage.sent_at.is_(None), OutboxMessage.created_at <= cutoff)
+                                         .order_by(OutboxMessage.id).limit(limit)))
+
+    def mark_sent(self, outbox_ids: Iterable[int]) -> None:
+        with new_session(self.engine) as s, s.begin():
+            s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(list(outbox_ids)))
+                      .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
+
+    def mark_unsent(self, outbox_id: int, error: str) -> None:
+        with new_session(self.engine) as s, s.begin():
+            s.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+                      .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000]))

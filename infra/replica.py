@@ -2,7 +2,7 @@
 
 Postgres is the source of truth. After a change commits, ``ReplicaSync.sync``
 writes the task's documents to Firestore. A write that fails is queued in the
-ledger (one row per task) and ``retry_pending`` writes it later; the queue
+queue (infra/replica_queue.py) and ``retry_pending`` writes it later; the queue
 keeps no snapshot, so a retry always writes the state of that moment and an
 old state can never overwrite a newer one. Nothing here raises into the
 caller: a Firestore outage costs a capture at most one bounded write.
@@ -19,9 +19,11 @@ from google.cloud import firestore
 
 from htbase.config import Settings
 from htbase.logs import log
-from htbase.views import summary_view, task_view
+from infra.documents import summary_view, task_view
 from infra.ledger import Ledger
 from infra.models import Task
+from infra.replica_queue import ReplicaQueue
+from infra.summaries import Summaries
 
 logger = logging.getLogger("htbase.replica")
 
@@ -69,7 +71,7 @@ def make_replica(settings: Settings) -> FirestoreReplica | None:
     return FirestoreReplica(firestore_client(settings), settings.firestore_collection)
 
 
-def task_documents(ledger: Ledger) -> Render:
+def task_documents(ledger: Ledger, summaries: Summaries) -> Render:
     """The API's task document plus its summary, for the task and for the batch it belongs to.
 
     A child's change shows in its batch's document (which lists it) too; a
@@ -78,7 +80,7 @@ def task_documents(ledger: Ledger) -> Render:
 
     def document(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
         view = task_view(task, children)
-        summary = ledger.summary(task.summary_key) if task.summary_key else None
+        summary = summaries.get(task.summary_key) if task.summary_key else None
         if summary is not None:
             view["summary"] = summary_view(task.task_id, summary)
         return view
@@ -103,9 +105,9 @@ def task_documents(ledger: Ledger) -> Render:
 class ReplicaSync:
     """Keeps the replica in step with the ledger; ``replica=None`` turns it off."""
 
-    def __init__(self, ledger: Ledger, replica: Replica | None, render: Render, *, pause_s: float = 10.0,
+    def __init__(self, queue: ReplicaQueue, replica: Replica | None, render: Render, *, pause_s: float = 10.0,
                  backoff_s: float = 5.0, max_backoff_s: float = 600.0, rounds: int = 3) -> None:
-        self.ledger, self.replica, self.render = ledger, replica, render
+        self.queue, self.replica, self.render = queue, replica, render
         self.pause_s, self.backoff_s, self.max_backoff_s, self.rounds = pause_s, backoff_s, max_backoff_s, rounds
         # (until when syncs queue without trying, why): one tuple, so threads swap it whole.
         self._outage: tuple[float, str] = (0.0, "")
@@ -137,20 +139,20 @@ class ReplicaSync:
         counts = {"written": 0, "failed": 0}
         if self.replica is None:
             return counts
-        for pending in self.ledger.due_replicas(limit):
+        for pending in self.queue.due(limit):
             try:
                 settled = self._push(pending.task_id)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 self._outage = (time.monotonic() + self.pause_s, error)
                 delay = min(self.backoff_s * 2 ** (pending.attempts - 1), self.max_backoff_s)
-                self.ledger.replica_retry_later(pending, error, delay)
+                self.queue.retry_later(pending, error, delay)
                 log(logger, logging.WARNING, "replica retry failed", task_id=pending.task_id,
                     attempts=pending.attempts + 1, retry_in_s=delay, error=error)
                 counts["failed"] += 1
                 break
             if settled:  # else the row stays due and the next round takes it
-                self.ledger.replica_written(pending)
+                self.queue.written(pending)
                 self._outage = (0.0, "")  # Firestore answers again: syncs write at once
                 counts["written"] += 1
         if counts["written"]:
@@ -180,6 +182,6 @@ class ReplicaSync:
     def _queue(self, task_id: str, error: str) -> None:
         log(logger, logging.WARNING, "replica write failed; queued for retry", task_id=task_id, error=error)
         try:
-            self.ledger.queue_replica(task_id, error)
+            self.queue.add(task_id, error)
         except Exception:  # the ledger is down too: its own outage handling covers the task
             logger.exception("could not queue the replica write of task %s", task_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from emulators.postgres import ThrowawayPostgres
-from htbase.embedded import EmbeddedService
+from service.embedded import EmbeddedService
 
 API = "/api/v2"
 
@@ -139,5 +139,5 @@ def test_database_outage_answers_503_and_half_writes_nothing(tmp_path, embedded_
             postgres.start()
             assert client.get("/healthz").status_code == 200
             assert service.runtime.ledger.list_tasks(limit=5, offset=0)[1] == 0
-            assert service.runtime.ledger.unsent() == []
+            assert service.runtime.outbox.unsent() == []
             assert client.post(f"{API}/archive", json={"url": "https://e.org/"}).status_code == 202

@@ -9,8 +9,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from htbase.messages import ArchiveRequest, ArtifactStatus as S, TaskStatus as T, derive_task_status
-from infra.ledger import Claim, ClaimOutcome, ItemConflict, Ledger, NewItem, task_status
+from infra.documents import task_status
+from infra.ledger import Claim, ClaimOutcome, ItemConflict, Ledger, NewItem
 from infra.models import Base
+from infra.outbox import Outbox
 from infra.storage import StoredObject
 
 URL = "https://example.org/a"
@@ -35,21 +37,21 @@ def test_create_task_writes_task_artifacts_and_outbox_together(ledger):
     task = ledger.task(created.task_id)
     assert [a.archiver for a in task.artifacts] == ["pdf", "screenshot"]
     assert {a.status for a in task.artifacts} == {"pending"}
-    outbox = ledger.unsent()
+    outbox = Outbox(ledger.engine).unsent()
     assert [row.topic for row in outbox] == ["archive-pdf", "archive-screenshot"]
     message = ArchiveRequest.from_json(outbox[0].data)
     assert (message.task_id, message.url, message.options, message.request_id) == (created.task_id, URL, {"timeout": 5}, "r1")
     assert [row.id for row in created.outbox] == [row.id for row in outbox]
-    ledger.mark_sent([outbox[0].id])
-    assert [row.id for row in ledger.unsent()] == [outbox[1].id]
+    Outbox(ledger.engine).mark_sent([outbox[0].id])
+    assert [row.id for row in Outbox(ledger.engine).unsent()] == [outbox[1].id]
 
 
 def test_reused_item_id_for_another_url_is_refused_and_writes_nothing(ledger):
     ledger.create_task([new_item(item_id="mine")], ["pdf"])
-    before = len(ledger.unsent())
+    before = len(Outbox(ledger.engine).unsent())
     with pytest.raises(ItemConflict):
         ledger.create_task([new_item("https://example.org/other", item_id="mine")], ["pdf"])
-    assert len(ledger.unsent()) == before
+    assert len(Outbox(ledger.engine).unsent()) == before
     assert ledger.list_tasks(limit=10, offset=0)[1] == 1
 
 
@@ -122,14 +124,14 @@ def test_permanent_failure_is_final_at_once(ledger):
 def test_sweeper_republishes_expired_work_and_fails_exhausted_work(engine):
     ledger = Ledger(engine, lease_s=0.2, max_attempts=2)
     task_id = ledger.create_task([new_item()], ["pdf", "screenshot"]).task_id
-    ledger.mark_sent(row.id for row in ledger.unsent())
+    Outbox(ledger.engine).mark_sent(row.id for row in Outbox(ledger.engine).unsent())
     ledger.claim(task_id, "pdf", "crashed")          # attempt 1 of 2: will be republished
     for owner in ("a", "b"):                         # attempts exhausted: will be failed
         ledger.claim(task_id, "screenshot", owner)
         time.sleep(0.25)
     time.sleep(0.25)
     assert ledger.sweep() == {"republished": 1, "failed": 1}
-    [republished] = ledger.unsent()
+    [republished] = Outbox(ledger.engine).unsent()
     assert ArchiveRequest.from_json(republished.data).archiver == "pdf"
     by_name = {a.archiver: a for a in ledger.task(task_id).artifacts}
     assert by_name["pdf"].status == "pending"

@@ -13,9 +13,9 @@ import zipfile
 import pytest
 from PIL import Image
 
-from htbase.embedded import EmbeddedService
+from service.embedded import EmbeddedService
 from htbase.messages import ArchiveRequest
-from infra.ledger import archive_outgoing
+from infra.outbox import archive_outgoing
 from tests.site.server import serve_test_site
 
 API = "/api/v2"

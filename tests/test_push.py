@@ -8,7 +8,7 @@ import pytest
 from flask import Flask, request
 
 from functions.push import create_push_app
-from htbase.embedded import EmbeddedService
+from service.embedded import EmbeddedService
 from htbase.messages import (ArchiveRequest, MessageError, SummarizeRequest, build_push_envelope,
                              parse_push_envelope)
 from htbase.topology import DEAD_LETTER

@@ -30,7 +30,7 @@ from functions.push import create_push_app
 from htbase.topology import ROUTES
 from htbase.config import ConfigError, Settings
 from htbase.messages import ArchiveRequest, build_push_envelope
-from htbase.runtime import Runtime
+from functions.worker import Worker as Runtime
 from infra.db import make_engine, migrate
 from tests.test_compose import settings_env_names
 

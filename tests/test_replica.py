@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from emulators.firestore import FirestoreEmulator
 from htbase.config import Settings
-from infra.ledger import PendingReplica
+from infra.replica_queue import PendingReplica, ReplicaQueue
+from infra.summaries import Summaries
 from infra.models import ReplicaPending
 from infra.replica import FirestoreReplica, ReplicaSync, firestore_client, make_replica, task_documents
 from tests.test_ledger import new_item, stored
@@ -35,7 +36,7 @@ def replica_settings(settings, emulator, monkeypatch):
 
 @pytest.fixture
 def replica_sync(ledger, replica_settings):
-    return ReplicaSync(ledger, make_replica(replica_settings), task_documents(ledger))
+    return ReplicaSync(ReplicaQueue(ledger.engine), make_replica(replica_settings), task_documents(ledger, Summaries(ledger.engine)))
 
 
 @pytest.fixture
@@ -62,13 +63,13 @@ def queued(ledger):
 def test_sync_writes_the_task_document_with_artifacts_and_summary(ledger, replica_sync, read):
     task_id = create(ledger).task_id
     finish(ledger, task_id)
-    ledger.save_summary(task_id, "k" * 64, status="success", model="extractive", prompt_version="v1",
+    Summaries(ledger.engine).save(task_id, "k" * 64, status="success", model="extractive", prompt_version="v1",
                         result={"summary": "Short.", "key_points": ["one", "two"], "tags": ["x"]})
 
     replica_sync.sync(task_id)
 
     document = read(task_id)
-    assert document == task_documents(ledger)(task_id)[task_id]
+    assert document == task_documents(ledger, Summaries(ledger.engine))(task_id)[task_id]
     assert document["status"] == "processing" and document["subtasks"]["pdf"]["status"] == "success"
     assert document["subtasks"]["pdf"]["artifact"]["sha256"] == "ab" * 32
     assert document["summary"]["key_points"] == ["one", "two"]
@@ -96,7 +97,7 @@ def test_outage_queues_without_failing_and_the_retry_writes_the_latest_state(led
                                                                               emulator, read):
     replica = FirestoreReplica(firestore_client(replica_settings), replica_settings.firestore_collection,
                                timeout_s=1.0)
-    replica_sync = ReplicaSync(ledger, replica, task_documents(ledger), backoff_s=0)
+    replica_sync = ReplicaSync(ReplicaQueue(ledger.engine), replica, task_documents(ledger, Summaries(ledger.engine)), backoff_s=0)
     task_id, other_id = create(ledger).task_id, create(ledger, "https://example.org/b").task_id
     replica_sync.sync(task_id)
     emulator.stop()
@@ -138,7 +139,7 @@ def test_a_hanging_firestore_costs_one_bounded_write(ledger):
         silent.listen()
         host = "127.0.0.1:%d" % silent.getsockname()[1]
         client = firestore_client(Settings(firestore_project_id=PROJECT, firestore_emulator_host=host))
-        replica_sync = ReplicaSync(ledger, FirestoreReplica(client, "tasks", timeout_s=1.0), task_documents(ledger))
+        replica_sync = ReplicaSync(ReplicaQueue(ledger.engine), FirestoreReplica(client, "tasks", timeout_s=1.0), task_documents(ledger, Summaries(ledger.engine)))
         task_id = create(ledger).task_id
         started = time.monotonic()
         replica_sync.sync(task_id)
@@ -150,7 +151,7 @@ def test_a_stale_write_that_lands_last_is_corrected(ledger, replica_sync, read):
     """Writer A renders, writer B changes the task and writes; A's older write lands after B's."""
     task_id = create(ledger).task_id
     replica, raced = replica_sync.replica, []
-    other_writer = ReplicaSync(ledger, replica, task_documents(ledger))
+    other_writer = ReplicaSync(ReplicaQueue(ledger.engine), replica, task_documents(ledger, Summaries(ledger.engine)))
 
     class Racing:
         def write(self, documents):
@@ -170,7 +171,7 @@ def test_a_stale_write_that_lands_last_is_corrected(ledger, replica_sync, read):
 def test_turned_off_it_renders_writes_and_queues_nothing(ledger, settings, replica_settings, read):
     assert make_replica(settings) is None  # no FIRESTORE_PROJECT_ID
     rendered = []
-    replica_sync = ReplicaSync(ledger, make_replica(settings), lambda task_id: rendered.append(task_id) or {})
+    replica_sync = ReplicaSync(ReplicaQueue(ledger.engine), make_replica(settings), lambda task_id: rendered.append(task_id) or {})
     task_id = create(ledger).task_id
 
     replica_sync.sync(task_id)
@@ -181,21 +182,22 @@ def test_turned_off_it_renders_writes_and_queues_nothing(ledger, settings, repli
 
 
 def test_pending_rows_are_one_per_task_versioned_and_backed_off(ledger):
-    ledger.queue_replica("t1", "first")
-    ledger.queue_replica("t1", "second")
-    ledger.queue_replica("t2", "x" * 5000)
-    assert ledger.due_replicas() == [PendingReplica("t1", 2), PendingReplica("t2", 1)]
+    queue = ReplicaQueue(ledger.engine)
+    queue.add("t1", "first")
+    queue.add("t1", "second")
+    queue.add("t2", "x" * 5000)
+    assert queue.due() == [PendingReplica("t1", 2), PendingReplica("t2", 1)]
     assert queued(ledger)["t1"].last_error == "second" and len(queued(ledger)["t2"].last_error) == 2000
 
     # A failure queued after the row was read keeps the row: the newer state still needs a write.
-    stale = ledger.due_replicas()[0]
-    ledger.queue_replica("t1", "third")
-    assert ledger.replica_written(stale) is False
-    assert ledger.replica_written(PendingReplica("t1", 3)) is True
+    stale = queue.due()[0]
+    queue.add("t1", "third")
+    assert queue.written(stale) is False
+    assert queue.written(PendingReplica("t1", 3)) is True
 
-    ledger.replica_retry_later(PendingReplica("t2", 1), "down", delay_s=60)
-    assert ledger.due_replicas() == []
+    queue.retry_later(PendingReplica("t2", 1), "down", delay_s=60)
+    assert queue.due() == []
     assert queued(ledger)["t2"].attempts == 2 and queued(ledger)["t2"].last_error == "down"
-    ledger.queue_replica("t2", "down again")  # a new failure keeps the backoff
-    assert ledger.due_replicas() == [] and queued(ledger)["t2"].attempts == 3
+    queue.add("t2", "down again")  # a new failure keeps the backoff
+    assert queue.due() == [] and queued(ledger)["t2"].attempts == 3
 

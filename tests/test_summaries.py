@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from htbase.embedded import EmbeddedService
+from service.embedded import EmbeddedService
 from tests.summarizer.stub_llm import StubLLM, good_chat
 
 API = "/api/v2"

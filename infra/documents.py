@@ -1,12 +1,26 @@
 """How ledger rows look to clients: the API's task document, also the Firestore replica's."""
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Iterable
 
-from infra.ledger import isoformat, task_status
+from htbase.messages import ArtifactStatus, derive_task_status
 from infra.models import Artifact, Summary, Task
 
 API = "/api/v2"
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def task_status(tasks: Iterable[Task]) -> tuple[str, float, datetime | None]:
+    """Status, progress and completion time of one task or a batch, from its artifacts."""
+    artifacts = [a for t in tasks for a in t.artifacts]
+    status, progress = derive_task_status([ArtifactStatus(a.status) for a in artifacts])
+    finished = [a.finished_at for a in artifacts if a.finished_at]
+    completed_at = max(finished) if progress == 1.0 and finished else None
+    return status.value, progress, completed_at
 
 
 def artifact_view(task_id: str, artifact: Artifact) -> dict[str, Any]:

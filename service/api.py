@@ -5,17 +5,17 @@ from flask import Flask
 
 from api.app import create_app
 from htbase.config import Settings
-from htbase.runtime import Runtime, make_publisher
-from infra.db import migrate
-from infra.outbox import Housekeeper, Publisher
+from infra.housekeeping import Housekeeper
+from infra.relay import Publisher
+from infra.runtime import Runtime, make_publisher
 
 
 class ApiService:
-    def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
-        publisher = publisher or make_publisher(settings)
+    """The API on a runtime; the schema must be migrated before (``infra.db.migrate``), once per deployment."""
+
+    def __init__(self, settings: Settings, runtime: Runtime | None = None, publisher: Publisher | None = None) -> None:
         self.settings = settings
-        self.runtime = Runtime(settings, publisher)
-        migrate(self.runtime.engine)
+        self.runtime = runtime or Runtime(settings, publisher or make_publisher(settings))
         self.api: Flask = create_app(self.runtime)
         self.housekeeper = Housekeeper(self.runtime.housekeep, settings.sweep_interval_s)
 

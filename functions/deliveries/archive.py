@@ -9,35 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from functions.archivers.base import CaptureError
+from functions.deliveries import Delivery
 from htbase.logs import log
 from htbase.messages import ArchiveRequest, SummarizeRequest
-from htbase.runtime import Runtime
+from functions.worker import Worker
 from infra.egress.policy import EgressRefused
-from infra.ledger import ClaimOutcome, summarize_outgoing
+from infra.ledger import ClaimOutcome
+from infra.outbox import summarize_outgoing
 
 logger = logging.getLogger("htbase.capture")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What a push handler answers: ack (2xx) or ask for redelivery (5xx, or 429 after a delay)."""
-
-    ack: bool
-    reason: str
-    retry_after_s: float | None = None
 
 
 def storage_key(task_id: str, archiver: str, extension: str) -> str:
     return f"{task_id}/{archiver}.{extension}"
 
 
-def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
+def archive(runtime: Worker, request: ArchiveRequest) -> Delivery:
     ledger, fields = runtime.ledger, {"task_id": request.task_id, "archiver": request.archiver}
-    if request.archiver not in runtime.settings.archivers:
-        return Delivery(False, f"this service does not run the {request.archiver} archiver")
     claim = ledger.claim(request.task_id, request.archiver, runtime.worker_id)
     if claim.outcome is not ClaimOutcome.CLAIMED:
         log(logger, logging.INFO if claim.outcome is not ClaimOutcome.MISSING else logging.WARNING,
@@ -76,7 +66,7 @@ def archive(runtime: Runtime, request: ArchiveRequest) -> Delivery:
     return Delivery(True, "stored")
 
 
-def _failed(runtime: Runtime, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
+def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
     permanent = isinstance(exc, EgressRefused) or (isinstance(exc, CaptureError) and exc.permanent)
     if isinstance(exc, (CaptureError, EgressRefused)):
         error = str(exc)

@@ -8,27 +8,33 @@ from __future__ import annotations
 
 import logging
 
-from api.service import ApiService
 from functions.push import create_push_app
+from functions.worker import Worker
 from htbase.config import ConfigError, Settings
 from htbase.topology import ROUTES
+from infra.db import migrate
 from infra.dispatcher import LocalPushDispatcher
+from service.api import ApiService
 
 logger = logging.getLogger("htbase.embedded")
 
 
-class EmbeddedService(ApiService):
+class EmbeddedService:
     def __init__(self, settings: Settings) -> None:
         if settings.broker != "embedded":
             raise ConfigError("SERVICE_ROLE=all-in-one dispatches in process; with BROKER=pubsub run "
                               "SERVICE_ROLE=api and one service per archiver (see the README)")
-        super().__init__(settings)
+        self.settings = settings
+        self.runtime = Worker(settings)
+        migrate(self.runtime.engine)  # one process: it owns its schema
         self.push_app = create_push_app(self.runtime, authenticator=None)  # in-process only
-        routes = {route.topic: route.path for route in ROUTES}
-        self.dispatcher = LocalPushDispatcher(self.push_app, routes, workers=settings.worker_concurrency,
-                                              max_attempts=settings.max_attempts,
-                                              backoff_s=settings.retry_backoff_s)
+        self.dispatcher = LocalPushDispatcher(self.push_app, {route.topic: route.path for route in ROUTES},
+                                              workers=settings.worker_concurrency,
+                                              max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s)
         self.runtime.publisher = self.dispatcher
+        self.runtime.on_close(self.dispatcher.close)  # deliveries drain before the browser closes
+        self.api_service = ApiService(settings, self.runtime)
+        self.api = self.api_service.api
 
     def start(self) -> "EmbeddedService":
         # The in-memory queue died with the last process: revive everything unfinished now.
@@ -36,10 +42,14 @@ class EmbeddedService(ApiService):
         counts["published"] = self.runtime.relay.flush(min_age_s=0)
         if any(counts.values()):
             logger.info("resumed unfinished work from the last run: %s", counts)
-        super().start()
+        self.api_service.start()
         return self
 
     def close(self) -> None:
-        self.housekeeper.stop()
-        self.dispatcher.close()
-        self.runtime.close()
+        self.api_service.close()
+
+    def __enter__(self) -> "EmbeddedService":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

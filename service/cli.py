@@ -23,7 +23,7 @@ def serve(settings: Settings) -> int:
         return 2
     from werkzeug.serving import make_server
 
-    from htbase.embedded import EmbeddedService
+    from service.embedded import EmbeddedService
 
     # One process: the in-process dispatcher's queue lives here.
     with EmbeddedService(settings) as service:
@@ -43,7 +43,7 @@ def _serve_api(settings: Settings) -> int:
     """The API under gunicorn: WEB_CONCURRENCY processes, so it is not held to one core by the GIL."""
     from gunicorn.app.base import BaseApplication
 
-    from api.service import ApiService
+    from service.api import ApiService
     from infra.db import make_engine, migrate
 
     engine = make_engine(settings)

@@ -9,17 +9,17 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from functions.capture import Delivery
+from functions.deliveries import Delivery
 from functions.summarizer.errors import RetryLater, SummaryFailed
 from functions.summarizer.pipeline import cache_key
 from htbase.logs import log
 from htbase.messages import SummarizeRequest
-from htbase.runtime import Runtime
+from functions.worker import Worker
 
 logger = logging.getLogger("htbase.summarize")
 
 
-def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int | None = None) -> Delivery:
+def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int | None = None) -> Delivery:
     ledger, fields = runtime.ledger, {"task_id": request.task_id}
     task = ledger.task(request.task_id)
     article = task.artifact("readability") if task else None
@@ -31,9 +31,9 @@ def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int
     summarizer = runtime.summarizer
     text_sha256 = article.meta.get("text_sha256") or hashlib.sha256(text.encode()).hexdigest()
     key = cache_key(text_sha256, summarizer.model_id, summarizer.prompt_version)
-    existing = ledger.summary(key)
+    existing = runtime.summaries.get(key)
     if existing is not None and existing.status == "success" and not request.force:
-        ledger.attach_summary(request.task_id, key)
+        runtime.summaries.attach(request.task_id, key)
         runtime.replica.sync(request.task_id)
         log(logger, logging.INFO, "summary reused", cache_key=key, **fields)
         return Delivery(True, "cached")
@@ -50,7 +50,7 @@ def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int
     except SummaryFailed as exc:
         if exc.transient:
             return Delivery(False, exc.reason)
-        ledger.save_summary(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
+        runtime.summaries.save(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
                             model=summarizer.model_id, prompt_version=summarizer.prompt_version)
         runtime.replica.sync(request.task_id)
         log(logger, logging.WARNING, "summary failed", error=exc.reason, **fields)
@@ -58,7 +58,7 @@ def summarize(runtime: Runtime, request: SummarizeRequest, delivery_attempt: int
     # Filed under the model that wrote it: a fallback's summary never poses as the primary model's,
     # so a later request tries the primary again.
     written_by = cache_key(text_sha256, summary.model, summary.prompt_version)
-    ledger.save_summary(request.task_id, written_by, status="success", result=summary.to_dict(),
+    runtime.summaries.save(request.task_id, written_by, status="success", result=summary.to_dict(),
                         model=summary.model, prompt_version=summary.prompt_version)
     runtime.replica.sync(request.task_id)
     log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,

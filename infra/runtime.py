@@ -1,0 +1,81 @@
+"""The adapters one process uses, built once from Settings.
+
+The API, the push handlers and the CLI all take a Runtime: the ledger and its
+neighbours (outbox, summaries, replica queue), file storage, the publisher and
+the replica. The capture tools (egress proxy, Chromium, archivers, summarizer)
+are added by ``functions.worker.Worker``, so an API-only process never loads
+them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable
+
+from htbase.config import Settings
+from infra.db import make_engine
+from infra.housekeeping import housekeep
+from infra.ledger import Ledger
+from infra.outbox import Outbox
+from infra.relay import Publisher, Relay
+from infra.replica_queue import ReplicaQueue
+from infra.storage import FileStore, make_file_store
+from infra.summaries import Summaries
+
+if TYPE_CHECKING:
+    from infra.replica import ReplicaSync
+
+
+def make_publisher(settings: Settings) -> Publisher | None:
+    """Pub/Sub when the broker is Pub/Sub; None where the embedded dispatcher is set later."""
+    if settings.broker != "pubsub":
+        return None
+    from infra.pubsub import PubSubPublisher
+
+    return PubSubPublisher(settings)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.ledger = Ledger(self.engine, lease_s=settings.lease_s, max_attempts=settings.max_attempts)
+        self.outbox = Outbox(self.engine)
+        self.summaries = Summaries(self.engine)
+        self.store: FileStore = make_file_store(settings)
+        self.publisher = publisher
+        # Identifies this process as a lease holder in the ledger.
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._closers: list[Callable[[], None]] = []
+
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Run ``close`` when the runtime closes, before whatever was registered earlier."""
+        self._closers.insert(0, close)
+
+    @cached_property
+    def relay(self) -> Relay:
+        if self.publisher is None:
+            raise RuntimeError("this process has no publisher configured")
+        return Relay(self.outbox, self.publisher)
+
+    @cached_property
+    def replica(self) -> "ReplicaSync":
+        """Best-effort Firestore copy of task documents; call ``sync`` after a commit."""
+        from infra.replica import ReplicaSync, make_replica, task_documents  # the Firestore client loads slowly
+
+        return ReplicaSync(ReplicaQueue(self.engine), make_replica(self.settings),
+                           task_documents(self.ledger, self.summaries))
+
+    def housekeep(self) -> dict[str, int]:
+        """One housekeeping round: the sweeper, the outbox relay, the replica's queue."""
+        counts = housekeep(self.ledger, self.relay)
+        if self.replica.enabled:
+            counts.update({f"replica_{k}": v for k, v in self.replica.retry_pending().items()})
+        return counts
+
+    def close(self) -> None:
+        while self._closers:
+            self._closers.pop(0)()
+        self.engine.dispose()
