@@ -12,9 +12,9 @@ from functions.summarizer.extractive import MODEL_ID as EXTRACTIVE
 from functions.summarizer.prompts import PROMPT_VERSION
 from functions.summarizer.schema import validate_summary_fields
 from htbase.config import ConfigError, Settings
-from tests.summarizer import articles
-from tests.summarizer.conftest import llm_settings
-from tests.summarizer.stub_llm import GOOD_SUMMARY, Reply, chat, good_chat
+from tests.functions.summarizer import articles
+from tests.functions.summarizer.conftest import llm_settings
+from tests.functions.summarizer.stub_llm import GOOD_SUMMARY, Reply, chat, good_chat
 
 
 def test_normal_summary_is_one_call_and_valid(stub):

@@ -12,9 +12,9 @@ from functions.summarizer.errors import RateLimited
 from functions.summarizer.extractive import MODEL_ID as EXTRACTIVE, ExtractiveSummarizer
 from functions.summarizer.pipeline import llm_step
 from functions.summarizer.providers import OpenAICompatibleProvider
-from tests.summarizer import articles
-from tests.summarizer.conftest import llm_settings
-from tests.summarizer.stub_llm import Reply, good_chat, refused_url
+from tests.functions.summarizer import articles
+from tests.functions.summarizer.conftest import llm_settings
+from tests.functions.summarizer.stub_llm import Reply, good_chat, refused_url
 
 ARTICLE = articles.ENGLISH
 

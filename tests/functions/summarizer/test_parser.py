@@ -8,7 +8,7 @@ import pytest
 from functions.summarizer.errors import SummaryParseError, SummaryValidationError
 from functions.summarizer.parser import parse_summary, repair_json
 from functions.summarizer.schema import Summary, validate_summary_fields
-from tests.summarizer.stub_llm import GOOD_SUMMARY
+from tests.functions.summarizer.stub_llm import GOOD_SUMMARY
 
 GOOD = json.dumps(GOOD_SUMMARY)
 

@@ -6,7 +6,7 @@ import pytest
 from functions.summarizer.chunker import ApproxTokenCounter, chunk_text
 from functions.summarizer.languages import detect_language
 from functions.summarizer.sentences import join_sentences, split_sentences, truncate_words, word_count, words
-from tests.summarizer import articles
+from tests.functions.summarizer import articles
 
 
 @pytest.mark.parametrize("text, expected", [

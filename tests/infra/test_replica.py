@@ -14,7 +14,7 @@ from infra.replica_queue import PendingReplica, ReplicaQueue
 from infra.summaries import Summaries
 from infra.models import ReplicaPending
 from infra.replica import FirestoreReplica, ReplicaSync, firestore_client, make_replica, task_documents
-from tests.test_ledger import new_item, stored
+from tests.infra.test_ledger import new_item, stored
 
 PROJECT = "htbase-replica-test"
 

@@ -9,7 +9,7 @@ from functions.summarizer.errors import SummaryFailed
 from functions.summarizer.extractive import MODEL_ID, ExtractiveSummarizer
 from functions.summarizer.schema import Summary, validate_summary_fields
 from functions.summarizer.sentences import word_count
-from tests.summarizer import articles
+from tests.functions.summarizer import articles
 
 summarize = ExtractiveSummarizer().summarize
 

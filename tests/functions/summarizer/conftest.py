@@ -5,7 +5,7 @@ from typing import Any, Iterator
 import pytest
 
 from htbase.config import Settings
-from tests.summarizer.stub_llm import StubLLM
+from tests.functions.summarizer.stub_llm import StubLLM
 
 
 @pytest.fixture

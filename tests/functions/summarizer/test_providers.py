@@ -11,9 +11,9 @@ from functions.summarizer import Summarizer
 from functions.summarizer.errors import ProviderError, ProviderUnavailable, RateLimited
 from functions.summarizer.providers import (DEFAULT_RETRY_AFTER_S, OpenAICompatibleProvider, TgiProvider,
                                             parse_retry_after)
-from tests.summarizer import articles
-from tests.summarizer.conftest import llm_settings
-from tests.summarizer.stub_llm import GOOD_SUMMARY, Reply, chat, refused_url, tgi
+from tests.functions.summarizer import articles
+from tests.functions.summarizer.conftest import llm_settings
+from tests.functions.summarizer.stub_llm import GOOD_SUMMARY, Reply, chat, refused_url, tgi
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.embedded import EmbeddedService
-from tests.summarizer.stub_llm import StubLLM, good_chat
+from tests.functions.summarizer.stub_llm import StubLLM, good_chat
 
 API = "/api/v2"
 

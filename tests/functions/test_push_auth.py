@@ -32,9 +32,9 @@ from htbase.config import ConfigError, Settings
 from htbase.messages import ArchiveRequest, build_push_envelope
 from functions.worker import Worker as Runtime
 from infra.db import make_engine, migrate
-from tests.test_compose import settings_env_names
+from tests.emulators.test_compose import settings_env_names
 
-MAIN = Path(__file__).resolve().parent.parent / "functions" / "main.py"
+MAIN = Path(__file__).resolve().parents[2] / "functions" / "main.py"
 AUDIENCE = "https://htbase-archiver-pdf-x7k2-uc.a.run.app/"
 PUSH_SERVICE_ACCOUNT = "pubsub-push@htbase-prod.iam.gserviceaccount.com"
 SHARED_TOKEN = "emulator-push-token-4f9a"

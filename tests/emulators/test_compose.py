@@ -18,7 +18,7 @@ from functions import main
 from htbase.config import Settings
 from htbase.messages import ARCHIVERS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "emulators" / "docker-compose.yml"
 EXAMPLE_ENV = ROOT / "emulators" / "compose.env.example"
 SECRETS_ENV = ROOT / "emulators" / "compose.env"
