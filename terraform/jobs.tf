@@ -1,0 +1,80 @@
+# The schema migrates here and only here (RUN_MIGRATIONS=false on the services): Cloud
+# Build updates this job to the new image and runs it before any service rolls.
+resource "google_cloud_run_v2_job" "migrate" {
+  name                = "${var.prefix}migrate"
+  location            = var.region
+  deletion_protection = var.deletion_protection
+
+  template {
+    task_count = 1
+
+    template {
+      service_account       = google_service_account.role["migrate"].email
+      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
+      timeout               = "600s"
+      max_retries           = 1
+
+      dynamic "vpc_access" {
+        for_each = var.vpc_subnetwork == "" ? [] : [var.vpc_subnetwork]
+        content {
+          egress = "PRIVATE_RANGES_ONLY"
+          network_interfaces {
+            subnetwork = vpc_access.value
+          }
+        }
+      }
+
+      containers {
+        image   = var.image
+        command = ["alembic"]
+        args    = ["-c", "/app/alembic.ini", "upgrade", "head"]
+
+        resources {
+          limits = {
+            cpu    = "1"
+            memory = "512Mi"
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.migrate_env
+          content {
+            name  = env.key
+            value = env.value
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.secret_env.migrate
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    ignore_changes = [template[0].template[0].containers[0].image, client, client_version]
+  }
+
+  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.reader, google_project_iam_member.grant]
+}
+
+locals {
+  # alembic's env.py reads Settings: the owner's DATABASE_URL (a secret) through the connector.
+  migrate_env = {
+    GOOGLE_CLOUD_PROJECT     = var.project_id
+    LOG_FORMAT               = "json"
+    LOG_LEVEL                = var.log_level
+    INSTANCE_CONNECTION_NAME = google_sql_database_instance.ledger.connection_name
+    CLOUD_SQL_IP_TYPE        = local.cloud_sql_ip_type
+    CLOUD_SQL_IAM_AUTH       = "false"
+  }
+}

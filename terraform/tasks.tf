@@ -1,0 +1,47 @@
+# The Cloud Tasks queues of htbase/topology.py (QUEUES), named TOPIC_PREFIX + name as
+# the code derives them, in TASKS_LOCATION (the region).
+
+locals {
+  # Who enqueues where: webhook deliveries go out through the outbox relay, which any
+  # runtime process may run; re-captures are scheduled by the API and kept up by housekeeping.
+  queue_enqueuers = {
+    webhooks   = local.runtime_accounts
+    recaptures = ["api", "operations"]
+  }
+
+  queue_grants = merge([
+    for queue in keys(var.topology.queues) : { for account in local.queue_enqueuers[queue] : "${queue}/${account}" => { queue = queue, account = account } }
+  ]...)
+}
+
+resource "google_cloud_tasks_queue" "queue" {
+  for_each = var.topology.queues
+  name     = "${var.prefix}${each.key}"
+  location = var.region
+
+  rate_limits {
+    max_dispatches_per_second = coalesce(try(var.tasks_rate_limits[each.key].max_dispatches_per_second, null), each.value.max_dispatches_per_second)
+    max_concurrent_dispatches = try(var.tasks_rate_limits[each.key].max_concurrent_dispatches, 10)
+  }
+
+  retry_config {
+    max_attempts  = var.tasks_retry.max_attempts
+    min_backoff   = "${var.tasks_retry.min_backoff_seconds}s"
+    max_backoff   = "${var.tasks_retry.max_backoff_seconds}s"
+    max_doublings = var.tasks_retry.max_doublings
+  }
+
+  stackdriver_logging_config {
+    sampling_ratio = 1.0
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
+  for_each = local.queue_grants
+  name     = google_cloud_tasks_queue.queue[each.value.queue].name
+  location = google_cloud_tasks_queue.queue[each.value.queue].location
+  role     = "roles/cloudtasks.enqueuer"
+  member   = google_service_account.role[each.value.account].member
+}
