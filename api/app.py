@@ -1,27 +1,54 @@
-"""The public HTTP API (v2). Handlers parse, call one function, and map the result."""
+"""The public HTTP API (v2). Handlers parse, call one function, and map the result.
+
+Everything a client sends is bounded and checked before it reaches the
+ledger, so bad input answers 400 (413 for a body too large), never 500 or
+503. Archived files are streamed, and served so that a page written by a
+stranger can never run script with the API's origin (``archive_headers``).
+"""
 from __future__ import annotations
 
-import io
+import json
 import logging
+import re
 import zipfile
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 from flask import Flask, Response, jsonify, redirect, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import parse_options_header
 
 from htbase.logs import log, set_trace
 from htbase.messages import ARCHIVERS, SummarizeRequest
 from htbase.urls import InvalidURL, url_hash, validate_url
-from infra.documents import API, summary_view, task_view
+from infra.documents import API, batch_summary_view, summary_view, task_view
 from infra.ledger import CreatedTask, ItemConflict, NewItem
 from infra.models import Task
 from infra.outbox import summarize_outgoing
 from infra.runtime import Runtime
-from infra.storage import ObjectNotFound
+from infra.storage import FileStore, ObjectNotFound
 
 logger = logging.getLogger("htbase.api")
 MAX_BATCH = 100
+# The largest honest body, a full batch of the longest URLs and item ids, is about 250 KB.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_TIMEOUT_S = 600
+MAX_OFFSET = 2**31 - 1  # beyond it a database refuses the number instead of finding nothing
+# Ids travel in URL paths (/archives/{item_id}/all): letters, digits and marks that need no
+# escaping there, a letter or digit first (so "." and ".." are never ids). Task ids are UUIDs.
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:@+=-]{0,199}")
+REQUEST_ID_CHARS = re.compile(r"[^\x21-\x7e]")
+CHUNK_BYTES = 64 * 1024
+
+# Archived pages are written by strangers. Under this policy a document gets an opaque
+# origin and runs no script (a sandbox without allow-same-origin or allow-scripts), and
+# loads nothing from the network: an archive shows what was captured (inline styles,
+# data: images and fonts), never live resources that would tell a page's owner who
+# reads it. PDFs are left out: Chromium refuses to show a PDF under a sandbox, and a
+# PDF's own scripts run in the viewer, not with the API's origin.
+ARCHIVE_POLICY = ("sandbox; default-src 'none'; img-src data: blob:; style-src 'unsafe-inline' data:; "
+                  "font-src data:; media-src data: blob:")
+INLINE_TYPES = frozenset({"text/html", "application/pdf", "image/png"})
 
 
 class ApiError(Exception):
@@ -36,72 +63,175 @@ def _error(status: int, code: str, message: str) -> Response:
     return response
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _body(*, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object; ``optional``: an empty body is an empty object."""
+    data = request.get_data()  # at most MAX_BODY_BYTES: Flask answers 413 beyond
+    if optional and not data.strip():
+        return {}
+    if not request.is_json:
+        raise ApiError(400, "bad_request", "the body must be JSON (Content-Type: application/json)")
+    try:
+        body = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to be an honest request
+        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return body
 
 
+def _shown(values: list[Any]) -> str:
+    """A few of a client's values, for an error message that must stay small."""
+    return ", ".join(repr(v)[:40] for v in values[:5]) + (", …" if len(values) > 5 else "")
+
+
 def _archivers(body: dict[str, Any], enabled: tuple[str, ...]) -> list[str]:
-    archivers = body.get("archivers") or list(enabled)
-    if not isinstance(archivers, list) or not all(isinstance(a, str) for a in archivers):
-        raise ApiError(400, "bad_request", "'archivers' must be a list of archiver names")
+    """Only an absent (or null) ``archivers`` means every enabled one; an empty list is a mistake."""
+    archivers = body.get("archivers")
+    if archivers is None:
+        return list(enabled)
+    if not isinstance(archivers, list) or not archivers or not all(isinstance(a, str) for a in archivers):
+        raise ApiError(400, "bad_request", "'archivers' must be a non-empty list of archiver names")
     unknown = [a for a in archivers if a not in ARCHIVERS]
     if unknown:
-        raise ApiError(400, "unknown_archiver", f"unknown archivers {unknown}; known: {list(ARCHIVERS)}")
+        raise ApiError(400, "unknown_archiver", f"unknown archivers {_shown(unknown)}; known: {list(ARCHIVERS)}")
     disabled = [a for a in archivers if a not in enabled]
     if disabled:
-        raise ApiError(400, "archiver_disabled", f"archivers {disabled} are not enabled here")
+        raise ApiError(400, "archiver_disabled", f"archivers {_shown(disabled)} are not enabled here")
     return list(dict.fromkeys(archivers))
+
+
+def _url(value: Any, name: str, code: str) -> str:
+    try:
+        if not isinstance(value, str):
+            raise InvalidURL("must be a string")
+        value.encode("utf-8")  # JSON can carry a lone surrogate, which no database stores
+        return validate_url(value)
+    except UnicodeEncodeError:
+        raise ApiError(400, code, f"'{name}' is not valid Unicode") from None
+    except InvalidURL as exc:
+        raise ApiError(400, code, f"'{name}': {exc}") from None
 
 
 def _item(entry: Any) -> NewItem:
     if not isinstance(entry, dict):
         raise ApiError(400, "bad_request", "each item must be an object with a 'url'")
-    url, item_id = entry.get("url"), entry.get("item_id")
-    if not isinstance(url, str):
-        raise ApiError(400, "invalid_url", "'url' is required and must be a string")
-    if item_id is not None and (not isinstance(item_id, str) or not 0 < len(item_id) <= 200):
-        raise ApiError(400, "bad_request", "'item_id' must be a string of 1 to 200 characters")
-    try:
-        url = validate_url(url)
-    except InvalidURL as exc:
-        raise ApiError(400, "invalid_url", str(exc)) from None
+    url, item_id = _url(entry.get("url"), "url", "invalid_url"), entry.get("item_id")
+    if item_id is not None and not (isinstance(item_id, str) and ID.fullmatch(item_id)):
+        raise ApiError(400, "bad_request", "'item_id' must be 1 to 200 letters, digits or ._~:@+=- "
+                                           "(a letter or digit first)")
     return NewItem(url=url, url_hash=url_hash(url), item_id=item_id)
 
 
 def _webhook(body: dict[str, Any]) -> str | None:
     """Kept for the webhook deliveries to come; refused now if it could never be called."""
     webhook = body.get("webhook_url")
-    if webhook is None:
-        return None
-    try:
-        return validate_url(webhook) if isinstance(webhook, str) else validate_url("")
-    except InvalidURL as exc:
-        raise ApiError(400, "invalid_webhook_url", f"'webhook_url': {exc}") from None
+    return None if webhook is None else _url(webhook, "webhook_url", "invalid_webhook_url")
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
-    options = body.get("options") or {}
+    """Only known options, each checked: they travel in every message of the task."""
+    options = body.get("options")
+    if options is None:
+        return {}
     if not isinstance(options, dict):
         raise ApiError(400, "bad_request", "'options' must be an object")
+    unknown = [key for key in options if key != "timeout"]
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown options {_shown(unknown)}; known: ['timeout']")
     timeout = options.get("timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or not 0 < timeout <= 600):
-        raise ApiError(400, "bad_request", "'options.timeout' must be a number of seconds in (0, 600]")
+    # bool is an int to Python, not a number of seconds to anyone.
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout <= MAX_TIMEOUT_S):
+        raise ApiError(400, "bad_request", f"'options.timeout' must be a number of seconds in (0, {MAX_TIMEOUT_S}]")
     return options
+
+
+def _request_id() -> str:
+    """The caller's X-Request-Id, kept to what any database stores and any log shows."""
+    return REQUEST_ID_CHARS.sub("", request.headers.get("X-Request-Id", ""))[:64]
+
+
+def _id(value: str) -> str:
+    """A task id or item id from a path; one that could name nothing is a client's mistake."""
+    if not ID.fullmatch(value):
+        raise ApiError(400, "bad_request", "not a task id or item id")
+    return value
+
+
+def _page() -> tuple[int, int]:
+    try:
+        limit, offset = int(request.args.get("limit", 20)), int(request.args.get("offset", 0))
+    except ValueError:
+        raise ApiError(400, "bad_request", "'limit' and 'offset' must be integers") from None
+    if not 0 <= offset <= MAX_OFFSET:
+        raise ApiError(400, "bad_request", f"'offset' must be within 0..{MAX_OFFSET}")
+    return min(max(limit, 1), 100), offset
+
+
+def archive_headers(content_type: str | None, filename: str) -> dict[str, str]:
+    """How stored bytes are served: the sandbox policy (PDFs aside), inline only for what a browser
+    shows safely, a filename that needs no quoting, and the charset said once."""
+    mimetype, params = parse_options_header(content_type or "application/octet-stream")
+    headers = {"Content-Type": f"{mimetype}; charset={params['charset']}" if "charset" in params else mimetype,
+               "Content-Disposition": f'{"inline" if mimetype in INLINE_TYPES else "attachment"}; '
+                                      f'filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}"'}
+    if mimetype != "application/pdf":
+        headers["Content-Security-Policy"] = ARCHIVE_POLICY
+    return headers
+
+
+def _chunks(source: BinaryIO) -> Iterator[bytes]:
+    with source:
+        while chunk := source.read(CHUNK_BYTES):
+            yield chunk
+
+
+class _Spool:
+    """An unseekable file: the zip writer appends to it, the response takes what is there."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _zip_stream(store: FileStore, entries: list[tuple[str, str]]) -> Iterator[bytes]:
+    """A zip of the stored objects (name, key), made as it is sent: a piece of one file at a time in memory."""
+    spool = _Spool()
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, key in entries:
+            with store.open(key) as source, archive.open(name, "w") as target:
+                while chunk := source.read(CHUNK_BYTES):
+                    target.write(chunk)
+                    if data := spool.take():
+                        yield data
+    yield spool.take()
 
 
 def create_app(runtime: Runtime) -> Flask:
     app = Flask("htbase.api")
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     settings, ledger = runtime.settings, runtime.ledger
 
     def accept(items: list[NewItem], body: dict[str, Any], batch: bool) -> CreatedTask:
         try:
             created = ledger.create_task(items, _archivers(body, settings.archivers), options=_options(body),
-                                         request_id=request.headers.get("X-Request-Id", "")[:64],
-                                         webhook_url=_webhook(body), batch=batch)
+                                         request_id=_request_id(), webhook_url=_webhook(body), batch=batch)
         except ItemConflict as exc:
             raise ApiError(409, "item_conflict", str(exc)) from None
         # Publish after commit; if the broker is down the outbox keeps it and the relay retries.
@@ -124,6 +254,11 @@ def create_app(runtime: Runtime) -> Flask:
     def trace() -> None:
         set_trace(request.headers.get("X-Cloud-Trace-Context", ""))
 
+    @app.after_request
+    def no_sniffing(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
     @app.post(f"{API}/archive")
     def archive() -> Response:
         body = _body()
@@ -140,7 +275,7 @@ def create_app(runtime: Runtime) -> Flask:
         return accepted(accept([_item(entry) for entry in entries], body, batch=True))
 
     def find_task(task_id: str) -> Task:
-        task = ledger.task(task_id)
+        task = ledger.task(_id(task_id))
         if task is None:
             raise ApiError(404, "not_found", f"no task {task_id}")
         return task
@@ -152,20 +287,18 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.get(f"{API}/tasks")
     def list_tasks() -> Response:
-        try:
-            limit = min(max(int(request.args.get("limit", 20)), 1), 100)
-            offset = max(int(request.args.get("offset", 0)), 0)
-        except ValueError:
-            raise ApiError(400, "bad_request", "'limit' and 'offset' must be integers") from None
+        limit, offset = _page()
         tasks, total = ledger.list_tasks(limit=limit, offset=offset)
-        views = [task_view(t, ledger.children(t.task_id) if t.kind == "batch" else None) for t in tasks]
+        # A batch is listed with its children counted, not rendered: a page stays small.
+        batches = ledger.batch_summaries([t.task_id for t in tasks if t.kind == "batch"])
+        views = [batch_summary_view(t, batches[t.task_id]) if t.kind == "batch" else task_view(t) for t in tasks]
         following = offset + limit
         return jsonify({"tasks": views, "total": total, "limit": limit, "offset": offset,
                         "next": f"{API}/tasks?limit={limit}&offset={following}" if following < total else None})
 
     def task_for_archive(archive_id: str) -> Task:
         """An archive id is a task id or a client's item id (its newest task)."""
-        task = ledger.task(archive_id) or ledger.latest_task_for_item(archive_id)
+        task = ledger.task(_id(archive_id)) or ledger.latest_task_for_item(archive_id)
         if task is None or task.kind == "batch":
             raise ApiError(404, "not_found", f"no archive {archive_id}")
         return task
@@ -177,12 +310,9 @@ def create_app(runtime: Runtime) -> Flask:
                 for key in [a.storage_key, *(a.meta.get("extras") or {}).values()]]
         if not keys:
             raise ApiError(404, "not_found", f"task {task.task_id} has no finished artifacts yet")
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive_zip:
-            for key in keys:
-                archive_zip.writestr(key.split("/", 1)[1], runtime.store.get(key))
-        return Response(buffer.getvalue(), mimetype="application/zip", headers={
-            "Content-Disposition": f'attachment; filename="{task.task_id}.zip"'})
+        entries = [(key.split("/", 1)[1], key) for key in keys]
+        return Response(_zip_stream(runtime.store, entries),
+                        headers=archive_headers("application/zip", f"{task.task_id}.zip"))
 
     @app.get(f"{API}/archives/<archive_id>/<archiver>")
     def download(archive_id: str, archiver: str) -> Response:
@@ -196,13 +326,17 @@ def create_app(runtime: Runtime) -> Flask:
             raise ApiError(409, "not_ready", f"{archiver} is {artifact.status}")
         if artifact.status != "success":
             raise ApiError(404, "capture_failed", f"{archiver} {artifact.status}: {artifact.error}")
-        signed = runtime.store.signed_url(artifact.storage_key, 900)
+        extension = artifact.storage_key.rsplit(".", 1)[-1]
+        headers = archive_headers(artifact.content_type, f"{task.task_id}-{archiver}.{extension}")
+        # A document that needs the sandbox is always served from here, under it; other files
+        # may come straight from the bucket.
+        signed = None if "Content-Security-Policy" in headers else runtime.store.signed_url(artifact.storage_key, 900)
         if signed:
             return redirect(signed, 302)
-        extension = artifact.storage_key.rsplit(".", 1)[-1]
-        return Response(runtime.store.get(artifact.storage_key), mimetype=artifact.content_type, headers={
-            "Content-Disposition": f'inline; filename="{task.task_id}-{archiver}.{extension}"',
-            "X-Content-SHA256": artifact.sha256 or ""})
+        headers["X-Content-SHA256"] = artifact.sha256 or ""
+        if artifact.size is not None:
+            headers["Content-Length"] = str(artifact.size)
+        return Response(_chunks(runtime.store.open(artifact.storage_key)), headers=headers)
 
     def readable_article(task: Task):
         article = task.artifact("readability")
@@ -216,13 +350,12 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.post(f"{API}/summarize/<archive_id>")
     def summarize(archive_id: str) -> Response:
-        body = request.get_json(silent=True) or {}
-        force = body.get("force", False) if isinstance(body, dict) else False
+        force = _body(optional=True).get("force", False)
         if not isinstance(force, bool):
             raise ApiError(400, "bad_request", "'force' must be a boolean")
         task = task_for_archive(archive_id)
         readable_article(task)
-        summary_request = SummarizeRequest(task.task_id, force, request.headers.get("X-Request-Id", "")[:64])
+        summary_request = SummarizeRequest(task.task_id, force, _request_id())
         runtime.relay.send(runtime.outbox.add(summarize_outgoing(summary_request)))
         url = f"{API}/summaries/{task.task_id}"
         response = jsonify({"task_id": task.task_id, "status": "pending", "summary_url": url, "force": force})

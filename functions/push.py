@@ -2,7 +2,8 @@
 
 2xx acknowledges; 5xx or 429 asks Pub/Sub (or the embedded dispatcher) to
 redeliver. A malformed envelope or message answers 400 with the reason in the
-log: it can never succeed, so the dead-letter policy takes it. A push that
+log: it can never succeed, so the dead-letter policy takes it (the dead-letter
+handler itself acknowledges and drops it). A push that
 fails authentication answers 401 (see functions/auth.py).
 """
 from __future__ import annotations
@@ -38,12 +39,24 @@ def refuse_unauthenticated(authenticator: PushAuthenticator, request: Request) -
     return None
 
 
-def handle(request: Request, work: Callable[[PushMessage], Delivery]) -> Response:
+def _envelope(request: Request) -> PushMessage:
+    try:
+        body = json.loads(request.get_data())
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than any envelope
+        raise MessageError("push body is not JSON") from None
+    return parse_push_envelope(body)
+
+
+def handle(request: Request, work: Callable[[PushMessage], Delivery], *, drop_malformed: bool = False) -> Response:
+    """``drop_malformed``: acknowledge a message that can never be processed instead of refusing it
+    (where nothing is left to take it, a refusal would only bring it back forever)."""
     set_trace(request.headers.get("X-Cloud-Trace-Context", ""))
     try:
-        message = parse_push_envelope(request.get_json(silent=True))
-        delivery = work(message)
+        delivery = work(_envelope(request))
     except MessageError as exc:
+        if drop_malformed:
+            log(logger, logging.ERROR, "malformed push dropped", error=str(exc), path=request.path)
+            return _answer(200, {"status": "dropped", "reason": str(exc)})
         log(logger, logging.ERROR, "malformed push refused; it will be dead-lettered, not retried",
             error=str(exc), path=request.path)
         return _answer(400, {"error": {"code": "bad_message", "message": str(exc)}})
@@ -75,16 +88,15 @@ def handle_summarize(runtime: Worker, request: Request) -> Response:
 
 
 def handle_dead_letter(runtime: Worker, request: Request) -> Response:
-    """A message that exhausted its deliveries: record the failure so nothing waits forever."""
+    """A message that exhausted its deliveries: record the failure so nothing waits forever.
+
+    Everything that arrives here is acknowledged but an outage: a message that can never be
+    processed is logged and dropped, since no later delivery could do better.
+    """
 
     def work(message: PushMessage) -> Delivery:
         attempts = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?")
-        try:
-            archive_request = ArchiveRequest.from_json(message.data)
-        except MessageError as exc:
-            log(logger, logging.ERROR, "dead letter is not an archive request; dropped", error=str(exc),
-                message_id=message.message_id, data=message.data[:500])
-            return Delivery(True, "dropped")
+        archive_request = ArchiveRequest.from_json(message.data)
         task = runtime.ledger.task(archive_request.task_id)
         artifact = task.artifact(archive_request.archiver) if task else None
         last = artifact.error if artifact else None
@@ -95,7 +107,7 @@ def handle_dead_letter(runtime: Worker, request: Request) -> Response:
             archiver=archive_request.archiver, marked_failed=failed, error=error)
         return Delivery(True, "dead-lettered")
 
-    return handle(request, work)
+    return handle(request, work, drop_malformed=True)
 
 
 def create_push_app(runtime: Worker, *, authenticator: PushAuthenticator | None) -> Flask:

@@ -70,7 +70,17 @@ def _require_str(payload: dict, name: str, optional: bool = False) -> str:
         return ""
     if not isinstance(value, str) or (not value and not optional):
         raise MessageError(f"field {name!r} must be a non-empty string")
+    if "\x00" in value or not _encodable(value):
+        raise MessageError(f"field {name!r} holds characters no database stores")
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")  # fails on a lone surrogate, which JSON can carry
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class SummarizeRequest:
 def _json_object(data: bytes) -> dict:
     try:
         payload = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than any message
         raise MessageError(f"message data is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MessageError("message data must be a JSON object")

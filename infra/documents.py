@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from htbase.messages import ArtifactStatus, derive_task_status
+from infra.ledger import BatchSummary
 from infra.models import Artifact, Summary, Task
 
 API = "/api/v2"
@@ -40,7 +41,27 @@ def artifact_view(task_id: str, artifact: Artifact) -> dict[str, Any]:
 
 def task_view(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
     members = children if task.kind == "batch" else [task]
-    status, progress, completed_at = task_status(members or [])
+    view = _task_head(task, *task_status(members or []))
+    if task.kind == "batch":
+        view["items"] = [task_view(child) for child in members]
+    else:
+        view["url"] = task.item.url
+        view["item_id"] = task.item.item_id
+        view["subtasks"] = {a.archiver: artifact_view(task.task_id, a) for a in task.artifacts}
+        if task.summary_key:
+            view["summary_url"] = f"{API}/summaries/{task.task_id}"
+    return view
+
+
+def batch_summary_view(task: Task, summary: BatchSummary) -> dict[str, Any]:
+    """A batch in a list of tasks: its children counted, and a link to the document that shows them."""
+    status, progress = derive_task_status(summary.statuses)
+    view = _task_head(task, status.value, progress, summary.finished_at if progress == 1.0 else None)
+    view["items_count"], view["items_url"] = summary.items, view["status_url"]
+    return view
+
+
+def _task_head(task: Task, status: str, progress: float, completed_at: datetime | None) -> dict[str, Any]:
     view: dict[str, Any] = {
         "task_id": task.task_id,
         "kind": task.kind,
@@ -52,14 +73,6 @@ def task_view(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
     }
     if task.request_id:
         view["request_id"] = task.request_id
-    if task.kind == "batch":
-        view["items"] = [task_view(child) for child in members]
-    else:
-        view["url"] = task.item.url
-        view["item_id"] = task.item.item_id
-        view["subtasks"] = {a.archiver: artifact_view(task.task_id, a) for a in task.artifacts}
-        if task.summary_key:
-            view["summary_url"] = f"{API}/summaries/{task.task_id}"
     return view
 
 

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from htbase.messages import ArchiveRequest, ArtifactStatus
@@ -35,6 +36,15 @@ class NewItem:
     url: str
     url_hash: str
     item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """A batch's children counted instead of loaded: what a list of tasks shows of a batch."""
+
+    items: int
+    statuses: list[ArtifactStatus]  # one per artifact of every child
+    finished_at: datetime | None    # the latest finish among them
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,17 @@ class Ledger:
     def create_task(self, items: list[NewItem], archivers: Iterable[str], *, options: dict[str, Any] | None = None,
                     request_id: str = "", webhook_url: str | None = None, batch: bool = False) -> CreatedTask:
         """Write the task(s), their pending artifacts and the outbox in one transaction."""
-        now, archivers, options = utcnow(), list(archivers), dict(options or {})
+        task = (items, list(archivers), dict(options or {}), request_id, webhook_url, batch)
+        try:
+            return self._create_task(*task)
+        except IntegrityError:
+            # Two requests created the same new item_id at once and this one lost the race:
+            # written again, it finds the winner's item (and adds to it, or conflicts with it).
+            return self._create_task(*task)
+
+    def _create_task(self, items: list[NewItem], archivers: list[str], options: dict[str, Any], request_id: str,
+                     webhook_url: str | None, batch: bool) -> CreatedTask:
+        now = utcnow()
         parent_id = str(uuid.uuid4()) if batch else None
         children: list[dict[str, str]] = []
         outbox: list[OutboxMessage] = []
@@ -258,6 +278,26 @@ class Ledger:
         with self.session() as session:
             return list(session.scalars(select(Task).where(Task.parent_id == parent_id)
                                         .options(selectinload(Task.artifacts)).order_by(Task.created_at)))
+
+    def batch_summaries(self, parent_ids: list[str]) -> dict[str, BatchSummary]:
+        """Each batch's child count and artifact statuses, aggregated by the database."""
+        if not parent_ids:
+            return {}
+        with self.session() as session:
+            items = dict(session.execute(select(Task.parent_id, func.count()).where(Task.parent_id.in_(parent_ids))
+                                         .group_by(Task.parent_id)).all())
+            counted = session.execute(
+                select(Task.parent_id, Artifact.status, func.count(), func.max(Artifact.finished_at))
+                .join(Artifact, Artifact.task_id == Task.task_id).where(Task.parent_id.in_(parent_ids))
+                .group_by(Task.parent_id, Artifact.status)).all()
+        summaries = {}
+        for parent_id in parent_ids:
+            rows = [row for row in counted if row[0] == parent_id]
+            finished = [latest for *_, latest in rows if latest is not None]
+            summaries[parent_id] = BatchSummary(items.get(parent_id, 0),
+                                                [ArtifactStatus(status) for _, status, n, _ in rows for _ in range(n)],
+                                                max(finished, default=None))
+        return summaries
 
     def list_tasks(self, *, limit: int, offset: int) -> tuple[list[Task], int]:
         """Top-level tasks (batches and single requests), newest first."""

@@ -125,6 +125,8 @@ class OutboxMessage(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
     sent_at: Mapped[Optional[datetime]]
+    # Set when the broker refused the message for good (too large, invalid): never retried.
+    failed_at: Mapped[Optional[datetime]]
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[Optional[str]] = mapped_column(Text)
 

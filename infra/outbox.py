@@ -44,6 +44,12 @@ def summarize_outgoing(request: SummarizeRequest) -> Outgoing:
     return Outgoing(SUMMARIZE, request.to_json(), {"task_id": request.task_id})
 
 
+def announced_artifact(row: OutboxRow) -> tuple[str, str] | None:
+    """The (task_id, archiver) an archive message announces; None for other messages."""
+    task_id, archiver = row.attributes.get("task_id"), row.attributes.get("archiver")
+    return (task_id, archiver) if task_id and archiver else None
+
+
 def enqueue(session: Session, message: Outgoing, now: datetime) -> OutboxMessage:
     """Add a message to the caller's transaction; it is sent only if that commits."""
     row = OutboxMessage(topic=message.topic, data=message.data.decode(),
@@ -67,12 +73,14 @@ class Outbox:
             row = enqueue(s, message, utcnow())
         return outbox_rows([row])
 
-    def unsent(self, limit: int = 100, min_age_s: float = 0.0) -> list[OutboxRow]:
-        """Unsent messages, oldest first; ``min_age_s`` leaves fresh ones to their writer."""
+    def unsent(self, limit: int = 100, min_age_s: float = 0.0, after_id: int = 0) -> list[OutboxRow]:
+        """Messages still to publish, oldest first, from ``after_id`` on; ``min_age_s`` leaves
+        fresh ones to their writer. Failed messages are never published."""
         cutoff = utcnow() - timedelta(seconds=min_age_s)
         with new_session(self.engine) as s:
             return outbox_rows(s.scalars(select(OutboxMessage)
-                                         .where(OutboxMessage.sent_at.is_(None), OutboxMessage.created_at <= cutoff)
+                                         .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
+                                                OutboxMessage.created_at <= cutoff, OutboxMessage.id > after_id)
                                          .order_by(OutboxMessage.id).limit(limit)))
 
     def mark_sent(self, outbox_ids: Iterable[int]) -> None:
@@ -80,7 +88,9 @@ class Outbox:
             s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(list(outbox_ids)))
                       .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
 
-    def mark_unsent(self, outbox_id: int, error: str) -> None:
+    def record_failure(self, outbox_id: int, error: str, *, final: bool) -> None:
+        """A publish failed. ``final``: the broker can never take the message, so it is never published again."""
+        failed = {"failed_at": utcnow()} if final else {}
         with new_session(self.engine) as s, s.begin():
             s.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
-                      .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000]))
+                      .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000], **failed))

@@ -17,6 +17,7 @@ from google.cloud import pubsub_v1
 
 from htbase.config import Settings
 from htbase.topology import topic_name
+from infra.relay import undeliverable
 
 
 class BrokerUnavailable(RuntimeError):
@@ -66,6 +67,7 @@ class PubSubPublisher:
         return future
 
     def _watch(self, future: Future) -> None:
-        if future.exception() is not None:
+        exc = future.exception()
+        if exc is not None and not undeliverable(exc):  # a refused message says nothing of the broker
             with self._lock:
                 self._down_until = time.monotonic() + self.cooldown_s

@@ -3,6 +3,11 @@
 Writers publish their own rows right after their transaction commits; the
 relay's flush picks up whatever is still unsent after a grace period (the
 broker was down, the process died between commit and publish).
+
+A message the broker can never take (too large, invalid) is failed with its
+reason, and so is the work it announces, so that its task ends instead of
+waiting forever; a message that failed for now is retried, and never holds up
+the messages behind it.
 """
 from __future__ import annotations
 
@@ -11,12 +16,29 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
-from typing import Protocol
+from typing import Callable, Protocol
+
+from google.api_core.exceptions import InvalidArgument
 
 from htbase.logs import log
-from infra.outbox import Outbox, OutboxRow
+from infra.outbox import Outbox, OutboxRow, announced_artifact
 
 logger = logging.getLogger("htbase.relay")
+
+# Pub/Sub takes at most 10 MB per message. Every broker here keeps that limit, so a
+# message that could never go out in the cloud fails alike on a laptop.
+MAX_MESSAGE_BYTES = 10_000_000
+
+
+class MessageTooLarge(ValueError):
+    pass
+
+
+def undeliverable(exc: BaseException) -> bool:
+    """Whether the broker refused the message itself (it never will take it) rather than
+    failed for the moment (an outage). The Pub/Sub client raises ValueError for a message
+    over its limit and TypeError for a malformed one; the server answers InvalidArgument."""
+    return isinstance(exc, (ValueError, TypeError, InvalidArgument))
 
 
 class Publisher(Protocol):
@@ -26,14 +48,26 @@ class Publisher(Protocol):
         The future resolves to the message id once the broker has the message."""
 
 
+# Fails the artifact (task_id, archiver) that an unpublishable message announced, with a reason.
+FailArtifact = Callable[[str, str, str], object]
+
+
 class Relay:
-    def __init__(self, outbox: Outbox, publisher: Publisher, timeout_s: float = 10.0) -> None:
+    def __init__(self, outbox: Outbox, publisher: Publisher, *, fail_artifact: FailArtifact,
+                 timeout_s: float = 10.0) -> None:
         self.outbox = outbox
         self.publisher = publisher
+        self.fail_artifact = fail_artifact
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._confirmed: list[int] = []
         self._marking = False
+
+    def _publish(self, row: OutboxRow) -> Future:
+        size = len(row.data) + sum(len(k) + len(v) for k, v in row.attributes.items())
+        if size > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(f"the message has {size} bytes; a broker takes at most {MAX_MESSAGE_BYTES}")
+        return self.publisher.publish(row.topic, row.data, row.attributes)
 
     def send(self, rows: list[OutboxRow]) -> None:
         """Publish without waiting: a request answers as soon as its transaction commits.
@@ -44,16 +78,16 @@ class Relay:
         """
         for row in rows:
             try:
-                future = self.publisher.publish(row.topic, row.data, row.attributes)
+                future = self._publish(row)
             except Exception as exc:
-                self._keep(row, exc)
+                self._failed(row, exc)
                 continue
             future.add_done_callback(functools.partial(self._settled, row))
 
     def _settled(self, row: OutboxRow, future: Future) -> None:
         exc = future.exception()
         if exc is not None:
-            self._keep(row, exc)
+            self._failed(row, exc)
             return
         with self._lock:
             self._confirmed.append(row.id)
@@ -75,40 +109,55 @@ class Relay:
             except Exception as exc:  # left unsent: the next flush publishes them again
                 log(logger, logging.WARNING, "could not mark messages sent", count=len(ids), error=str(exc))
 
-    def _keep(self, row: OutboxRow, exc: BaseException) -> None:
-        log(logger, logging.WARNING, "publish failed; the outbox keeps the message",
-            outbox_id=row.id, topic=row.topic, error=f"{type(exc).__name__}: {exc}")
+    def _failed(self, row: OutboxRow, exc: BaseException) -> bool:
+        """Record a failed publish; True when the row stays for another try."""
+        error, final = f"{type(exc).__name__}: {exc}", undeliverable(exc)
         try:
-            self.outbox.mark_unsent(row.id, f"{type(exc).__name__}: {exc}")
+            self.outbox.record_failure(row.id, error, final=final)
+            if final and (artifact := announced_artifact(row)):
+                self.fail_artifact(*artifact, f"the archive request could not be published: {error}")
         except Exception:  # the database is down too: the row is unsent all the same
             logger.exception("could not record the publish failure")
+        if final:
+            log(logger, logging.ERROR, "the broker refused the message for good; it and its work are failed",
+                outbox_id=row.id, topic=row.topic, error=error)
+        else:
+            log(logger, logging.WARNING, "publish failed; the outbox keeps the message",
+                outbox_id=row.id, topic=row.topic, error=error)
+        return not final
 
-    def publish_and_wait(self, rows: list[OutboxRow]) -> int:
-        """Publish rows and mark those the broker took; the rest stay for the next flush."""
+    def publish_and_wait(self, rows: list[OutboxRow]) -> tuple[int, int]:
+        """Publish rows and mark those the broker took. Returns how many were sent and how
+        many stay for the next flush (the rest were refused for good)."""
         pending: list[tuple[OutboxRow, Future | Exception]] = []
         for row in rows:  # hand over every message first, so they travel in one batch
             try:
-                pending.append((row, self.publisher.publish(row.topic, row.data, row.attributes)))
+                pending.append((row, self._publish(row)))
             except Exception as exc:
                 pending.append((row, exc))
         sent: list[int] = []
+        kept = 0
         for row, outcome in pending:
             try:
                 if isinstance(outcome, Exception):
                     raise outcome
                 outcome.result(timeout=self.timeout_s)
                 sent.append(row.id)
-            except Exception as exc:  # the broker is down or refused: keep the row, say why
-                self._keep(row, exc)
+            except Exception as exc:  # the broker is down or refused: say why
+                kept += self._failed(row, exc)
         if sent:
             self.outbox.mark_sent(sent)
-        return len(sent)
+        return len(sent), kept
 
     def flush(self, min_age_s: float = 5.0) -> int:
-        total = 0
-        while rows := self.outbox.unsent(limit=200, min_age_s=min_age_s):
-            published = self.publish_and_wait(rows)
-            total += published
-            if published < len(rows):
-                break  # the broker is failing: try again on the next tick
+        """Publish everything unsent, oldest first, a batch at a time. A row that fails is
+        passed over, so it never holds up the rows behind it; only a batch of which every
+        row stays unsent ends the flush early: the broker is down, try on the next tick."""
+        total, after = 0, 0
+        while rows := self.outbox.unsent(limit=200, min_age_s=min_age_s, after_id=after):
+            sent, kept = self.publish_and_wait(rows)
+            total += sent
+            if kept == len(rows):
+                break
+            after = rows[-1].id
         return total

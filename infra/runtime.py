@@ -58,7 +58,12 @@ class Runtime:
     def relay(self) -> Relay:
         if self.publisher is None:
             raise RuntimeError("this process has no publisher configured")
-        return Relay(self.outbox, self.publisher)
+        return Relay(self.outbox, self.publisher, fail_artifact=self._fail_unpublished)
+
+    def _fail_unpublished(self, task_id: str, archiver: str, error: str) -> None:
+        """The broker will never take this capture's request: fail the capture so its task ends."""
+        self.ledger.fail_undelivered(task_id, archiver, error)
+        self.replica.sync(task_id)
 
     @cached_property
     def replica(self) -> "ReplicaSync":

@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from google.api_core.exceptions import NotFound, PreconditionFailed
+from google.api_core.exceptions import PreconditionFailed
 from google.auth.credentials import AnonymousCredentials, Signing
 from google.cloud import storage
 
@@ -23,6 +23,8 @@ from htbase.config import Settings
 
 # Formats that shrink well; stored gzip-compressed on GCS.
 COMPRESSIBLE_TYPES = frozenset({"text/html", "text/plain", "text/css", "application/json", "image/svg+xml"})
+# How much of an object a streaming read fetches at once from GCS.
+STREAM_CHUNK_BYTES = 1024 * 1024
 
 
 class ObjectNotFound(KeyError):
@@ -42,6 +44,10 @@ class FileStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def open(self, key: str) -> BinaryIO:
+        """The object's bytes as a file read in chunks, so that serving a large
+        artifact never holds it in memory; close it when done."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -98,8 +104,12 @@ class LocalFileStore:
         return self._stored(key, path, data, content_type)
 
     def get(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def open(self, key: str) -> BinaryIO:
         try:
-            return self._path(key).read_bytes()
+            return self._path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
 
@@ -157,15 +167,19 @@ class GcsFileStore:
         return StoredObject(key, self._uri(key), len(data), _sha256(data), blob.content_type)
 
     def get(self, key: str) -> bytes:
-        blob = self.bucket.blob(check_key(key))
-        try:
-            # Raw download returns the stored bytes on both GCS and the emulator
-            # (decompressive transcoding differs between them); the response
-            # headers set blob.content_encoding, so gunzip here when needed.
-            data = blob.download_as_bytes(raw_download=True)
-        except NotFound:
-            raise ObjectNotFound(key) from None
-        return gzip.decompress(data) if blob.content_encoding == "gzip" else data
+        with self.open(key) as f:
+            return f.read()
+
+    def open(self, key: str) -> BinaryIO:
+        blob = self.bucket.get_blob(check_key(key))  # its metadata says whether the bytes are gzipped
+        if blob is None:
+            raise ObjectNotFound(key)
+        # Raw download returns the stored bytes on both GCS and the emulator
+        # (decompressive transcoding differs between them): gunzip here when needed.
+        # The reader fetches one ranged chunk per read, pinned to this generation.
+        reader = blob.open("rb", chunk_size=STREAM_CHUNK_BYTES, raw_download=True,
+                           if_generation_match=blob.generation)
+        return gzip.GzipFile(fileobj=reader) if blob.content_encoding == "gzip" else reader
 
     def exists(self, key: str) -> bool:
         return self.bucket.blob(check_key(key)).exists()

@@ -19,7 +19,8 @@ from google.oauth2 import service_account
 
 from emulators.gcs import FakeGcsServer
 from htbase.config import Settings
-from infra.storage import GcsFileStore, LocalFileStore, ObjectNotFound, gcs_client, make_file_store
+from infra.storage import (STREAM_CHUNK_BYTES, GcsFileStore, LocalFileStore, ObjectNotFound, gcs_client,
+                           make_file_store)
 
 # A minimal valid PNG; it even starts with bytes that are not text.
 PNG = bytes.fromhex(
@@ -117,6 +118,19 @@ def test_missing_key_raises_object_not_found(store):
         store.get("task-1/nothing.png")
     with pytest.raises(KeyError):  # ObjectNotFound is a KeyError for callers that catch that
         store.get("task-1/nothing.png")
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "image/png"])
+def test_open_streams_an_object_larger_than_a_chunk(store, content_type):
+    data = b"".join(i.to_bytes(4, "big") for i in range(STREAM_CHUNK_BYTES // 2))  # 2 chunks, barely compressible
+    store.put(KEY, data, content_type)
+    with store.open(KEY) as f:
+        parts = iter(lambda: f.read(64 * 1024), b"")
+        first = next(parts)
+        assert len(first) == 64 * 1024  # a piece at a time, not the whole object
+        assert first + b"".join(parts) == data
+    with pytest.raises(ObjectNotFound):
+        store.open("task-1/nothing.png")
 
 
 @pytest.mark.parametrize("key", ["../escape.png", "task-1/../../escape.png", "/etc/escape.png", "", "a//b", "a\\..\\b"])
