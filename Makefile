@@ -1,31 +1,64 @@
 # htbase: `make run` serves the all-in-one service; `make test` runs the suite.
-# Both set up what they need first (Chromium, SingleFile, a virtualenv).
+# Each sets up what it needs first: system packages, a virtualenv, SingleFile.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
+# The inner loop: no Chromium, no emulators, no PostgreSQL (tests/conftest.py marks the tests that need them).
+FAST_TESTS := not browser and not emulators and not postgres
 
-.PHONY: run test setup system-deps bench bench-accept clean stack-up stack-down
+.PHONY: run test test-fast lint fmt typecheck setup setup-run system-deps test-system-deps \
+	bench bench-accept clean stack-up stack-down
 
-run: setup
+run: setup-run
 	$(VENV)/bin/htbase serve
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-setup: system-deps $(VENV)/.installed node_modules/.installed
+test-fast: setup
+	$(VENV)/bin/pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# The packages to check are pyproject.toml's [tool.mypy] files.
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
+
+# What running needs; `setup` adds what developing needs (test, lint and type tools, docker-compose).
+setup-run: system-deps $(VENV)/.run node_modules/.installed
+setup: setup-run test-system-deps $(VENV)/.dev
+
+# $(call apt-install,COMMAND,PACKAGE): install PACKAGE from Debian unless COMMAND is on PATH.
+apt-install = command -v $(1) >/dev/null || { \
+	echo "installing $(2) (apt)"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 
 # Chromium comes from Debian (Playwright's own browser download does not work offline).
 system-deps:
-	@command -v chromium >/dev/null || { \
-		echo "installing Chromium (apt)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@$(call apt-install,chromium,chromium)
 
-$(VENV)/.installed: requirements/*.txt pyproject.toml
+# docker-compose validates the compose files offline (tests/test_compose.py); no Docker engine needed.
+test-system-deps:
+	@$(call apt-install,docker-compose,docker-compose)
+
+$(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
+
+$(VENV)/.run: requirements/*.txt pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements/all-in-one.txt -c requirements/constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.run
+	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

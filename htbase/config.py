@@ -1,59 +1,58 @@
 """The one typed configuration object, read from the environment at start-up.
 
 Nothing else in the code base reads ``os.environ``: build a ``Settings`` once
-(``Settings.from_env()``) and pass it down.
+(``Settings.from_env()``) and pass it down. Each setting is declared once, with
+its env var, default, meaning and subsystem; ``from_env`` parses every variable
+by its field's type, and ``python -m htbase.config --markdown`` prints the
+README's table of settings.
 """
+
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, get_type_hints
 
 from htbase.messages import ARCHIVERS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ROLES = ("all-in-one", "api", "archiver", "summarizer")
+# The subsystems a setting belongs to, in the README's order.
+GROUPS = ("process", "ledger", "files", "captures", "delivery", "messaging", "push auth", "replica", "summaries")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; raised at start-up, never later."""
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def setting(
+    group: str,
+    env: str,
+    default: Any = MISSING,
+    *,
+    doc: str,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+    empty_is_unset: bool = False,
+) -> Any:
+    """A ``Settings`` field read from ``env``. ``shown`` is the default as the README
+    states it, where the value itself would not say it well. An empty variable leaves
+    the default, except for text, where empty is a value (``TOPIC_PREFIX=`` is no
+    prefix) unless ``empty_is_unset``."""
+    if group not in GROUPS:
+        raise ValueError(f"{env}: unknown group {group!r}")
+    metadata = {"env": env, "doc": doc, "group": group, "shown": shown, "empty_is_unset": empty_is_unset}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-def _list(value: str | None, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-    if not value:
-        return default
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _default_chromium() -> str:
+def _find_chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
@@ -63,69 +62,179 @@ def _default_chromium() -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    # Process shape
-    service_role: str = "all-in-one"
-    archivers: tuple[str, ...] = ARCHIVERS
-    host: str = "127.0.0.1"
-    port: int = 8080
-    worker_concurrency: int = len(ARCHIVERS)  # embedded: all five captures of a page at once
-    web_workers: int = 2            # API processes under gunicorn (SERVICE_ROLE=api)
-    log_level: str = "INFO"
-    log_format: str = "pretty"
+    service_role: str = setting(
+        "process", "SERVICE_ROLE", "all-in-one", doc="`api`, `archiver`, `summarizer` or `all-in-one`"
+    )
+    archivers: tuple[str, ...] = setting(
+        "process", "ARCHIVERS", ARCHIVERS, shown="all five", doc="which archivers this process runs (comma-separated)"
+    )
+    host: str = setting("process", "HOST", "127.0.0.1", doc="the address `htbase serve` listens on")
+    port: int = setting("process", "PORT", 8080, doc="the port `htbase serve` listens on")
+    worker_concurrency: int = setting(
+        "process", "WORKER_CONCURRENCY", len(ARCHIVERS), doc="captures running at once in the embedded dispatcher"
+    )
+    web_workers: int = setting("process", "WEB_CONCURRENCY", 2, doc="API processes (gunicorn) with `SERVICE_ROLE=api`")
+    log_level: str = setting("process", "LOG_LEVEL", "INFO", doc="the least severe level logged (any case)")
+    log_format: str = setting(
+        "process", "LOG_FORMAT", "pretty", doc="`pretty`, or `json` for Cloud Logging's structured format"
+    )
 
-    # Ledger (SQLite embedded, Postgres for real)
-    database_url: str = ""
-    instance_connection_name: str = ""
+    # SQLite embedded, Postgres for real
+    database_url: str = setting(
+        "ledger",
+        "DATABASE_URL",
+        "",
+        shown="`sqlite:///data/htbase.db` (beside `LOCAL_STORAGE_PATH`)",
+        doc="or `postgresql+pg8000://user:pass@host/db`",
+    )
+    instance_connection_name: str = setting(
+        "ledger",
+        "INSTANCE_CONNECTION_NAME",
+        "",
+        doc="Cloud SQL instance: connect through the Cloud SQL Python connector",
+    )
 
-    # Files
-    file_storage_provider: str = "local"
-    local_storage_path: Path = PROJECT_ROOT / "data" / "archives"
-    gcs_bucket: str = ""
-    storage_emulator_host: str = ""
-    google_cloud_project: str = ""
+    file_storage_provider: str = setting("files", "FILE_STORAGE_PROVIDER", "local", doc="`local` or `gcs`")
+    local_storage_path: Path = setting(
+        "files", "LOCAL_STORAGE_PATH", PROJECT_ROOT / "data" / "archives", doc="where local artifacts live"
+    )
+    gcs_bucket: str = setting("files", "GCS_BUCKET", "", doc="the GCS bucket (`FILE_STORAGE_PROVIDER=gcs`)")
+    storage_emulator_host: str = setting("files", "STORAGE_EMULATOR_HOST", "", doc="the GCS emulator's endpoint")
+    google_cloud_project: str = setting(
+        "files", "GOOGLE_CLOUD_PROJECT", "", doc="the Google Cloud project (GCS, Cloud Logging, Pub/Sub's fallback)"
+    )
 
-    # Captures
-    capture_timeout_s: float = 60.0
-    max_capture_bytes: int = 50 * 1024 * 1024
-    allow_private_urls: bool = False
-    egress_allow_cidrs: tuple[str, ...] = ()
-    chromium_path: str = field(default_factory=_default_chromium)
-    singlefile_path: str = str(PROJECT_ROOT / "node_modules" / ".bin" / "single-file")
-    monolith_path: str = ""
+    capture_timeout_s: float = setting(
+        "captures", "CAPTURE_TIMEOUT", 60.0, doc="seconds per capture (`options.timeout` overrides per request)"
+    )
+    max_capture_bytes: int = setting(
+        "captures", "MAX_CAPTURE_BYTES", 50 * 1024 * 1024, doc="size limit of a page and of an artifact"
+    )
+    allow_private_urls: bool = setting(
+        "captures",
+        "ALLOW_PRIVATE_URLS",
+        False,
+        doc="test-only: let captures reach private and loopback addresses",
+    )
+    egress_allow_cidrs: tuple[str, ...] = setting(
+        "captures", "EGRESS_ALLOW_CIDRS", (), doc="address ranges allowed even though private (comma-separated)"
+    )
+    chromium_path: str = setting(
+        "captures",
+        "CHROMIUM_PATH",
+        factory=_find_chromium,
+        empty_is_unset=True,
+        shown="found on PATH",
+        doc="the Chromium binary",
+    )
+    singlefile_path: str = setting(
+        "captures",
+        "SINGLEFILE_PATH",
+        str(PROJECT_ROOT / "node_modules" / ".bin" / "single-file"),
+        empty_is_unset=True,
+        doc="the SingleFile CLI",
+    )
+    # Settings() keeps the built-in inliner; from_env looks for the binary.
+    monolith_path: str = setting(
+        "captures",
+        "MONOLITH_PATH",
+        "",
+        shown="found on PATH",
+        doc="the `monolith` binary; none: the built-in inliner",
+    )
 
-    # Delivery
-    lease_s: float = 300.0
-    max_attempts: int = 5           # captures the ledger tries before failing an artifact
-    max_delivery_attempts: int = 5  # pushes a subscription tries before dead-lettering (Pub/Sub: 5..100)
-    retry_backoff_s: float = 1.0
-    sweep_interval_s: float = 30.0
+    lease_s: float = setting(
+        "delivery", "LEASE_SECONDS", 300.0, doc="how long a claimed capture is held before it may be taken over"
+    )
+    max_attempts: int = setting(
+        "delivery", "MAX_ATTEMPTS", 5, doc="captures the ledger tries before failing an artifact"
+    )
+    max_delivery_attempts: int = setting(
+        "delivery",
+        "MAX_DELIVERY_ATTEMPTS",
+        5,
+        doc="pushes a subscription makes before dead-lettering (5..100, Pub/Sub's limits)",
+    )
+    retry_backoff_s: float = setting(
+        "delivery", "RETRY_BACKOFF_SECONDS", 1.0, doc="the first wait before a delivery is retried; it doubles"
+    )
+    sweep_interval_s: float = setting(
+        "delivery",
+        "SWEEP_INTERVAL_SECONDS",
+        30.0,
+        doc="how often the housekeeper sweeps expired leases and republishes the outbox",
+    )
 
-    # Messaging: "embedded" (in-process dispatcher) or "pubsub" (Google Pub/Sub or its emulator)
-    broker: str = "embedded"
-    pubsub_project_id: str = "htbase-local"
-    pubsub_emulator_host: str = ""
-    topic_prefix: str = "htbase-"
-    # Push authentication: a Google OIDC token (cloud) or a shared token (emulator mode)
-    push_auth_token: str = ""
-    push_audience: str = ""
-    push_service_account: str = ""
-    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    broker: str = setting(
+        "messaging",
+        "BROKER",
+        "embedded",
+        shown="`embedded`; `pubsub` with `PUBSUB_EMULATOR_HOST`",
+        doc="`embedded` (an in-process dispatcher) or `pubsub` (Google Pub/Sub or its emulator)",
+    )
+    pubsub_project_id: str = setting(
+        "messaging",
+        "PUBSUB_PROJECT_ID",
+        "htbase-local",
+        shown="`GOOGLE_CLOUD_PROJECT`, else `htbase-local`",
+        doc="the project of the topics",
+    )
+    pubsub_emulator_host: str = setting(
+        "messaging", "PUBSUB_EMULATOR_HOST", "", doc="the Pub/Sub emulator's `host:port`"
+    )
+    topic_prefix: str = setting("messaging", "TOPIC_PREFIX", "htbase-", doc="the start of every topic's name")
 
-    # Firestore replica of task documents (best effort; off when no project is set)
-    firestore_project_id: str = ""
-    firestore_emulator_host: str = ""
-    firestore_collection: str = "tasks"
+    # A Google OIDC token (cloud) or a shared token (emulator mode)
+    push_auth_token: str = setting(
+        "push auth", "PUSH_AUTH_TOKEN", "", doc="the shared token pushes carry in emulator mode (`?token=`)"
+    )
+    push_audience: str = setting(
+        "push auth", "PUSH_AUDIENCE", "", doc="the audience of Google's OIDC push tokens (cloud)"
+    )
+    push_service_account: str = setting(
+        "push auth", "PUSH_SERVICE_ACCOUNT", "", doc="the push subscriptions' identity the OIDC tokens must name"
+    )
+    oidc_certs_url: str = setting(
+        "push auth",
+        "OIDC_CERTS_URL",
+        "https://www.googleapis.com/oauth2/v1/certs",
+        empty_is_unset=True,
+        doc="where Google's token-signing certificates come from",
+    )
 
-    # Summaries (LLM_PROVIDER is one provider or a comma-separated fallback chain)
-    llm_providers: tuple[str, ...] = ("extractive",)
-    llm_base_url: str = ""
-    llm_model: str = ""
-    llm_api_key: str = ""
-    llm_timeout_s: float = 60.0
-    llm_requests_per_minute: int = 60
-    llm_context_tokens: int = 8192
-    llm_breaker_failures: int = 3  # consecutive failures before a provider is skipped (0: never)
-    llm_breaker_cooldown_s: float = 60.0
+    # Best effort; off when no project is set
+    firestore_project_id: str = setting(
+        "replica", "FIRESTORE_PROJECT_ID", "", shown="off", doc="turns the Firestore copy of task documents on"
+    )
+    firestore_emulator_host: str = setting(
+        "replica", "FIRESTORE_EMULATOR_HOST", "", doc="the Firestore emulator's `host:port`"
+    )
+    firestore_collection: str = setting(
+        "replica", "FIRESTORE_COLLECTION", "tasks", doc="the collection of task documents"
+    )
+
+    llm_providers: tuple[str, ...] = setting(
+        "summaries", "LLM_PROVIDER", ("extractive",), doc="a provider or a fallback chain, e.g. `openai,extractive`"
+    )
+    llm_base_url: str = setting("summaries", "LLM_BASE_URL", "", doc="the OpenAI-compatible or TGI endpoint")
+    llm_model: str = setting("summaries", "LLM_MODEL", "", doc="the model the endpoint serves")
+    llm_api_key: str = setting("summaries", "LLM_API_KEY", "", doc="the endpoint's API key")
+    llm_timeout_s: float = setting("summaries", "LLM_TIMEOUT", 60.0, doc="seconds per model request")
+    llm_requests_per_minute: int = setting(
+        "summaries", "LLM_REQUESTS_PER_MINUTE", 60, doc="model requests per process and minute (0: no limit)"
+    )
+    llm_context_tokens: int = setting(
+        "summaries", "LLM_CONTEXT_TOKENS", 8192, doc="the model's context; longer articles are chunked"
+    )
+    llm_breaker_failures: int = setting(
+        "summaries",
+        "LLM_BREAKER_FAILURES",
+        3,
+        doc="consecutive failures before a provider is skipped (0: never)",
+    )
+    llm_breaker_cooldown_s: float = setting(
+        "summaries", "LLM_BREAKER_COOLDOWN", 60.0, doc="seconds a failing provider is skipped"
+    )
 
     def __post_init__(self) -> None:
         if self.service_role not in SERVICE_ROLES:
@@ -147,60 +256,88 @@ class Settings:
             object.__setattr__(self, "database_url", f"sqlite:///{self.local_storage_path.parent / 'htbase.db'}")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        defaults = cls.__dataclass_fields__
-        storage_path = env.get("LOCAL_STORAGE_PATH")
-        return cls(
-            service_role=env.get("SERVICE_ROLE", "all-in-one"),
-            archivers=_list(env.get("ARCHIVERS"), ARCHIVERS),
-            host=env.get("HOST", "127.0.0.1"),
-            port=_int(env, "PORT", 8080),
-            worker_concurrency=_int(env, "WORKER_CONCURRENCY", len(ARCHIVERS)),
-            web_workers=_int(env, "WEB_CONCURRENCY", 2),
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            log_format=env.get("LOG_FORMAT", "pretty"),
-            database_url=env.get("DATABASE_URL", ""),
-            instance_connection_name=env.get("INSTANCE_CONNECTION_NAME", ""),
-            file_storage_provider=env.get("FILE_STORAGE_PROVIDER", "local"),
-            local_storage_path=Path(storage_path) if storage_path else defaults["local_storage_path"].default,
-            gcs_bucket=env.get("GCS_BUCKET", ""),
-            storage_emulator_host=env.get("STORAGE_EMULATOR_HOST", ""),
-            google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT", ""),
-            capture_timeout_s=_float(env, "CAPTURE_TIMEOUT", 60.0),
-            max_capture_bytes=_int(env, "MAX_CAPTURE_BYTES", 50 * 1024 * 1024),
-            allow_private_urls=_bool(env.get("ALLOW_PRIVATE_URLS")),
-            egress_allow_cidrs=_list(env.get("EGRESS_ALLOW_CIDRS")),
-            chromium_path=env.get("CHROMIUM_PATH") or _default_chromium(),
-            singlefile_path=env.get("SINGLEFILE_PATH") or defaults["singlefile_path"].default,
-            monolith_path=env.get("MONOLITH_PATH") or (shutil.which("monolith") or ""),
-            lease_s=_float(env, "LEASE_SECONDS", 300.0),
-            max_attempts=_int(env, "MAX_ATTEMPTS", 5),
-            max_delivery_attempts=_int(env, "MAX_DELIVERY_ATTEMPTS", 5),
-            retry_backoff_s=_float(env, "RETRY_BACKOFF_SECONDS", 1.0),
-            sweep_interval_s=_float(env, "SWEEP_INTERVAL_SECONDS", 30.0),
-            broker=env.get("BROKER") or ("pubsub" if env.get("PUBSUB_EMULATOR_HOST") else "embedded"),
-            pubsub_project_id=env.get("PUBSUB_PROJECT_ID") or env.get("GOOGLE_CLOUD_PROJECT") or "htbase-local",
-            pubsub_emulator_host=env.get("PUBSUB_EMULATOR_HOST", ""),
-            topic_prefix=env.get("TOPIC_PREFIX", "htbase-"),
-            push_auth_token=env.get("PUSH_AUTH_TOKEN", ""),
-            push_audience=env.get("PUSH_AUDIENCE", ""),
-            push_service_account=env.get("PUSH_SERVICE_ACCOUNT", ""),
-            oidc_certs_url=env.get("OIDC_CERTS_URL") or defaults["oidc_certs_url"].default,
-            firestore_project_id=env.get("FIRESTORE_PROJECT_ID", ""),
-            firestore_emulator_host=env.get("FIRESTORE_EMULATOR_HOST", ""),
-            firestore_collection=env.get("FIRESTORE_COLLECTION", "tasks"),
-            llm_providers=_list(env.get("LLM_PROVIDER"), ("extractive",)),
-            llm_base_url=env.get("LLM_BASE_URL", ""),
-            llm_model=env.get("LLM_MODEL", ""),
-            llm_api_key=env.get("LLM_API_KEY", ""),
-            llm_timeout_s=_float(env, "LLM_TIMEOUT", 60.0),
-            llm_requests_per_minute=_int(env, "LLM_REQUESTS_PER_MINUTE", 60),
-            llm_context_tokens=_int(env, "LLM_CONTEXT_TOKENS", 8192),
-            llm_breaker_failures=_int(env, "LLM_BREAKER_FAILURES", 3),
-            llm_breaker_cooldown_s=_float(env, "LLM_BREAKER_COOLDOWN", 60.0),
-        )
+        types = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or (raw == "" and (types[f.name] is not str or f.metadata["empty_is_unset"])):
+                continue  # the declared default
+            values[f.name] = _parse(f.metadata["env"], types[f.name], raw)
 
-    def with_(self, **changes) -> "Settings":
+        # The few settings whose default depends on other variables or on this machine.
+        if not env.get("BROKER"):
+            values["broker"] = "pubsub" if env.get("PUBSUB_EMULATOR_HOST") else "embedded"
+        pubsub_project_id = env.get("PUBSUB_PROJECT_ID") or env.get("GOOGLE_CLOUD_PROJECT")
+        if pubsub_project_id:
+            values["pubsub_project_id"] = pubsub_project_id
+        values["monolith_path"] = env.get("MONOLITH_PATH") or shutil.which("monolith") or ""
+        if "log_level" in values:
+            values["log_level"] = values["log_level"].upper()
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
         """A copy with some settings changed (tests and the CLI use this)."""
         return replace(self, **changes)
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    """The value of the variable ``name`` as a ``kind``; ``ConfigError`` names the variable."""
+    if kind is str:
+        return raw
+    if kind is Path:
+        return Path(raw)
+    if kind == tuple[str, ...]:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind is bool:
+        word = raw.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ConfigError(f"{name} must be one of {', '.join(TRUE_WORDS + FALSE_WORDS)}, got {raw!r}")
+        return word in TRUE_WORDS
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    raise TypeError(f"{name}: settings of type {kind} are not supported")
+
+
+def _shown_default(f: Field) -> str:
+    """The default as the README states it."""
+    if f.metadata["shown"] is not None:
+        return f.metadata["shown"]
+    value = f.default
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    elif isinstance(value, (Path, str)) and Path(value).is_relative_to(PROJECT_ROOT):
+        value = Path(value).relative_to(PROJECT_ROOT)
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    return f"`{value}`" if value != "" else ""
+
+
+def markdown_table() -> str:
+    """The README's table of every setting, grouped by subsystem."""
+    rows = [("variable", "default", "meaning"), ("---", "---", "---")]
+    for group in GROUPS:
+        rows.append((f"**{group.capitalize()}**", "", ""))
+        rows += [
+            (f"`{f.metadata['env']}`", _shown_default(f), f.metadata["doc"])
+            for f in fields(Settings)
+            if f.metadata["group"] == group
+        ]
+    return "".join("|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|\n" for row in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m htbase.config", description=__doc__)
+    parser.add_argument("--markdown", action="store_true", required=True, help="print the README's table of settings")
+    parser.parse_args(argv)
+    print(markdown_table(), end="")
+
+
+if __name__ == "__main__":
+    main()
