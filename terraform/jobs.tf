@@ -25,9 +25,8 @@ resource "google_cloud_run_v2_job" "migrate" {
       }
 
       containers {
-        image   = var.image
-        command = ["alembic"]
-        args    = ["-c", "/app/alembic.ini", "upgrade", "head"]
+        image   = local.light_image
+        command = ["htbase", "migrate"] # alembic upgrade head, on the ledger Settings names
 
         resources {
           limits = {

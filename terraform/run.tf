@@ -12,6 +12,7 @@ locals {
         env     = route.env
         kind    = route.archiver != "" ? "archiver" : route.role == "summarizer" ? "summarizer" : "operations"
         invoker = "push"
+        image   = route.archiver != "" ? var.image : local.light_image
       }
     },
     {
@@ -20,6 +21,7 @@ locals {
         env     = var.topology.housekeeping.env
         kind    = "operations"
         invoker = "scheduler"
+        image   = local.light_image
       }
     },
   )
@@ -29,6 +31,9 @@ locals {
     summarizer = var.summarizer_service
     operations = var.operations_service
   }
+
+  # Only the archivers open a browser; every other role runs the smaller image.
+  light_image = var.light_image != "" ? var.light_image : var.image
 
   cloud_sql_ip_type = var.private_network == "" ? "public" : "private"
 
@@ -63,7 +68,7 @@ locals {
       CAPTURE_TIMEOUT = tostring(var.capture_timeout_seconds)
       DB_POOL_SIZE    = tostring(var.archiver_service.db_pool_size)
     }
-    summarizer = { for name, value in {
+    summarizer = {
       LLM_PROVIDER = var.llm.provider
       LLM_BASE_URL = var.llm.base_url
       LLM_MODEL    = var.llm.model
@@ -71,7 +76,7 @@ locals {
       DB_POOL_SIZE = tostring(var.summarizer_service.db_pool_size)
       # The limit is per process: the provider's quota, split among the instances.
       LLM_REQUESTS_PER_MINUTE = tostring(floor(var.llm.requests_per_minute / var.summarizer_service.max_instances))
-    } : name => value if value != "" }
+    }
     operations = {
       DB_POOL_SIZE = tostring(var.operations_service.db_pool_size)
     }
@@ -135,7 +140,7 @@ resource "google_cloud_run_v2_service" "api" {
 
     containers {
       # The image's command, `htbase serve`, runs the API under gunicorn with SERVICE_ROLE=api.
-      image = var.image
+      image = local.light_image
 
       ports {
         container_port = 8080
@@ -201,11 +206,12 @@ resource "google_cloud_run_v2_service" "api" {
 }
 
 resource "google_cloud_run_v2_service_iam_member" "api_public" {
+  #checkov:skip=CKV2_HTBASE_5:the API alone is public, only when var.api_public asks, and htbase API keys guard it
   count    = var.api_public ? 1 : 0
   name     = google_cloud_run_v2_service.api.name
   location = google_cloud_run_v2_service.api.location
   role     = "roles/run.invoker"
-  member   = "allUsers" #checkov:skip=CKV2_HTBASE_RUN_5:the API is public only when var.api_public asks; htbase API keys guard it
+  member   = "allUsers"
 }
 
 module "worker" {
@@ -214,7 +220,7 @@ module "worker" {
 
   name                = "${var.prefix}${each.key}"
   region              = var.region
-  image               = var.image
+  image               = each.value.image
   target              = each.value.target
   service_account     = google_service_account.role[each.value.kind].email
   invokers            = { (each.value.invoker) = google_service_account.role[each.value.invoker].member }

@@ -23,12 +23,23 @@ variable "region" {
 }
 
 variable "image" {
-  description = "The image of the first apply (e.g. REGION-docker.pkg.dev/PROJECT/htbase/htbase:TAG); later images are rolled out by Cloud Build, which Terraform leaves alone."
+  description = "The image with the browser (the Dockerfile's default target), for the archivers, of the first apply (e.g. REGION-docker.pkg.dev/PROJECT/htbase/htbase:TAG); Cloud Build rolls out later images and Terraform leaves them alone."
   type        = string
 
   validation {
     condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$", var.image))
     error_message = "image must be a full reference with a tag or a digest."
+  }
+}
+
+variable "light_image" {
+  description = "The image without a browser (the Dockerfile's light target) for the API, the summarizer, the dead-letter handler, housekeeping and the migrate job. Empty: image, which serves every role."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.light_image == "" || can(regex("^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$", var.light_image))
+    error_message = "light_image must be empty or a full reference with a tag or a digest."
   }
 }
 
@@ -284,7 +295,7 @@ variable "sql" {
   description = "Cloud SQL for PostgreSQL. max_connections is set as a flag so that the pools' arithmetic is explicit."
   type = object({
     tier                  = optional(string, "db-custom-1-3840")
-    database_version      = optional(string, "POSTGRES_16")
+    database_version      = optional(string, "POSTGRES_15")
     availability_type     = optional(string, "ZONAL")
     disk_size_gb          = optional(number, 10)
     max_connections       = optional(number, 200)
