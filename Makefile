@@ -81,3 +81,8 @@ bench-accept: setup
 
 clean:
 	rm -rf $(VENV) node_modules data
+
+# Terraform's copy of the topology (htbase/topology.py); tests/terraform fail when it is stale.
+.PHONY: terraform-topology
+terraform-topology: setup
+	$(PY) -m emulators.terraform_topology
