@@ -24,8 +24,6 @@ from urllib.parse import urlencode
 from htbase.config import Settings
 from htbase.topology import ACK_DEADLINE_S, DEAD_LETTER, MAX_BACKOFF_S, PUSH_SERVICES, QUEUES, ROUTES, topic_name
 
-TASKS_LOCATION = "us-central1"
-
 
 @dataclass(frozen=True)
 class PushSubscription:
@@ -89,7 +87,7 @@ def topology(settings: Settings, endpoints: Mapping[str, str]) -> Topology:
         topics=tuple(topic_name(prefix, r.topic) for r in ROUTES),
         subscriptions=tuple(subscriptions),
         tasks_project=settings.google_cloud_project or settings.pubsub_project_id,
-        tasks_location=TASKS_LOCATION,
+        tasks_location=settings.tasks_location,
         queues=tuple(Queue(f"{prefix}{q.name}", q.max_dispatches_per_second, settings.max_attempts,
                            settings.retry_backoff_s) for q in QUEUES),
         bucket=settings.gcs_bucket,
@@ -170,15 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoints", default="http://{service}:8080/",
                         help="push URL template with {service} (default: %(default)s)")
     parser.add_argument("--tasks-host", default="", help="Cloud Tasks emulator HOST:PORT (queues skipped if unset)")
-    parser.add_argument("--schema", action="store_true", help="also create or upgrade the ledger schema")
+    parser.add_argument("--schema", action="store_true",
+                        help="also create or upgrade the ledger schema (unless RUN_MIGRATIONS=false)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    if args.schema:
-        from infra.db import make_engine, migrate
+    if args.schema and settings.run_migrations:
+        from infra.db import migrate_database
 
-        engine = make_engine(settings)
-        migrate(engine)
-        engine.dispose()
+        migrate_database(settings)
     plan = bootstrap(settings, {s: args.endpoints.format(service=s) for s in PUSH_SERVICES},
                      tasks_host=args.tasks_host)
     print(f"bootstrapped {len(plan.topics)} topics, {len(plan.subscriptions)} push subscriptions, "

@@ -1,9 +1,11 @@
 """Who may push to a worker service.
 
-* Cloud (``PUSH_AUDIENCE`` set): Pub/Sub signs each push with a Google OIDC
-  token (``Authorization: Bearer``). It must verify against Google's published
-  certificates and carry our audience, a Google issuer and the push service
-  account's verified email.
+* Cloud (``PUSH_AUDIENCE`` set): Pub/Sub (or Cloud Scheduler) signs each push
+  with a Google OIDC token (``Authorization: Bearer``). It must verify against
+  Google's published certificates and carry our one audience, a Google issuer
+  and the verified email of an allowed service account (``PUSH_SERVICE_ACCOUNT``
+  and ``PUSH_ALLOWED_SERVICE_ACCOUNTS``: the push subscriptions' identity, the
+  scheduler's).
 * Emulator (``PUSH_AUTH_TOKEN`` set): the Pub/Sub emulator sends no
   Authorization header, so the push endpoint URL carries a shared token
   (``?token=``); a ``Bearer`` header with the same token is accepted too.
@@ -58,11 +60,12 @@ class PushAuthenticator:
     @staticmethod
     def from_settings(settings: Settings) -> "PushAuthenticator":
         if settings.push_audience:
-            if not settings.push_service_account:
-                # Without it any Google service account could mint a token for our audience.
-                raise ConfigError("PUSH_AUDIENCE needs PUSH_SERVICE_ACCOUNT (the push subscription's identity)")
-            return GoogleOidcAuthenticator(settings.push_audience, settings.push_service_account,
-                                           GoogleCerts(settings.oidc_certs_url))
+            allowed = frozenset(filter(None, (settings.push_service_account, *settings.push_allowed_service_accounts)))
+            if not allowed:
+                # Without one any Google service account could mint a token for our audience.
+                raise ConfigError("PUSH_AUDIENCE needs PUSH_SERVICE_ACCOUNT or PUSH_ALLOWED_SERVICE_ACCOUNTS "
+                                  "(the identities whose pushes are accepted)")
+            return GoogleOidcAuthenticator(settings.push_audience, allowed, GoogleCerts(settings.oidc_certs_url))
         if settings.push_auth_token:
             return SharedTokenAuthenticator(settings.push_auth_token)
         return RefuseAll()
@@ -87,8 +90,8 @@ class SharedTokenAuthenticator(PushAuthenticator):
 
 
 class GoogleOidcAuthenticator(PushAuthenticator):
-    def __init__(self, audience: str, service_account: str, certs: "GoogleCerts") -> None:
-        self.audience, self.service_account, self.certs = audience, service_account, certs
+    def __init__(self, audience: str, service_accounts: frozenset[str], certs: "GoogleCerts") -> None:
+        self.audience, self.service_accounts, self.certs = audience, service_accounts, certs
 
     def verify(self, request: Request) -> None:
         token = _bearer(request)
@@ -105,8 +108,8 @@ class GoogleOidcAuthenticator(PushAuthenticator):
             raise PushUnauthorized(f"invalid OIDC token: {str(exc)[:200]}") from None
         if claims.get("iss") not in GOOGLE_ISSUERS:
             raise PushUnauthorized(f"OIDC token issuer {claims.get('iss')!r} is not Google")
-        if claims.get("email") != self.service_account:
-            raise PushUnauthorized(f"OIDC token is for {claims.get('email')!r}, not the push service account")
+        if claims.get("email") not in self.service_accounts:
+            raise PushUnauthorized(f"OIDC token is for {claims.get('email')!r}, not an allowed service account")
         if claims.get("email_verified") is not True:
             raise PushUnauthorized("OIDC token email is not verified")
 

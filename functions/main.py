@@ -5,10 +5,11 @@
 Every archiver service deploys the same handler; ``ARCHIVERS`` (e.g. ``pdf``)
 says which archiver that service runs, and the message names the archiver.
 Every target authenticates the push (functions/auth.py) before it builds or
-touches the runtime.
+touches the runtime. The settings are read when the module loads.
 """
 from __future__ import annotations
 
+import atexit
 from functools import lru_cache
 from typing import Callable
 
@@ -19,19 +20,23 @@ from functions.push import handle_archive, handle_dead_letter, handle_summarize,
 from htbase.config import Settings
 from htbase.logs import setup_logging
 from functions.worker import Worker
+from infra.identity import with_project
 from infra.runtime import make_publisher
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    loaded = Settings.from_env()
+    loaded = with_project(Settings.from_env())
     setup_logging(loaded)
     return loaded
 
 
 @lru_cache(maxsize=1)
 def runtime() -> Worker:
-    return Worker(settings(), make_publisher(settings()))
+    worker = Worker(settings(), make_publisher(settings()))
+    # Cloud Run stops an instance with SIGTERM: the browser, the pool and the Cloud SQL connector close.
+    atexit.register(worker.close)
+    return worker
 
 
 @lru_cache(maxsize=1)
@@ -59,3 +64,6 @@ def _housekeep(runtime: Worker, request: Request) -> Response:
 
 
 housekeeping = _authenticated(_housekeep)
+
+# At start-up: a misconfigured service fails to start (Cloud Run never routes to it) rather than failing every push.
+authenticator()

@@ -18,12 +18,18 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from htbase.messages import ARCHIVERS
+from htbase.topology import ACK_DEADLINE_S
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ROLES = ("all-in-one", "api", "archiver", "summarizer")
 # The subsystems a setting belongs to, in the README's order.
 GROUPS = ("process", "ledger", "files", "captures", "delivery", "messaging", "push auth", "replica", "summaries")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+CLOUD_SQL_IP_TYPES = ("public", "private", "psc")
+# What a push may take beyond its own timeout and still answer within the ack deadline: a
+# capture starting Chromium (up to three 30 s launches) and storing its artifact; a summary
+# waiting for rate-limit slots and storing itself.
+PUSH_OVERHEAD_S = 120.0
 
 
 class ConfigError(ValueError):
@@ -93,6 +99,27 @@ class Settings:
         "",
         doc="Cloud SQL instance: connect through the Cloud SQL Python connector",
     )
+    cloud_sql_ip_type: str = setting(
+        "ledger", "CLOUD_SQL_IP_TYPE", "public", doc="`public`, `private` or `psc`: the instance address to use"
+    )
+    cloud_sql_iam_auth: bool = setting(
+        "ledger",
+        "CLOUD_SQL_IAM_AUTH",
+        False,
+        doc="IAM database authentication: log in as the service account, no password",
+    )
+    db_pool_size: int = setting(
+        "ledger",
+        "DB_POOL_SIZE",
+        20,
+        doc="the most Postgres connections this process opens (instances × pool ≤ `max_connections`)",
+    )
+    run_migrations: bool = setting(
+        "ledger",
+        "RUN_MIGRATIONS",
+        True,
+        doc="migrate the schema at start-up; off on Cloud Run, where the `migrate` job does it",
+    )
 
     file_storage_provider: str = setting("files", "FILE_STORAGE_PROVIDER", "local", doc="`local` or `gcs`")
     local_storage_path: Path = setting(
@@ -101,11 +128,28 @@ class Settings:
     gcs_bucket: str = setting("files", "GCS_BUCKET", "", doc="the GCS bucket (`FILE_STORAGE_PROVIDER=gcs`)")
     storage_emulator_host: str = setting("files", "STORAGE_EMULATOR_HOST", "", doc="the GCS emulator's endpoint")
     google_cloud_project: str = setting(
-        "files", "GOOGLE_CLOUD_PROJECT", "", doc="the Google Cloud project (GCS, Cloud Logging, Pub/Sub's fallback)"
+        "files",
+        "GOOGLE_CLOUD_PROJECT",
+        "",
+        shown="the credentials' project in cloud roles",
+        doc="the Google Cloud project (GCS, Cloud Logging, Pub/Sub's fallback)",
+    )
+    signed_url_service_account: str = setting(
+        "files",
+        "SIGNED_URL_SERVICE_ACCOUNT",
+        "",
+        doc="downloads redirect to GCS URLs this account signs through IAM (`signBlob`, no key file)",
     )
 
     capture_timeout_s: float = setting(
         "captures", "CAPTURE_TIMEOUT", 60.0, doc="seconds per capture (`options.timeout` overrides per request)"
+    )
+    max_capture_timeout_s: float = setting(
+        "captures",
+        "MAX_CAPTURE_TIMEOUT",
+        300.0,
+        doc=f"the longest `options.timeout`; with {PUSH_OVERHEAD_S:g} s to start Chromium and store, "
+        f"under the {ACK_DEADLINE_S} s ack deadline",
     )
     max_capture_bytes: int = setting(
         "captures", "MAX_CAPTURE_BYTES", 50 * 1024 * 1024, doc="size limit of a page and of an artifact"
@@ -183,6 +227,7 @@ class Settings:
         "messaging", "PUBSUB_EMULATOR_HOST", "", doc="the Pub/Sub emulator's `host:port`"
     )
     topic_prefix: str = setting("messaging", "TOPIC_PREFIX", "htbase-", doc="the start of every topic's name")
+    tasks_location: str = setting("messaging", "TASKS_LOCATION", "us-central1", doc="the Cloud Tasks queues' region")
 
     # A Google OIDC token (cloud) or a shared token (emulator mode)
     push_auth_token: str = setting(
@@ -193,6 +238,12 @@ class Settings:
     )
     push_service_account: str = setting(
         "push auth", "PUSH_SERVICE_ACCOUNT", "", doc="the push subscriptions' identity the OIDC tokens must name"
+    )
+    push_allowed_service_accounts: tuple[str, ...] = setting(
+        "push auth",
+        "PUSH_ALLOWED_SERVICE_ACCOUNTS",
+        (),
+        doc="more identities whose OIDC tokens are accepted, e.g. Cloud Scheduler's (comma-separated)",
     )
     oidc_certs_url: str = setting(
         "push auth",
@@ -235,6 +286,13 @@ class Settings:
     llm_breaker_cooldown_s: float = setting(
         "summaries", "LLM_BREAKER_COOLDOWN", 60.0, doc="seconds a failing provider is skipped"
     )
+    summary_timeout_s: float = setting(
+        "summaries",
+        "SUMMARY_TIMEOUT",
+        300.0,
+        doc=f"seconds one summary may take in all; no model call starts that could end later "
+        f"(with {PUSH_OVERHEAD_S:g} s, under the {ACK_DEADLINE_S} s ack deadline)",
+    )
 
     def __post_init__(self) -> None:
         if self.service_role not in SERVICE_ROLES:
@@ -252,8 +310,47 @@ class Settings:
             raise ConfigError("BROKER must be 'embedded' or 'pubsub'")
         if self.log_format not in ("json", "pretty"):
             raise ConfigError("LOG_FORMAT must be 'json' or 'pretty'")
+        if self.cloud_sql_ip_type not in CLOUD_SQL_IP_TYPES:
+            raise ConfigError(f"CLOUD_SQL_IP_TYPE must be one of {CLOUD_SQL_IP_TYPES}, got {self.cloud_sql_ip_type!r}")
+        if self.db_pool_size < 1:
+            raise ConfigError("DB_POOL_SIZE must be at least 1")
+        self._check_deadlines()
+        if self.service_role != "all-in-one":
+            self._check_shared_backends()
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.local_storage_path.parent / 'htbase.db'}")
+
+    def _check_deadlines(self) -> None:
+        """Every push answers within the ack deadline, or Pub/Sub delivers it again meanwhile."""
+        capture_s = max(self.capture_timeout_s, self.max_capture_timeout_s)
+        if capture_s + PUSH_OVERHEAD_S > ACK_DEADLINE_S:
+            raise ConfigError(
+                f"CAPTURE_TIMEOUT and MAX_CAPTURE_TIMEOUT ({capture_s:g} s) plus {PUSH_OVERHEAD_S:g} s to start "
+                f"Chromium and store the capture must stay within the {ACK_DEADLINE_S} s ack deadline"
+            )
+        if self.summary_timeout_s + PUSH_OVERHEAD_S > ACK_DEADLINE_S:
+            raise ConfigError(
+                f"SUMMARY_TIMEOUT ({self.summary_timeout_s:g} s) plus {PUSH_OVERHEAD_S:g} s must stay within "
+                f"the {ACK_DEADLINE_S} s ack deadline"
+            )
+        if self.llm_timeout_s > self.summary_timeout_s:
+            raise ConfigError("LLM_TIMEOUT must not exceed SUMMARY_TIMEOUT: not one model call could be made")
+
+    def _check_shared_backends(self) -> None:
+        """A process of a distributed deployment (one of many instances) never falls back to
+        what only works in one process: the in-process dispatcher, a SQLite file of its own."""
+        role = f"SERVICE_ROLE={self.service_role}"
+        if self.broker != "pubsub":
+            raise ConfigError(
+                f"{role} needs Pub/Sub: set BROKER=pubsub (Google Cloud) or PUBSUB_EMULATOR_HOST; "
+                "the embedded dispatcher only exists inside SERVICE_ROLE=all-in-one"
+            )
+        if not self.database_url.startswith("postgresql"):
+            found = f"not {self.database_url.split(':', 1)[0]}" if self.database_url else "but DATABASE_URL is unset"
+            raise ConfigError(
+                f"{role} needs the shared PostgreSQL ledger, {found}: set DATABASE_URL=postgresql+pg8000://"
+                "user:pass@host/db (user@/db with INSTANCE_CONNECTION_NAME for Cloud SQL)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,19 +1,25 @@
-"""Database engines and schema migrations (SQLite embedded, Postgres for real)."""
+"""Database engines and schema migrations (SQLite embedded, Postgres for real, Cloud SQL in the cloud)."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from htbase.config import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SERVICE_ACCOUNT_DOMAIN = ".gserviceaccount.com"
 
 
 def make_engine(settings: Settings) -> Engine:
+    if settings.instance_connection_name:
+        return _cloud_sql_engine(settings)
     url = settings.database_url
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -22,10 +28,14 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    if settings.instance_connection_name:
-        return _cloud_sql_engine(settings)
-    # pool_pre_ping: a Postgres restart must not poison the pool with dead connections.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, **_pool(settings))
+
+
+def _pool(settings: Settings) -> dict[str, Any]:
+    # DB_POOL_SIZE is the most connections this process opens (no overflow): the deployment's
+    # sum over instances must fit the server's max_connections. pool_pre_ping: a Postgres
+    # restart must not poison the pool with dead connections.
+    return {"pool_size": settings.db_pool_size, "max_overflow": 0, "pool_pre_ping": True}
 
 
 def new_session(engine: Engine) -> Session:
@@ -42,21 +52,65 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def iam_database_user(service_account_email: str) -> str:
+    """The Postgres user of a service account under IAM database authentication."""
+    return service_account_email.removesuffix(SERVICE_ACCOUNT_DOMAIN)
+
+
+class CloudSqlConnections:
+    """Connections through the Cloud SQL Python connector (IAM-authorized TLS, no authorized networks).
+
+    The connector runs a thread and an event loop, which a fork would not carry
+    over: it is created on the first connection, in the process that uses it,
+    and closed when the engine is disposed (``Runtime.close``, or the gunicorn
+    master's dispose after it migrated, before it forks the workers). Refresh is
+    lazy: with CPU only during requests, a background refresh may never run.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from google.cloud.sql.connector import IPTypes
+
+        self.instance = settings.instance_connection_name
+        self.iam_auth = settings.cloud_sql_iam_auth
+        self.ip_type = IPTypes[settings.cloud_sql_ip_type.upper()]
+        url = make_url(settings.database_url)
+        self.user, self.password, self.database = url.username or "", url.password or "", url.database
+        self._connector: Any = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> Any:
+        with self._lock:
+            if self._connector is None:
+                self._connector = self._new_connector()
+            connector = self._connector
+        credentials = {"user": self.user or self._own_user()} if self.iam_auth \
+            else {"user": self.user, "password": self.password}
+        return connector.connect(self.instance, "pg8000", db=self.database, **credentials)
+
+    def _new_connector(self) -> Any:
+        from google.cloud.sql.connector import Connector
+
+        return Connector(ip_type=self.ip_type, enable_iam_auth=self.iam_auth, refresh_strategy="lazy")
+
+    def _own_user(self) -> str:
+        """No user in DATABASE_URL: the process's own service account logs in."""
+        from infra.identity import service_account_email
+
+        self.user = iam_database_user(service_account_email())
+        return self.user
+
+    def close(self) -> None:
+        with self._lock:
+            connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.close()
+
+
 def _cloud_sql_engine(settings: Settings) -> Engine:
-    """Cloud SQL through the Python connector (IAM-authorized TLS, no public IP needed)."""
-    from google.cloud.sql.connector import Connector
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.database_url)
-    connector = Connector()
-
-    def connect():
-        return connector.connect(
-            settings.instance_connection_name, "pg8000",
-            user=url.username, password=url.password or "", db=url.database,
-        )
-
-    return create_engine("postgresql+pg8000://", creator=connect, pool_pre_ping=True)
+    connections = CloudSqlConnections(settings)
+    engine = create_engine("postgresql+pg8000://", creator=connections.connect, **_pool(settings))
+    event.listen(engine, "engine_disposed", lambda _engine: connections.close())
+    return engine
 
 
 def migrate(engine: Engine) -> None:
@@ -66,3 +120,13 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def migrate_database(settings: Settings) -> None:
+    """Migrate the database ``settings`` name, then let go of it (connections and connector)."""
+    engine = make_engine(settings)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,9 +18,14 @@ from typing import BinaryIO, Protocol
 
 from google.api_core.exceptions import PreconditionFailed
 from google.auth.credentials import AnonymousCredentials, Signing
+from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
 
 from htbase.config import Settings
+from htbase.logs import log
+from infra import identity
+
+logger = logging.getLogger("htbase.storage")
 
 # Formats that shrink well; stored gzip-compressed on GCS.
 COMPRESSIBLE_TYPES = frozenset({"text/html", "text/plain", "text/css", "application/json", "image/svg+xml"})
@@ -130,11 +136,14 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class GcsFileStore:
-    def __init__(self, bucket: str, client: storage.Client):
+    """``signer``: the service account whose signature IAM's signBlob puts on download URLs
+    (Cloud Run holds no key); credentials that hold a key sign by themselves."""
+
+    def __init__(self, bucket: str, client: storage.Client, signer: str = ""):
         self.bucket = client.bucket(bucket)
-        # Only key-holding credentials (e.g. a service-account key) sign
-        # offline; the client keeps its credentials in _credentials.
+        # The client keeps its credentials in _credentials.
         self._can_sign = isinstance(client._credentials, Signing)
+        self._signer = signer
 
     def _uri(self, key: str) -> str:
         return f"gs://{self.bucket.name}/{key}"
@@ -185,10 +194,22 @@ class GcsFileStore:
         return self.bucket.blob(check_key(key)).exists()
 
     def signed_url(self, key: str, expires_s: int) -> str | None:
-        if not self._can_sign:
-            return None
         blob = self.bucket.blob(check_key(key))
-        return blob.generate_signed_url(version="v4", expiration=timedelta(seconds=expires_s), method="GET")
+        expiration = timedelta(seconds=expires_s)
+        if self._can_sign:
+            return blob.generate_signed_url(version="v4", expiration=expiration, method="GET")
+        if not self._signer:
+            return None
+        try:
+            # IAM signs for the signer; the process's own token says who asks (it needs
+            # roles/iam.serviceAccountTokenCreator on the signer).
+            return blob.generate_signed_url(version="v4", expiration=expiration, method="GET",
+                                            service_account_email=self._signer,
+                                            access_token=identity.credentials().token)
+        except GoogleAuthError as exc:  # the caller streams the bytes instead
+            log(logger, logging.WARNING, "signing a download URL through IAM failed", signer=self._signer,
+                error=str(exc))
+            return None
 
 
 def gcs_client(settings: Settings) -> storage.Client:
@@ -208,5 +229,5 @@ def gcs_client(settings: Settings) -> storage.Client:
 
 def make_file_store(settings: Settings) -> FileStore:
     if settings.file_storage_provider == "gcs":
-        return GcsFileStore(settings.gcs_bucket, gcs_client(settings))
+        return GcsFileStore(settings.gcs_bucket, gcs_client(settings), signer=settings.signed_url_service_account)
     return LocalFileStore(settings.local_storage_path)

@@ -1,7 +1,8 @@
-"""The ``htbase`` command: ``htbase serve`` and ``htbase archive URL``."""
+"""The ``htbase`` command: ``htbase serve``, ``htbase migrate`` and ``htbase archive URL``."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import sys
 import time
 
@@ -9,6 +10,7 @@ import requests
 
 from htbase.config import ConfigError, Settings
 from htbase.logs import setup_logging
+from infra.identity import with_project
 
 TERMINAL = ("success", "partial", "failed", "cancelled")
 
@@ -43,12 +45,13 @@ def _serve_api(settings: Settings) -> int:
     """The API under gunicorn: WEB_CONCURRENCY processes, so it is not held to one core by the GIL."""
     from gunicorn.app.base import BaseApplication
 
+    from infra.db import migrate_database
     from service.api import ApiService
-    from infra.db import make_engine, migrate
 
-    engine = make_engine(settings)
-    migrate(engine)  # once, before the workers start, so they never race to create the schema
-    engine.dispose()
+    if settings.run_migrations:
+        # Once, before the workers start, so they never race to create the schema. The engine
+        # (and a Cloud SQL connector, which a fork would break) is disposed before they fork.
+        migrate_database(settings)
 
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
@@ -58,7 +61,9 @@ def _serve_api(settings: Settings) -> int:
                 self.cfg.set(key, value)
 
         def load(self):  # in each worker, after the fork: its own pools, clients and housekeeper
-            return ApiService(settings).start().api
+            service = ApiService(settings).start()
+            atexit.register(service.close)  # Cloud Run's SIGTERM: the pool and the Cloud SQL connector close
+            return service.api
 
     print(f"htbase API serving on http://{settings.host}:{settings.port}/api/v2 "
           f"({settings.web_workers} workers, broker {settings.broker})", flush=True)
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="run the all-in-one service (API, archivers, summarizer)")
     serve_cmd.add_argument("--port", type=int, help="port (default $PORT or 8080)")
     serve_cmd.add_argument("--host", help="address to bind (default $HOST or 127.0.0.1)")
+    commands.add_parser("migrate", help="bring the ledger's schema to the newest revision (the Cloud Run job)")
     archive_cmd = commands.add_parser("archive", help="archive a URL through a running htbase")
     archive_cmd.add_argument("url")
     archive_cmd.add_argument("--archivers", help="comma-separated (default: all)")
@@ -125,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        settings = settings.with_(port=args.port or settings.port, host=args.host or settings.host)
-        setup_logging(settings)
+    if args.command in ("serve", "migrate"):
         try:
-            return serve(settings)
+            settings = with_project(settings)
+            setup_logging(settings)
+            if args.command == "migrate":
+                from infra.db import migrate_database
+
+                migrate_database(settings)
+                return 0
+            return serve(settings.with_(port=args.port or settings.port, host=args.host or settings.host))
         except ConfigError as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2

@@ -26,7 +26,8 @@ class EmbeddedService:
                               "SERVICE_ROLE=api and one service per archiver (see the README)")
         self.settings = settings
         self.runtime = Worker(settings)
-        migrate(self.runtime.engine)  # one process: it owns its schema
+        if settings.run_migrations:
+            migrate(self.runtime.engine)  # one process: it owns its schema
         self.push_app = create_push_app(self.runtime, authenticator=None)  # in-process only
         self.dispatcher = LocalPushDispatcher(self.push_app, {route.topic: route.path for route in ROUTES},
                                               workers=settings.worker_concurrency,

@@ -45,13 +45,14 @@ class Archiver(Protocol):
 
 
 def capture_timeout(settings, options: Mapping[str, Any]) -> float:
-    """Seconds a capture may take: ``options["timeout"]`` if given, else the setting."""
+    """Seconds a capture may take: ``options["timeout"]`` if given, else the setting; never more
+    than MAX_CAPTURE_TIMEOUT, whatever a message asks, so the push answers within its ack deadline."""
     value = options.get("timeout") if options else None
     if value is None:
         return float(settings.capture_timeout_s)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise PermanentCaptureError(f"option 'timeout' must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return min(float(value), settings.max_capture_timeout_s)
 
 
 def check_url(url: str) -> str:

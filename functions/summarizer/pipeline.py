@@ -5,15 +5,21 @@ is cut into chunks; each chunk becomes notes (map, a few at a time), and the
 notes become the summary (reduce). Notes too long for one reduce call are
 condensed the same way first. The summary JSON is parsed, mended if cut off,
 validated, and re-asked for a bounded number of times.
+
+A summary has one time budget (``SUMMARY_TIMEOUT``) for the whole chain, under
+the push's ack deadline: a model call that its own timeout could carry past the
+budget is not started, and the chain falls back to its next step.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence, TypeVar
 
@@ -39,6 +45,8 @@ _CORRECTION_RESERVE = 80  # tokens for the note with_correction() adds on a re-a
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
 T = TypeVar("T")
 R = TypeVar("R")
+# When the summary being made must be done (time.monotonic()); set by Summarizer.summarize.
+_deadline: ContextVar[float] = ContextVar("summary_deadline", default=math.inf)
 
 
 def cache_key(text_sha256: str, model_id: str, prompt_version: str) -> str:
@@ -59,6 +67,7 @@ class Summarizer:
         if not self.steps:
             raise ConfigError("LLM_PROVIDER names no provider")
         self._chain = Chain(self.steps)
+        self.timeout_s = settings.summary_timeout_s
 
     @property
     def model_id(self) -> str:
@@ -73,7 +82,11 @@ class Summarizer:
         """A validated summary, or ``RetryLater`` / ``SummaryFailed`` (see chain.py)."""
         started = time.monotonic()
         require_article_text(text)  # before any provider is called
-        summary = self._chain.summarize(text, title, language, may_retry_later=may_retry_later)
+        budget = _deadline.set(started + self.timeout_s)
+        try:
+            summary = self._chain.summarize(text, title, language, may_retry_later=may_retry_later)
+        finally:
+            _deadline.reset(budget)
         return replace(summary, duration_ms=round((time.monotonic() - started) * 1000))
 
 
@@ -102,12 +115,13 @@ def llm_step(provider: Provider, settings: Settings) -> "LLMSummarizer":
         raise ConfigError(f"LLM_CONTEXT_TOKENS must be at least {MIN_CONTEXT_TOKENS}")
     guarded = GuardedProvider(provider, RateLimiter(settings.llm_requests_per_minute),
                               CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s))
-    return LLMSummarizer(guarded, settings.llm_context_tokens)
+    return LLMSummarizer(guarded, settings.llm_context_tokens, call_timeout_s=settings.llm_timeout_s)
 
 
 @dataclass
-class _Usage:
-    """Token totals of one summary, added to from the map threads."""
+class _Run:
+    """One summary in the making: its deadline, and token totals added to from the map threads."""
+    deadline: float
     tokens_in: int = 0
     tokens_out: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -124,8 +138,10 @@ class LLMSummarizer:
     offline = False
     prompt_version = PROMPT_VERSION
 
-    def __init__(self, provider: Provider, context_tokens: int, counter: TokenCounter | None = None) -> None:
+    def __init__(self, provider: Provider, context_tokens: int, counter: TokenCounter | None = None, *,
+                 call_timeout_s: float = 0.0) -> None:
         self.provider = provider
+        self.call_timeout_s = call_timeout_s  # the longest one model call may take
         self.name, self.model_id = provider.name, provider.model_id
         self.context_tokens = context_tokens
         self.counter = counter or ApproxTokenCounter()
@@ -135,25 +151,28 @@ class LLMSummarizer:
 
     def summarize(self, text: str, title: str, language: str) -> Summary:
         started = time.monotonic()
-        usage = _Usage()
+        run = _Run(_deadline.get())
         single = single_pass_messages(text, title, language)
         if self._fits(single, self.summary_max_tokens + _CORRECTION_RESERVE):
             chunks = 1
-            fields = self._summary(single, usage)
+            fields = self._summary(single, run)
         else:
             pieces = chunk_text(text, self._chunk_budget(title, language), self.counter)
             chunks = len(pieces)
-            notes = self._condense(self._notes(pieces, title, language, usage), title, language, usage)
-            fields = self._summary(reduce_messages(notes, title, language), usage)
+            notes = self._condense(self._notes(pieces, title, language, run), title, language, run)
+            fields = self._summary(reduce_messages(notes, title, language), run)
         model_language = fields["language"] if _LANGUAGE_CODE.match(fields["language"]) else ""
         return Summary.build(fields, language=language or model_language or detect_language(text),
-                             model=self.model_id, prompt_version=PROMPT_VERSION, tokens_in=usage.tokens_in,
-                             tokens_out=usage.tokens_out, duration_ms=round((time.monotonic() - started) * 1000),
+                             model=self.model_id, prompt_version=PROMPT_VERSION, tokens_in=run.tokens_in,
+                             tokens_out=run.tokens_out, duration_ms=round((time.monotonic() - started) * 1000),
                              chunks=chunks)
 
-    def _call(self, messages: list[Message], max_tokens: int, usage: _Usage) -> Completion:
+    def _call(self, messages: list[Message], max_tokens: int, run: _Run) -> Completion:
+        if time.monotonic() + self.call_timeout_s > run.deadline:
+            raise SummaryFailed("the summary's time budget (SUMMARY_TIMEOUT) leaves no time for another "
+                                "model call", transient=True)
         completion = self.provider.complete(messages, max_tokens)
-        usage.add(completion)
+        run.add(completion)
         return completion
 
     def _fits(self, messages: list[Message], reply_tokens: int) -> bool:
@@ -163,11 +182,11 @@ class LLMSummarizer:
         frame = count_messages(map_messages("", title, language, 999, 999), self.counter)
         return self.context_tokens - frame - self.notes_max_tokens
 
-    def _summary(self, messages: list[Message], usage: _Usage) -> dict:
+    def _summary(self, messages: list[Message], run: _Run) -> dict:
         """Validated fields from the model, re-asking on unusable replies; ``SummaryFailed`` after that."""
         request = messages
         for _ in range(1 + MAX_REASKS):
-            reply = self._call(request, self.summary_max_tokens, usage).text
+            reply = self._call(request, self.summary_max_tokens, run).text
             try:
                 return parse_summary(reply)
             except SummaryParseError as exc:
@@ -175,25 +194,25 @@ class LLMSummarizer:
                 request = with_correction(messages, reason)
         raise SummaryFailed(f"no usable summary after {1 + MAX_REASKS} replies: {reason}", reply)
 
-    def _notes(self, pieces: list[str], title: str, language: str, usage: _Usage) -> list[str]:
+    def _notes(self, pieces: list[str], title: str, language: str, run: _Run) -> list[str]:
         def note(numbered: tuple[int, str]) -> str:
             part, piece = numbered
             messages = map_messages(piece, title, language, part, len(pieces))
-            return self._call(messages, self.notes_max_tokens, usage).text.strip()
+            return self._call(messages, self.notes_max_tokens, run).text.strip()
 
         notes = [n for n in _parallel(note, list(enumerate(pieces, 1))) if n]
         if not notes:
             raise SummaryFailed("the model wrote no notes on any part of the article")
         return notes
 
-    def _condense(self, notes: list[str], title: str, language: str, usage: _Usage) -> list[str]:
+    def _condense(self, notes: list[str], title: str, language: str, run: _Run) -> list[str]:
         """Notes small enough for one reduce call: notes on groups of notes, as often as needed."""
         rounds = 0
         while not self._fits(reduce_messages(notes, title, language), self.summary_max_tokens + _CORRECTION_RESERVE):
             if rounds == MAX_CONDENSE_ROUNDS:
                 raise SummaryFailed(f"the article is too long to summarize in {self.context_tokens} context tokens")
             groups = chunk_text("\n\n".join(notes), self._chunk_budget(title, language), self.counter)
-            notes = self._notes(groups, title, language, usage)
+            notes = self._notes(groups, title, language, run)
             rounds += 1
         return notes
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "emulators" / "docker-compose.yml"
 EXAMPLE_ENV = ROOT / "emulators" / "compose.env.example"
 SECRETS_ENV = ROOT / "emulators" / "compose.env"
-HTBASE_IMAGE = "htbase:local"
+HTBASE_IMAGES = {"htbase:local": "browser", "htbase-light:local": "light"}  # image: its Dockerfile target
 EMULATORS = {"pubsub", "firestore", "gcs", "tasks", "postgres"}
 PUSH_SERVICES = set(topology.PUSH_SERVICES)  # bootstrap points a push subscription at each, by name
 YAMLLINT_CONFIG = "{extends: default, rules: {line-length: {max: 120}, document-start: disable}}"
@@ -73,7 +73,14 @@ def services() -> dict[str, dict]:
 
 
 def htbase_services(services: dict[str, dict]) -> dict[str, dict]:
-    return {name: spec for name, spec in services.items() if spec.get("image") == HTBASE_IMAGE}
+    return {name: spec for name, spec in services.items() if spec.get("image") in HTBASE_IMAGES}
+
+
+def test_only_the_archivers_get_the_browser_image(services):
+    images = {name: (spec["image"], spec["build"]["target"]) for name, spec in htbase_services(services).items()}
+    assert all(HTBASE_IMAGES[image] == target for image, target in images.values()), images
+    browser = {name for name, (image, _) in images.items() if HTBASE_IMAGES[image] == "browser"}
+    assert browser == {f"archiver-{archiver}" for archiver in ARCHIVERS}
 
 
 def test_the_recorder_sees_every_setting():
@@ -176,8 +183,7 @@ def test_the_dockerfile_passes_hadolint_and_sets_only_names_settings_reads():
     result = subprocess.run([tool("hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
-    env_names = {name for line in re.findall(r"^ENV (.+)$", final_stage, re.M) for name in re.findall(r"(\w+)=", line)}
+    env_names = {name for line in re.findall(r"^ENV (.+)$", dockerfile, re.M) for name in re.findall(r"(\w+)=", line)}
     python_own = {name for name in env_names if name.startswith(("PYTHON", "PIP_"))}
     assert env_names - python_own <= settings_env_names(), sorted(env_names - python_own - settings_env_names())
-    assert 'CMD ["htbase", "serve", "--host", "0.0.0.0"]' in final_stage
+    assert re.findall(r"^CMD .+$", dockerfile, re.M) == ['CMD ["htbase", "serve", "--host", "0.0.0.0"]']

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import functions_framework
 import pytest
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -126,9 +127,15 @@ def cert_server(google_key):
 
 
 @pytest.fixture(scope="module")
-def ledger_url(tmp_path_factory) -> str:
-    """One migrated SQLite ledger for the module: an authenticated push here only reads it."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'htbase.db'}"
+def ledger_url(postgres) -> str:
+    """One migrated PostgreSQL ledger for the module (a worker service needs the shared one):
+    an authenticated push here only reads it."""
+    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text("DROP DATABASE IF EXISTS push_auth WITH (FORCE)"))
+        connection.execute(sa.text("CREATE DATABASE push_auth"))
+    admin.dispose()
+    url = postgres.url.rsplit("/", 1)[0] + "/push_auth"
     engine = make_engine(Settings(database_url=url))
     migrate(engine)
     engine.dispose()
@@ -149,8 +156,9 @@ def serve(monkeypatch, tmp_path, ledger_url):
     monkeypatch.setattr(root, "level", root.level)
 
     def serve(target: str, **env: str):
+        # The broker is never reached: a push for a task nobody knows publishes nothing.
         env = {"DATABASE_URL": ledger_url, "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
-               "SERVICE_ROLE": "archiver", "ARCHIVERS": "pdf", **env}
+               "PUBSUB_EMULATOR_HOST": "127.0.0.1:9", "SERVICE_ROLE": "archiver", "ARCHIVERS": "pdf", **env}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         return functions_framework.create_app(target, str(MAIN)).test_client()
@@ -176,14 +184,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def assert_refused(response, reason: str, capsys) -> None:
+def assert_refused(response, reason: str, capsys, *, runtime_built: bool = False) -> None:
     assert response.status_code == 401, response.get_data(as_text=True)
     error = response.get_json()["error"]
     assert error["code"] == "unauthorized" and reason in error["message"]
     logged = capsys.readouterr().err
     assert "push refused: not authenticated" in logged and reason in logged
-    # Refused before the runtime (database, storage, browser) was even built.
-    assert sys.modules["main"].runtime.cache_info().currsize == 0
+    if not runtime_built:  # refused before the runtime (database, storage, browser) was even built
+        assert sys.modules["main"].runtime.cache_info().currsize == 0
 
 
 def test_a_google_signed_token_for_our_audience_and_account_is_accepted(serve, cert_server, google_key):
@@ -213,7 +221,7 @@ def test_a_google_signed_token_for_our_audience_and_account_is_accepted(serve, c
     pytest.param(lambda google, forger: f"Bearer {mint(google, iss='https://issuer.example')}", "is not Google",
                  id="wrong-issuer"),
     pytest.param(lambda google, forger: f"Bearer {mint(google, email='intruder@other.iam.gserviceaccount.com')}",
-                 "not the push service account", id="wrong-email"),
+                 "not an allowed service account", id="wrong-email"),
     pytest.param(lambda google, forger: f"Bearer {mint(google, email_verified=False)}", "email is not verified",
                  id="email-not-verified"),
     pytest.param(lambda google, forger: f"Bearer {mint(google, email_verified=None)}", "email is not verified",
@@ -269,8 +277,41 @@ def test_the_audience_wins_over_a_shared_token(serve, cert_server, capsys):
 
 
 def test_an_audience_without_a_service_account_is_a_configuration_error():
-    with pytest.raises(ConfigError, match="PUSH_SERVICE_ACCOUNT"):
+    with pytest.raises(ConfigError, match="PUSH_SERVICE_ACCOUNT or PUSH_ALLOWED_SERVICE_ACCOUNTS"):
         PushAuthenticator.from_settings(Settings(push_audience=AUDIENCE))
+
+
+def test_pubsubs_and_the_schedulers_identities_are_accepted_with_one_audience(serve, cert_server, google_key,
+                                                                              capsys):
+    scheduler = "htbase-scheduler@htbase-prod.iam.gserviceaccount.com"
+    client = serve("housekeeping", SERVICE_ROLE="api", PUSH_ALLOWED_SERVICE_ACCOUNTS=f" {scheduler}, ",
+                   **cloud_env(cert_server))
+    for email in (scheduler, PUSH_SERVICE_ACCOUNT):
+        response = client.post("/", headers=bearer(mint(google_key, email=email)))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert all(isinstance(count, int) for count in response.get_json().values())  # a housekeeping round ran
+    intruder = mint(google_key, email="intruder@htbase-prod.iam.gserviceaccount.com")
+    assert_refused(client.post("/", headers=bearer(intruder)), "not an allowed service account", capsys,
+                   runtime_built=True)
+
+
+def test_the_allowed_list_alone_names_the_identities(serve, cert_server, google_key, capsys):
+    env = {**cloud_env(cert_server), "PUSH_SERVICE_ACCOUNT": "", "PUSH_ALLOWED_SERVICE_ACCOUNTS": PUSH_SERVICE_ACCOUNT}
+    client = serve("archive_pdf", **env)
+    assert client.post("/", json=push_body(), headers=bearer(mint(google_key))).status_code == 200
+    stranger = mint(google_key, email="other@x.iam.gserviceaccount.com")
+    assert_refused(client.post("/", json=push_body(), headers=bearer(stranger)), "not an allowed service account",
+                   capsys, runtime_built=True)
+
+
+@pytest.mark.parametrize("env, message", [
+    pytest.param({"DATABASE_URL": "sqlite:////tmp/own.db"}, "needs the shared PostgreSQL ledger, not sqlite",
+                 id="sqlite"),
+    pytest.param({"PUBSUB_EMULATOR_HOST": ""}, "needs Pub/Sub", id="no-broker"),
+])
+def test_a_misconfigured_service_refuses_to_start(serve, env, message):
+    with pytest.raises(ConfigError, match=message):
+        serve("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN, **env)
 
 
 class Clock:

@@ -25,8 +25,9 @@ def test_only_the_dead_letter_subscription_is_not_dead_lettered():
 
 
 def test_each_service_env_makes_valid_settings_for_its_role():
+    shared = {"BROKER": "pubsub", "DATABASE_URL": "postgresql+pg8000://htbase@db/htbase"}  # what every role needs
     for r in ROUTES:
-        settings = Settings.from_env(r.service_env)
+        settings = Settings.from_env({**shared, **r.service_env})
         assert settings.service_role == r.role
         if r.archiver:
             assert settings.archivers == (r.archiver,)
