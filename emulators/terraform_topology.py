@@ -9,6 +9,7 @@ deployment's prefix exactly as ``topic_name`` does.
     python -m emulators.terraform_topology           # `make terraform-topology`: rewrite the file
     python -m emulators.terraform_topology --check   # exit 1 if the committed file is stale
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,22 +32,32 @@ TFVARS = Path(__file__).resolve().parent.parent / "terraform" / "topology.auto.t
 
 
 def _service(route: Route) -> dict:
-    return {"service": route.service, "target": route.target, "path": route.path,
-            "archiver": route.archiver, "role": route.role, "env": route.service_env}
+    return {
+        "service": route.service,
+        "target": route.target,
+        "path": route.path,
+        "archiver": route.archiver,
+        "role": route.role,
+        "env": route.service_env,
+    }
 
 
 def render() -> dict:
     """The ``topology`` variable of the Terraform root module."""
-    return {"topology": {
-        "ack_deadline_seconds": ACK_DEADLINE_S,
-        "max_backoff_seconds": MAX_BACKOFF_S,
-        "summarize_topic": SUMMARIZE,
-        "dead_letter_topic": DEAD_LETTER,
-        "routes": {route.topic: {**_service(route), "dead_lettered": route.dead_lettered} for route in ROUTES},
-        "housekeeping": _service(HOUSEKEEPING),
-        "queues": {queue.name: {"purpose": queue.purpose, "max_dispatches_per_second": queue.max_dispatches_per_second}
-                   for queue in QUEUES},
-    }}
+    return {
+        "topology": {
+            "ack_deadline_seconds": ACK_DEADLINE_S,
+            "max_backoff_seconds": MAX_BACKOFF_S,
+            "summarize_topic": SUMMARIZE,
+            "dead_letter_topic": DEAD_LETTER,
+            "routes": {route.topic: {**_service(route), "dead_lettered": route.dead_lettered} for route in ROUTES},
+            "housekeeping": _service(HOUSEKEEPING),
+            "queues": {
+                queue.name: {"purpose": queue.purpose, "max_dispatches_per_second": queue.max_dispatches_per_second}
+                for queue in QUEUES
+            },
+        }
+    }
 
 
 def text() -> str:
