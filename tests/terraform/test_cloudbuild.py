@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from tests.terraform.conftest import ROOT
 
 CLOUDBUILD = ROOT / "cloudbuild.yaml"
+YAMLLINT_CONFIG = (
+    "{extends: default, rules: {line-length: {max: 120}, document-start: disable}}"  # as the compose file's
+)
 LOADER = """
 import json, sys
 from apitools.base.py import encoding
@@ -58,6 +62,24 @@ def test_the_sdk_loader_accepts_it_and_would_refuse_an_unknown_field(build, tmp_
     broken.write_text(CLOUDBUILD.read_text().replace("dynamicSubstitutions:", "dynamicSubstitution:"))
     with pytest.raises(ValueError, match="dynamicSubstitution"):
         load(broken)
+
+
+def test_it_passes_yamllint():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "-s",
+            "-d",
+            YAMLLINT_CONFIG,
+            str(CLOUDBUILD),
+            str(ROOT / "terraform" / "checkov"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout
 
 
 def test_steps_run_tests_image_push_migrate_then_every_service_then_the_smoke_test(build):
