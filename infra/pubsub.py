@@ -1,8 +1,8 @@
 """Publishing to Google Pub/Sub (or its emulator): one topic per archiver, one for summaries.
 
-``publish`` returns a future at once; the relay waits for the whole batch, so
-one request's five messages share one round trip. After a failure the
-publisher stays "down" for a few seconds and refuses at once, so that while
+``publish`` returns a future at once, so one request's five messages travel
+at the same time, each in a publish request of its own. After a failure (but not
+the refusal of one message) the publisher stays "down" for a few seconds and refuses at once, so that while
 the broker is out the API still answers 202 quickly: the outbox keeps every
 message and the relay republishes when the broker is back.
 """
@@ -36,8 +36,10 @@ def emulator_transports(host: str):
 
 
 def publisher_client(settings: Settings) -> pubsub_v1.PublisherClient:
-    # Low batch latency: a request's messages still go out together, without adding to accept latency.
-    batching = pubsub_v1.types.BatchSettings(max_latency=0.002)
+    # One message per publish request: Pub/Sub refuses a request as a whole, so a message it can never
+    # take would fail every message batched with it. (A task's messages go to different topics, which
+    # never share a request anyway.)
+    batching = pubsub_v1.types.BatchSettings(max_messages=1)
     if settings.pubsub_emulator_host:
         transport, _ = emulator_transports(settings.pubsub_emulator_host)
         return pubsub_v1.PublisherClient(transport=transport, batch_settings=batching)

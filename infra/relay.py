@@ -130,7 +130,7 @@ class Relay:
         """Publish rows and mark those the broker took. Returns how many were sent and how
         many stay for the next flush (the rest were refused for good)."""
         pending: list[tuple[OutboxRow, Future | Exception]] = []
-        for row in rows:  # hand over every message first, so they travel in one batch
+        for row in rows:  # hand over every message first, so they travel at the same time
             try:
                 pending.append((row, self._publish(row)))
             except Exception as exc:
