@@ -1,10 +1,11 @@
 """Publishing to Google Pub/Sub (or its emulator): one topic per archiver, one for summaries.
 
 ``publish`` returns a future at once, so one request's five messages travel
-at the same time, each in a publish request of its own. After a failure (but not
-the refusal of one message) the publisher stays "down" for a few seconds and refuses at once, so that while
-the broker is out the API still answers 202 quickly: the outbox keeps every
-message and the relay republishes when the broker is back.
+at the same time, each in a publish request of its own. After a failure (but
+not the refusal of one message) the publisher stays "down" for a few seconds
+and refuses at once, so that while the broker is out the API still answers 202
+quickly: the outbox keeps every message and the relay republishes when the
+broker is back.
 """
 from __future__ import annotations
 
