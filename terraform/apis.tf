@@ -23,7 +23,3 @@ resource "google_project_service" "apis" {
   # Other deployments in the project may use the same APIs: destroying this one leaves them on.
   disable_on_destroy = false
 }
-
-data "google_project" "this" {
-  project_id = var.project_id
-}
