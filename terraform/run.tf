@@ -65,15 +65,18 @@ locals {
       API_KEYS_REQUIRED          = "true"
     }
     archiver = {
-      CAPTURE_TIMEOUT = tostring(var.capture_timeout_seconds)
-      DB_POOL_SIZE    = tostring(var.archiver_service.db_pool_size)
+      CAPTURE_TIMEOUT     = tostring(var.capture_timeout_seconds)
+      MAX_CAPTURE_TIMEOUT = tostring(var.max_capture_timeout_seconds)
+      DB_POOL_SIZE        = tostring(var.archiver_service.db_pool_size)
     }
     summarizer = {
       LLM_PROVIDER = var.llm.provider
       LLM_BASE_URL = var.llm.base_url
       LLM_MODEL    = var.llm.model
       LLM_TIMEOUT  = tostring(var.llm.timeout_seconds)
-      DB_POOL_SIZE = tostring(var.summarizer_service.db_pool_size)
+      # One summary's deadline, inside the request timeout.
+      SUMMARY_TIMEOUT = tostring(var.llm.summary_timeout_seconds)
+      DB_POOL_SIZE    = tostring(var.summarizer_service.db_pool_size)
       # The limit is per process: the provider's quota, split among the instances.
       LLM_REQUESTS_PER_MINUTE = tostring(floor(var.llm.requests_per_minute / var.summarizer_service.max_instances))
     }

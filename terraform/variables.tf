@@ -83,14 +83,27 @@ variable "log_level" {
   }
 }
 
+# A push must be answered within the request timeout (at most the 600 s ack deadline): the
+# longest capture or summary plus 120 s to start Chromium and store (PUSH_OVERHEAD_S in htbase/config.py).
 variable "capture_timeout_seconds" {
-  description = "CAPTURE_TIMEOUT: seconds one capture may take. With Chromium's start and the upload it must fit the archivers' request timeout."
+  description = "CAPTURE_TIMEOUT: seconds one capture may take unless the request's options.timeout says otherwise."
   type        = number
   default     = 60
 
   validation {
-    condition     = var.capture_timeout_seconds >= 5 && var.capture_timeout_seconds + 60 <= var.archiver_service.timeout_seconds
-    error_message = "capture_timeout_seconds must be at least 5, and with 60 s for the browser start and the upload, at most archiver_service.timeout_seconds."
+    condition     = var.capture_timeout_seconds >= 5 && var.capture_timeout_seconds + 120 <= var.archiver_service.timeout_seconds
+    error_message = "capture_timeout_seconds must be at least 5, and with 120 s to start Chromium and store, at most archiver_service.timeout_seconds."
+  }
+}
+
+variable "max_capture_timeout_seconds" {
+  description = "MAX_CAPTURE_TIMEOUT: the longest options.timeout a request may ask for."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.max_capture_timeout_seconds >= 5 && var.max_capture_timeout_seconds + 120 <= var.archiver_service.timeout_seconds
+    error_message = "max_capture_timeout_seconds must be at least 5, and with 120 s to start Chromium and store, at most archiver_service.timeout_seconds."
   }
 }
 
@@ -128,13 +141,14 @@ variable "retry_backoff_seconds" {
 }
 
 variable "llm" {
-  description = "The summarizer's model: LLM_PROVIDER (a chain such as \"openai,extractive\"), LLM_BASE_URL, LLM_MODEL, LLM_TIMEOUT, and the provider's quota in requests per minute, shared by all summarizer instances."
+  description = "The summarizer's model: LLM_PROVIDER (a chain such as \"openai,extractive\"), LLM_BASE_URL, LLM_MODEL, LLM_TIMEOUT per model call, SUMMARY_TIMEOUT per summary, and the provider's quota in requests per minute, shared by all summarizer instances."
   type = object({
-    provider            = optional(string, "extractive")
-    base_url            = optional(string, "")
-    model               = optional(string, "")
-    timeout_seconds     = optional(number, 60)
-    requests_per_minute = optional(number, 60)
+    provider                = optional(string, "extractive")
+    base_url                = optional(string, "")
+    model                   = optional(string, "")
+    timeout_seconds         = optional(number, 60)
+    summary_timeout_seconds = optional(number, 300)
+    requests_per_minute     = optional(number, 60)
   })
   default = {}
 
@@ -147,8 +161,8 @@ variable "llm" {
     error_message = "llm.base_url must be an https:// URL."
   }
   validation {
-    condition     = var.llm.timeout_seconds > 0 && var.llm.timeout_seconds < var.summarizer_service.timeout_seconds
-    error_message = "llm.timeout_seconds must be positive and below summarizer_service.timeout_seconds."
+    condition     = var.llm.timeout_seconds > 0 && var.llm.timeout_seconds <= var.llm.summary_timeout_seconds && var.llm.summary_timeout_seconds + 120 <= var.summarizer_service.timeout_seconds
+    error_message = "llm: 0 < timeout_seconds <= summary_timeout_seconds, and summary_timeout_seconds with 120 s to spare at most summarizer_service.timeout_seconds."
   }
   validation {
     condition     = var.llm.requests_per_minute == 0 || var.llm.requests_per_minute >= var.summarizer_service.max_instances
