@@ -89,7 +89,6 @@ locals {
   push_auth_env = {
     for invoker in ["push", "scheduler"] : invoker => {
       PUSH_AUDIENCE                 = local.push_audience
-      PUSH_SERVICE_ACCOUNT          = google_service_account.role[invoker].email
       PUSH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.role[invoker].email
     }
   }

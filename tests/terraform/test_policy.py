@@ -163,7 +163,6 @@ def test_workers_take_tokens_of_their_invoker_only(root, push_service):
     assert root.modules["worker"]["env"] == "${local.worker_env[each.key]}"
     auth = re.sub(r"\s+", " ", root.locals["push_auth_env"])
     assert 'for invoker in ["push", "scheduler"]' in auth
-    assert "PUSH_SERVICE_ACCOUNT = google_service_account.role[invoker].email" in auth
     assert "PUSH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.role[invoker].email" in auth
     # Cloud Scheduler calls housekeeping as its own account, with the same audience.
     scheduler = root.resources["google_cloud_scheduler_job", "housekeeping"]["http_target"][0]
