@@ -67,7 +67,7 @@ resource "google_cloud_run_v2_job" "migrate" {
 }
 
 locals {
-  # alembic's env.py reads Settings: the owner's DATABASE_URL (a secret) through the connector.
+  # `htbase migrate` reads Settings: the owner's DATABASE_URL (a secret), through the connector.
   migrate_env = {
     GOOGLE_CLOUD_PROJECT     = var.project_id
     LOG_FORMAT               = "json"
