@@ -44,11 +44,14 @@ CHUNK_BYTES = 64 * 1024
 # origin and runs no script (a sandbox without allow-same-origin or allow-scripts), and
 # loads nothing from the network: an archive shows what was captured (inline styles,
 # data: images and fonts), never live resources that would tell a page's owner who
-# reads it. PDFs are left out: Chromium refuses to show a PDF under a sandbox, and a
-# PDF's own scripts run in the viewer, not with the API's origin.
+# reads it.
 ARCHIVE_POLICY = ("sandbox; default-src 'none'; img-src data: blob:; style-src 'unsafe-inline' data:; "
                   "font-src data:; media-src data: blob:")
 INLINE_TYPES = frozenset({"text/html", "application/pdf", "image/png"})
+# Shown without a document that could run script on the API's origin, these need no policy
+# (Chromium refuses to show a PDF under a sandbox; a PDF's scripts run in the viewer), so
+# they may also come straight from the bucket.
+SCRIPTLESS_TYPES = frozenset({"application/pdf", "image/png"})
 
 
 class ApiError(Exception):
@@ -175,13 +178,13 @@ def _page() -> tuple[int, int]:
 
 
 def archive_headers(content_type: str | None, filename: str) -> dict[str, str]:
-    """How stored bytes are served: the sandbox policy (PDFs aside), inline only for what a browser
-    shows safely, a filename that needs no quoting, and the charset said once."""
+    """How stored bytes are served: the sandbox policy on all that could hold script, inline only for
+    what a browser shows safely, a filename that needs no quoting, and the charset said once."""
     mimetype, params = parse_options_header(content_type or "application/octet-stream")
     headers = {"Content-Type": f"{mimetype}; charset={params['charset']}" if "charset" in params else mimetype,
                "Content-Disposition": f'{"inline" if mimetype in INLINE_TYPES else "attachment"}; '
                                       f'filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}"'}
-    if mimetype != "application/pdf":
+    if mimetype not in SCRIPTLESS_TYPES:
         headers["Content-Security-Policy"] = ARCHIVE_POLICY
     return headers
 
@@ -336,8 +339,7 @@ def create_app(runtime: Runtime) -> Flask:
         if signed:
             return redirect(signed, 302)
         headers["X-Content-SHA256"] = artifact.sha256 or ""
-        if artifact.size is not None:
-            headers["Content-Length"] = str(artifact.size)
+        # No Content-Length: sent chunked, a response may exceed Cloud Run's 32 MiB cap on a sized one.
         return Response(_chunks(runtime.store.open(artifact.storage_key)), headers=headers)
 
     def readable_article(task: Task):
