@@ -7,11 +7,13 @@ stranger can never run script with the API's origin (``archive_headers``).
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import zipfile
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Flask, Response, jsonify, redirect, request
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -32,7 +34,6 @@ logger = logging.getLogger("htbase.api")
 MAX_BATCH = 100
 # The largest honest body, a full batch of the longest URLs and item ids, is about 250 KB.
 MAX_BODY_BYTES = 1024 * 1024
-MAX_TIMEOUT_S = 600
 MAX_OFFSET = 2**31 - 1  # beyond it a database refuses the number instead of finding nothing
 # Ids travel in URL paths (/archives/{item_id}/all): letters, digits and marks that need no
 # escaping there, a letter or digit first (so "." and ".." are never ids). Task ids are UUIDs.
@@ -137,7 +138,7 @@ def _webhook(body: dict[str, Any]) -> str | None:
     return None if webhook is None else _url(webhook, "webhook_url", "invalid_webhook_url")
 
 
-def _options(body: dict[str, Any]) -> dict[str, Any]:
+def _options(body: dict[str, Any], max_timeout_s: float) -> dict[str, Any]:
     """Only known options, each checked: they travel in every message of the task."""
     options = body.get("options")
     if options is None:
@@ -150,8 +151,8 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     timeout = options.get("timeout")
     # bool is an int to Python, not a number of seconds to anyone.
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not 0 < timeout <= MAX_TIMEOUT_S):
-        raise ApiError(400, "bad_request", f"'options.timeout' must be a number of seconds in (0, {MAX_TIMEOUT_S}]")
+                                or not 0 < timeout <= max_timeout_s):
+        raise ApiError(400, "bad_request", f"'options.timeout' must be a number of seconds in (0, {max_timeout_s:g}]")
     return options
 
 
@@ -189,24 +190,25 @@ def archive_headers(content_type: str | None, filename: str) -> dict[str, str]:
     return headers
 
 
-def _chunks(source: BinaryIO) -> Iterator[bytes]:
+def _chunks(source: io.BufferedIOBase) -> Iterator[bytes]:
     with source:
         while chunk := source.read(CHUNK_BYTES):
             yield chunk
 
 
-class _Spool:
+class _Spool(io.RawIOBase):
     """An unseekable file: the zip writer appends to it, the response takes what is there."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._parts: list[bytes] = []
 
-    def write(self, data: bytes) -> int:
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # any buffer, as io.RawIOBase takes
         self._parts.append(bytes(data))
         return len(data)
-
-    def flush(self) -> None:
-        pass
 
     def take(self) -> bytes:
         data = b"".join(self._parts)
@@ -235,7 +237,8 @@ def create_app(runtime: Runtime) -> Flask:
 
     def accept(items: list[NewItem], body: dict[str, Any], batch: bool) -> CreatedTask:
         try:
-            created = ledger.create_task(items, _archivers(body, settings.archivers), options=_options(body),
+            created = ledger.create_task(items, _archivers(body, settings.archivers),
+                                         options=_options(body, settings.max_capture_timeout_s),
                                          request_id=_request_id(), webhook_url=_webhook(body), batch=batch)
         except ItemConflict as exc:
             raise ApiError(409, "item_conflict", str(exc)) from None

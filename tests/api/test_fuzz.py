@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from htbase.messages import ARCHIVERS
 from tests.api.conftest import API
@@ -23,7 +25,7 @@ GOOD = {
     "url": GOOD_URLS,
     "item_id": GOOD_IDS,
     "archivers": st.lists(st.sampled_from(("pdf", "screenshot")), min_size=1, max_size=3),
-    "options": st.fixed_dictionaries({"timeout": st.floats(0.001, 600) | st.integers(1, 600)}),
+    "options": st.fixed_dictionaries({"timeout": st.floats(0.001, 300) | st.integers(1, 300)}),  # MAX_CAPTURE_TIMEOUT
     "webhook_url": GOOD_URLS,
 }
 ANY = {

@@ -20,6 +20,7 @@ from htbase.config import Settings
 from infra import identity
 from infra.db import iam_database_user, make_engine, migrate_database
 from infra.runtime import Runtime
+from tests.keys import service_account_key
 
 INSTANCE = "htbase-prod:us-central1:htbase-ledger"
 API_ACCOUNT = "htbase-api@htbase-prod.iam.gserviceaccount.com"
@@ -130,7 +131,7 @@ def test_iam_login_sends_no_password(connectors, database):
 
 def test_iam_login_without_a_user_is_the_service_accounts_own(connectors, database, tmp_path, monkeypatch):
     key = tmp_path / "key.json"  # a service-account key names its email without a network call
-    key.write_text(json.dumps(throwaway_key(API_ACCOUNT, "htbase-prod")))
+    key.write_text(json.dumps(service_account_key(API_ACCOUNT, "htbase-prod")))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     monkeypatch.setattr(identity, "_credentials", None)
     name = make_url(database).database
@@ -173,13 +174,3 @@ def test_the_iam_user_is_the_email_without_the_domain():
     assert iam_database_user(API_ACCOUNT) == "htbase-api@htbase-prod.iam"
     assert iam_database_user("someone@example.com") == "someone@example.com"
 
-
-def throwaway_key(email: str, project: str) -> dict:
-    """A service-account key file made here: its private key signs, but no Google endpoint knows it."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
-    return {"type": "service_account", "project_id": project, "private_key_id": "local", "private_key": pem,
-            "client_email": email, "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"}
