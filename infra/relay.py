@@ -15,8 +15,9 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable, Protocol
+from typing import Protocol
 
 from google.api_core.exceptions import InvalidArgument
 

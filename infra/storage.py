@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from google.api_core.exceptions import PreconditionFailed
 from google.auth.credentials import AnonymousCredentials, Signing
@@ -51,7 +52,7 @@ class FileStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> io.BufferedIOBase:
         """The object's bytes as a file read in chunks, so that serving a large
         artifact never holds it in memory; close it when done."""
 
@@ -113,7 +114,7 @@ class LocalFileStore:
         with self.open(key) as f:
             return f.read()
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> io.BufferedIOBase:
         try:
             return self._path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError):
@@ -179,7 +180,7 @@ class GcsFileStore:
         with self.open(key) as f:
             return f.read()
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> io.BufferedIOBase:
         blob = self.bucket.get_blob(check_key(key))  # its metadata says whether the bytes are gzipped
         if blob is None:
             raise ObjectNotFound(key)

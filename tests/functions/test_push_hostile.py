@@ -6,7 +6,9 @@ import base64
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from functions.push import create_push_app
 from htbase.messages import ARCHIVERS, ArchiveRequest, build_push_envelope

@@ -53,8 +53,8 @@ def pdf_subscription(pubsub, runtime):
         while len(task_ids) < count and time.monotonic() < deadline:
             response = subscriber.pull(subscription=subscription, max_messages=100, timeout=10)
             task_ids |= {m.message.attributes["task_id"] for m in response.received_messages}
-            if response.received_messages:
-                subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages])
+            if ack_ids := [m.ack_id for m in response.received_messages]:
+                subscriber.acknowledge(subscription=subscription, ack_ids=ack_ids)
         return task_ids
 
     return received
