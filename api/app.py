@@ -38,7 +38,7 @@ MAX_OFFSET = 2**31 - 1  # beyond it a database refuses the number instead of fin
 # Ids travel in URL paths (/archives/{item_id}/all): letters, digits and marks that need no
 # escaping there, a letter or digit first (so "." and ".." are never ids). Task ids are UUIDs.
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~:@+=-]{0,199}")
-REQUEST_ID_CHARS = re.compile(r"[^\x21-\x7e]")
+NOT_IN_REQUEST_IDS = re.compile(r"[^\x21-\x7e]")  # all but printable ASCII
 CHUNK_BYTES = 64 * 1024
 
 # Archived pages are written by strangers. Under this policy a document gets an opaque
@@ -158,7 +158,7 @@ def _options(body: dict[str, Any], max_timeout_s: float) -> dict[str, Any]:
 
 def _request_id() -> str:
     """The caller's X-Request-Id, kept to what any database stores and any log shows."""
-    return REQUEST_ID_CHARS.sub("", request.headers.get("X-Request-Id", ""))[:64]
+    return NOT_IN_REQUEST_IDS.sub("", request.headers.get("X-Request-Id", ""))[:64]
 
 
 def _id(value: str) -> str:

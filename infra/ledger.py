@@ -223,7 +223,8 @@ class Ledger:
             return final
 
     def fail_undelivered(self, task_id: str, archiver: str, error: str) -> bool:
-        """The dead-letter path: fail whatever is not finished, holding a lease or not."""
+        """A message that will never arrive (dead-lettered, or never publishable): fail whatever is not
+        finished, holding a lease or not."""
         now = utcnow()
         with self.session() as session, session.begin():
             result = session.execute(
