@@ -151,8 +151,18 @@ class Settings:
         doc=f"the longest `options.timeout`; with {PUSH_OVERHEAD_S:g} s to start Chromium and store, "
         f"under the {ACK_DEADLINE_S} s ack deadline",
     )
+    max_task_capture_s: float = setting(
+        "captures",
+        "MAX_TASK_CAPTURE_SECONDS",
+        600.0,
+        doc="capture time one archiver may spend on a task over all its attempts (attempts × timeout); "
+        "a timeout is retried once at most",
+    )
     max_capture_bytes: int = setting(
-        "captures", "MAX_CAPTURE_BYTES", 50 * 1024 * 1024, doc="size limit of a page and of an artifact"
+        "captures",
+        "MAX_CAPTURE_BYTES",
+        50 * 1024 * 1024,
+        doc="size limit of a page (decoded, with all it loads) and of an artifact",
     )
     allow_private_urls: bool = setting(
         "captures",
