@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from emulators import free_port
+from emulators.process import alive
 
 
 def _bin(name: str) -> str:
@@ -35,6 +36,18 @@ class ThrowawayPostgres:
     @property
     def url(self) -> str:
         return f"postgresql+pg8000://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's (the postmaster's) PID while it runs."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @property
+    def alive(self) -> bool:
+        return (pid := self.pid) is not None and alive(pid)
 
     def _run(self, *args: str) -> None:
         command = ["runuser", "-u", self.user, "--", *args] if self.user else list(args)

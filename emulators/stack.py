@@ -2,36 +2,47 @@
 
     with Stack(tmp_path, overrides={"ALLOW_PRIVATE_URLS": "1"}) as stack:
         requests.post(f"{stack.api_url}/api/v2/archive", json={"url": ...})
-        stack.stop_service("archiver-pdf", signal.SIGKILL); stack.start_service("archiver-pdf")
-        stack.stop_emulator("pubsub"); stack.start_emulator("pubsub")   # same port, bootstrapped again
+        stack.kill("archiver-pdf")                   # a crash: the supervisor starts it again
+        stack.stop("pubsub"); stack.start("pubsub")  # an outage: down until started (same port)
 
     python -m emulators.stack up [--root .stack] [--port 8080]   # `make stack-up`: starts it and returns
     python -m emulators.stack up --services ''                   # the emulators alone
-    python -m emulators.stack status|down [--root .stack]        # `make stack-down` stops it by PID
+    python -m emulators.stack kill|stop|start NAME               # fault injection, by component name
+    python -m emulators.stack status|down [--root .stack]        # `make stack-down` stops it
 
 Order: emulators (in parallel) -> bootstrap -> services. Everything listens on
-127.0.0.1. In the root: ``stack.env`` (the settings every service gets; an
-operator can ``source`` it), ``logs/<name>.log`` and ``pids.json`` (what
-``down`` stops, and in which order).
+127.0.0.1. Everything is supervised as Cloud Run supervises an instance: a
+component that exits without being stopped is started again, after a pause
+that doubles with each exit in a row. From the command line the supervisor is
+a small process of its own (``supervise``) that ``up`` leaves running, and that
+``kill``, ``stop``, ``start`` and ``down`` talk to through ``control.sock``.
+In the root: ``stack.env`` (the settings every service gets; an operator can
+``source`` it), ``logs/<name>.log`` (``supervisor.log``: every restart) and
+``pids.json`` (what ``down`` stops, and in which order, if the supervisor is gone).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
 import shlex
 import shutil
 import signal
+import socket
+import socketserver
+import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from emulators import free_port
-from emulators.bootstrap import bootstrap
+from emulators.bootstrap import apply, topology
 from emulators.cloudtasks import CloudTasksEmulator
 from emulators.firestore import FirestoreEmulator
 from emulators.gcs import FakeGcsServer
@@ -44,8 +55,14 @@ from htbase.topology import PUSH_SERVICES, ROUTES
 API = "api"
 SERVICES: tuple[str, ...] = (API, *PUSH_SERVICES)
 EMULATORS = ("pubsub", "firestore", "gcs", "tasks", "postgres")
+SUPERVISOR = "supervisor"
 PROJECT = "htbase-local"
 BIN = Path(sys.executable).parent  # the venv's scripts (not resolved: a venv's python is a symlink)
+# These come back empty after a restart: the bootstrap lays their part of the topology again.
+EMPTY_AFTER_RESTART = ("pubsub", "tasks")
+# The supervisor's pause before starting an exited component again: doubled with each exit in a
+# row, back to the first once the component has run STABLE_S.
+FIRST_RESTART_DELAY_S, MAX_RESTART_DELAY_S, STABLE_S = 1.0, 30.0, 30.0
 
 
 def _push_targets() -> dict[str, tuple[str, dict[str, str]]]:
@@ -55,7 +72,10 @@ def _push_targets() -> dict[str, tuple[str, dict[str, str]]]:
 
 class Stack:
     def __init__(self, root: Path | str, *, api_port: int | None = None, database_url: str = "",
-                 overrides: Mapping[str, str] | None = None, services: Iterable[str] = SERVICES) -> None:
+                 overrides: Mapping[str, str] | None = None, services: Iterable[str] = SERVICES,
+                 supervise: bool = True, daemon: bool = False) -> None:
+        """``supervise``: restart what exits on its own, from a thread of this process. ``daemon``: this
+        process is the stack's supervisor process, recorded in pids.json so that ``down`` stops it first."""
         self.root = Path(root).resolve()
         self.logs = self.root / "logs"
         self.services = tuple(services)
@@ -66,8 +86,10 @@ class Stack:
         if api_port:
             self.ports[API] = api_port
         self.pubsub = PubSubEmulator(log_path=self.logs / "pubsub.log")
-        self.firestore = FirestoreEmulator(port=free_port(), log_path=self.logs / "firestore.log")
-        self.gcs = FakeGcsServer(port=free_port(), log_path=self.logs / "gcs.log")
+        # Firestore and GCS keep their data across a stop, as the services they stand for would.
+        self.firestore = FirestoreEmulator(port=free_port(), log_path=self.logs / "firestore.log",
+                                           data_dir=self.root / "firestore")
+        self.gcs = FakeGcsServer(port=free_port(), log_path=self.logs / "gcs.log", data_dir=self.root / "gcs")
         self.tasks = CloudTasksEmulator(log_path=self.logs / "tasks.log")
         self.postgres = None if database_url else ThrowawayPostgres()
         self.env: dict[str, str] = {
@@ -89,6 +111,16 @@ class Stack:
             **(overrides or {}),
         }
         self.processes = {name: self._service(name) for name in self.services}
+        # Every component by name, in start order.
+        self.names = (*(e for e in EMULATORS if e != "postgres" or self.postgres), *self.services)
+        self.held: set[str] = set()  # stopped on purpose: the supervisor leaves them down
+        self._locks = {name: threading.Lock() for name in self.names}
+        self._restarts = {name: _Restarts() for name in self.names}
+        self._saving = threading.Lock()
+        self._daemon = daemon
+        self._supervising = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True) \
+            if supervise else None
 
     # --- where things are -------------------------------------------------------------
 
@@ -132,13 +164,26 @@ class Stack:
             with contextlib.suppress(Exception):  # the first error is the one to see
                 self.down()
             raise
+        if self._supervisor is not None:
+            self._supervising.set()
+            self._supervisor.start()
         return self
 
-    def bootstrap(self) -> None:
-        bootstrap(self.settings, {name: self.url(name) for name in PUSH_SERVICES}, tasks_host=self.tasks.host)
+    def bootstrap(self, emulator: str = "") -> None:
+        """Lay the topology on the emulators, or only on ``emulator``'s part of it."""
+        plan = topology(self.settings, {name: self.url(name) for name in PUSH_SERVICES})
+        if emulator:
+            plan = dataclasses.replace(plan, topics=plan.topics if emulator == "pubsub" else (),
+                                       subscriptions=plan.subscriptions if emulator == "pubsub" else (),
+                                       queues=plan.queues if emulator == "tasks" else (),
+                                       bucket=plan.bucket if emulator == "gcs" else "")
+        apply(plan, self.settings, tasks_host=self.tasks.host if emulator in ("", "tasks") else "")
 
     def down(self) -> None:
         """Stop everything this stack started, services first; carries on past failures."""
+        if self._supervising.is_set():
+            self._supervising.clear()
+            self._supervisor.join()
         # Services all at once (each takes a moment to shut down), then the emulators.
         terminate_all([(p.pid, p.started, signal.SIGTERM) for p in self.processes.values() if p.alive])
         stops = [process.stop for process in self.processes.values()]  # reaps them
@@ -151,31 +196,40 @@ class Stack:
                 stop()
             except Exception as exc:  # keep stopping the rest
                 errors.append(exc)
+        for path in self._throwaway():
+            shutil.rmtree(path, ignore_errors=True)
         (self.root / "pids.json").unlink(missing_ok=True)
         if errors:
             raise RuntimeError(f"stopping the stack: {errors}")
 
-    def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
-        """Stop a service (``signal.SIGKILL``: as a crash would)."""
-        self.processes[name].stop(sig)
+    def kill(self, name: str) -> None:
+        """Crash a component (SIGKILL; Postgres: an immediate shutdown); the supervisor starts it again."""
+        with self._locks[self._known(name)]:
+            self._halt(name, crash=True)
+        self._note(f"{name} killed")
         self._save()
 
-    def start_service(self, name: str) -> None:
-        """Start a stopped service again, on the same port its subscription pushes to."""
-        self.processes[name].start()
+    def stop(self, name: str) -> None:
+        """Stop a component and keep it down until ``start``: an outage. What the real service keeps
+        is kept (Postgres its rows, Firestore its documents, GCS its objects); Pub/Sub and Cloud
+        Tasks come back empty, and are bootstrapped again."""
+        with self._locks[self._known(name)]:
+            self.held.add(name)
+            self._halt(name, crash=False)
+        self._note(f"{name} stopped")
         self._save()
 
-    def stop_emulator(self, name: str) -> None:
-        self._emulator(name, stop=True)
+    def start(self, name: str) -> None:
+        """Start a stopped or killed component again, on the same port."""
+        with self._locks[self._known(name)]:
+            self._start(name)
+            self.held.discard(name)
+            self._restarts[name] = _Restarts(up_since=time.monotonic())
+        self._note(f"{name} started")
         self._save()
 
-    def start_emulator(self, name: str) -> None:
-        """Start an emulator again on the same port; Pub/Sub, Cloud Tasks and GCS come back empty,
-        so the bootstrap runs again."""
-        self._emulator(name, stop=False)
-        if name in ("pubsub", "tasks", "gcs"):
-            self.bootstrap()
-        self._save()
+    def alive(self, name: str) -> bool:
+        return self._component(self._known(name)).alive
 
     def pids(self) -> dict[str, int]:
         return {name: record["pid"] for name, record in self._records().items()}
@@ -187,6 +241,70 @@ class Stack:
         self.down()
 
     # --- internals ---------------------------------------------------------------------
+
+    def _known(self, name: str) -> str:
+        if name not in self.names:
+            raise ValueError(f"unknown component {name!r}; known: {', '.join(self.names)}")
+        return name
+
+    def _component(self, name: str) -> ManagedProcess | ThrowawayPostgres:
+        return self.processes[name] if name in self.processes else getattr(self, name)
+
+    def _halt(self, name: str, crash: bool) -> None:
+        if name == "postgres":
+            self.postgres.halt()  # immediate: for PostgreSQL a crash and an outage look alike
+        elif name == "firestore" and not crash:
+            self.firestore.halt(PROJECT)
+        else:
+            self._component(name).stop(signal.SIGKILL if crash else signal.SIGTERM)
+
+    def _start(self, name: str) -> None:
+        self._component(name).start()
+        if name in EMPTY_AFTER_RESTART:
+            self.bootstrap(name)
+
+    def _supervise(self) -> None:
+        """Start again, after a pause, whatever exited without being stopped."""
+        while self._supervising.is_set():
+            for name in self.names:
+                if not self._supervising.is_set():
+                    return
+                with self._locks[name]:
+                    restarted = self._revive(name)
+                if restarted:
+                    self._save()
+            time.sleep(0.25)
+
+    def _revive(self, name: str) -> bool:
+        """One look at one component (under its lock); True when it was started again."""
+        restarts, now = self._restarts[name], time.monotonic()
+        if name in self.held:
+            return False
+        if self._component(name).alive:
+            if now - restarts.up_since > STABLE_S:
+                restarts.delay_s = FIRST_RESTART_DELAY_S
+            return False
+        if restarts.due is None:
+            restarts.due = now + restarts.delay_s
+            self._note(f"{name} exited; starting it again in {restarts.delay_s:.0f}s")
+            return False
+        if now < restarts.due:
+            return False
+        restarts.delay_s = min(restarts.delay_s * 2, MAX_RESTART_DELAY_S)
+        try:
+            self._start(name)
+        except Exception as exc:  # e.g. the API cannot answer while Postgres is down: try again later
+            restarts.due = time.monotonic() + restarts.delay_s
+            self._note(f"{name} did not start ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                       f"next try in {restarts.delay_s:.0f}s")
+            return False
+        restarts.due, restarts.up_since = None, time.monotonic()
+        self._note(f"{name} started again")
+        return True
+
+    def _note(self, line: str) -> None:
+        with self._saving, open(self.logs / "supervisor.log", "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
 
     def _service(self, name: str) -> ManagedProcess:
         port = str(self.ports[name])
@@ -204,25 +322,12 @@ class Stack:
         return ManagedProcess(name, argv, port=self.ports[name], probe=probe, env=env, cwd=PROJECT_ROOT,
                               log_path=self.logs / f"{name}.log")
 
-    def _emulator(self, name: str, stop: bool) -> None:
-        if name == "postgres":
-            if self.postgres is None:
-                raise ValueError("this stack uses an existing database, not its own")
-            self.postgres.halt() if stop else self.postgres.start()
-        elif name in ("pubsub", "firestore", "gcs", "tasks"):
-            emulator = getattr(self, name)
-            emulator.stop() if stop else emulator.start()
-        else:
-            raise ValueError(f"unknown emulator {name!r}; known: {EMULATORS}")
-
     def _records(self) -> dict[str, dict]:
-        """What ``stop_recorded`` needs, in start order."""
-        records = {}
-        if self.postgres is not None:
-            pid_file = self.postgres.data / "postmaster.pid"
-            if pid_file.exists():
-                # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
-                records["postgres"] = _record(int(pid_file.read_text().split()[0]), self.postgres.port, "SIGINT")
+        """What ``stop_recorded`` needs, in stop order for the supervisor and start order for the rest."""
+        records = {SUPERVISOR: _record(os.getpid(), 0)} if self._daemon else {}
+        if self.postgres is not None and (pid := self.postgres.pid):
+            # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+            records["postgres"] = _record(pid, self.postgres.port, "SIGINT")
         for name in ("pubsub", "firestore", "gcs", "tasks"):
             process = getattr(self, name)
             if process.alive:
@@ -231,13 +336,30 @@ class Stack:
         return records
 
     def _save(self) -> None:
-        state = {"processes": self._records(), "remove": [str(self.postgres.root)] if self.postgres else []}
-        (self.root / "pids.json").write_text(json.dumps(state, indent=1))
+        with self._saving:
+            state = {"processes": self._records(), "held": sorted(self.held),
+                     "remove": [str(path) for path in self._throwaway()]}
+            path = self.root / "pids.json"
+            path.with_suffix(".tmp").write_text(json.dumps(state, indent=1))
+            path.with_suffix(".tmp").replace(path)  # whole or not at all: `down` may read it any time
+
+    def _throwaway(self) -> list[Path]:
+        """The data that goes when the stack does: the emulators' files, Postgres's cluster."""
+        return [self.root / "gcs", self.root / "firestore", *([self.postgres.root] if self.postgres else [])]
 
     def _write_env(self) -> None:
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env.items()]
         (self.root / "stack.env").write_text("# the emulator stack's settings: source this file\n"
                                              + "\n".join(lines) + "\n")
+
+
+@dataclasses.dataclass
+class _Restarts:
+    """The supervisor's view of one component: its next pause, and when it is due to start."""
+
+    delay_s: float = FIRST_RESTART_DELAY_S
+    due: float | None = None  # set while it is down and waiting to start again
+    up_since: float = 0.0
 
 
 def _record(pid: int, port: int, sig: str = "SIGTERM") -> dict:
@@ -246,21 +368,27 @@ def _record(pid: int, port: int, sig: str = "SIGTERM") -> dict:
 
 def load_records(root: Path) -> dict:
     path = Path(root) / "pids.json"
-    return json.loads(path.read_text()) if path.exists() else {"processes": {}, "remove": []}
+    return json.loads(path.read_text()) if path.exists() else {"processes": {}, "held": [], "remove": []}
 
 
 def stop_recorded(root: Path) -> list[str]:
-    """Stop by PID what a stack in ``root`` recorded, services first; returns the names stopped."""
+    """Stop by PID what a stack in ``root`` recorded: its supervisor (so that nothing is started
+    again), the services, then the emulators; returns the names stopped."""
     state = load_records(root)
     running = {name: r for name, r in state["processes"].items() if alive(r["pid"], r["started"])}
-    phases = [[n for n in running if n in SERVICES], [n for n in running if n not in SERVICES]]
+    if SUPERVISOR in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running[SUPERVISOR]["pid"], signal.SIGKILL)  # itself only: its children are stopped below
+        while alive(running[SUPERVISOR]["pid"], running[SUPERVISOR]["started"]):
+            time.sleep(0.02)
+    phases = [[n for n in running if n in SERVICES], [n for n in running if n not in (*SERVICES, SUPERVISOR)]]
     for phase in phases:
         terminate_all([(running[n]["pid"], running[n]["started"], getattr(signal, running[n].get("signal", "SIGTERM")))
                        for n in phase])
     for path in state["remove"]:
         shutil.rmtree(path, ignore_errors=True)
     (Path(root) / "pids.json").unlink(missing_ok=True)
-    return phases[0] + phases[1]
+    return [n for n in running if n == SUPERVISOR] + phases[0] + phases[1]
 
 
 def recorded_family(root: Path) -> set[int]:
@@ -272,9 +400,107 @@ def recorded_family(root: Path) -> set[int]:
     return pids
 
 
+# --- the command line: a supervisor process and its control socket ----------------------------------
+
+class ControlError(RuntimeError):
+    pass
+
+
+def control(root: Path, command: str, name: str = "", timeout_s: float = 300.0):
+    """Send one command to the supervisor of the stack in ``root``; its answer, or ``ControlError``."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(str(Path(root) / "control.sock"))
+            sock.sendall(json.dumps({"command": command, "name": name}).encode() + b"\n")
+            answer = json.loads(sock.makefile().readline() or "{}")
+    except (OSError, ValueError) as exc:
+        raise ControlError(f"no supervisor answers in {root} ({exc}): is the stack up (make stack-up)?") from None
+    if not answer.get("ok"):
+        raise ControlError(answer.get("error", "no answer"))
+    return answer["result"]
+
+
+def supervise(stack: Stack) -> None:
+    """Run ``stack`` and answer ``control`` on its socket until ``down`` (or SIGTERM).
+
+    ``describe`` answers where everything listens; ``kill``, ``stop`` and ``start`` take a name;
+    ``down`` answers once everything has stopped."""
+    asked_down, stopped = threading.Event(), threading.Event()
+    commands = {"kill": stack.kill, "stop": stack.stop, "start": stack.start}
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            request = json.loads(self.rfile.readline() or "{}")
+            command, name = request.get("command"), request.get("name", "")
+            try:
+                if command == "describe":
+                    result = stack.describe()
+                elif command == "down":
+                    asked_down.set()
+                    stopped.wait()
+                    result = "down"
+                elif command in commands:
+                    commands[command](name)
+                    result = f"{command} {name}"
+                else:
+                    raise ValueError(f"unknown command {command!r}")
+                answer = {"ok": True, "result": result}
+            except Exception as exc:
+                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+    path = stack.root / "control.sock"
+    path.unlink(missing_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: asked_down.set())
+    stack.up()
+    server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        asked_down.wait()
+    finally:
+        path.unlink(missing_ok=True)
+        stack.down()
+        stopped.set()
+        server.shutdown()
+        server.server_close()  # after the answers in flight, `down`'s among them, have gone out
+
+
+def up(args: argparse.Namespace, root: Path) -> int:
+    """Start a supervisor process that starts the stack; return once the stack is up."""
+    if any(alive(r["pid"], r["started"]) for r in load_records(root)["processes"].values()):
+        print(f"a stack is already running in {root}: stop it first (make stack-down)", file=sys.stderr)
+        return 1
+    stop_recorded(root)  # nothing runs, but a stale record (say, from before a reboot) may leave files
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    argv = [sys.executable, "-m", "emulators.stack", "supervise", "--root", str(root), "--port", str(args.port),
+            "--database-url", args.database_url, "--services", args.services, *(f"--set={s}" for s in args.set)]
+    with open(root / "logs" / "stack.log", "ab") as log:
+        daemon = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    while True:
+        if daemon.poll() is not None:
+            tail = (root / "logs" / "stack.log").read_text(errors="replace")[-3000:]
+            print(f"the stack did not start:\n{tail}", file=sys.stderr)
+            return 1
+        with contextlib.suppress(ControlError):
+            where = control(root, "describe", timeout_s=2)
+            break
+        time.sleep(0.2)
+    print(f"emulator stack up in {time.monotonic() - started:.1f}s, supervised by pid {daemon.pid}; "
+          f"settings: source {root / 'stack.env'}; logs: {root / 'logs'}/")
+    for name, address in where.items():
+        print(f"  {name:<22} {address}")
+    print("stop it with: make stack-down")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulators.stack", description="the emulator stack")
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "kill", "stop", "start", "supervise"),
+                        help="supervise: run the stack in the foreground (what `up` starts and leaves running)")
+    parser.add_argument("name", nargs="?", default="", help="the component to kill, stop or start")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT / ".stack", help="state dir (default .stack)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080), help="the API's port")
     parser.add_argument("--database-url", default="", help="an existing PostgreSQL (default: a throwaway one)")
@@ -284,33 +510,39 @@ def main(argv: list[str] | None = None) -> int:
                         help="which services to start, comma-separated ('' for the emulators alone; default all)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
+    if args.command == "up":
+        return up(args, root)
+    if args.command == "supervise":
+        supervise(Stack(root, api_port=args.port, database_url=args.database_url,
+                        overrides=dict(item.split("=", 1) for item in args.set),
+                        services=[name for name in args.services.split(",") if name], daemon=True))
+        return 0
+    if args.command in ("kill", "stop", "start"):
+        try:
+            print(control(root, args.command, args.name))
+        except ControlError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return 0
     if args.command == "down":
-        stopped = stop_recorded(root)
-        print(f"stopped {', '.join(stopped)}" if stopped else f"nothing recorded as running in {root}")
+        supervisor = load_records(root)["processes"].get(SUPERVISOR)
+        with contextlib.suppress(ControlError):
+            control(root, "down")
+            deadline = time.monotonic() + 30
+            while supervisor and alive(supervisor["pid"], supervisor["started"]) and time.monotonic() < deadline:
+                time.sleep(0.05)  # it has stopped everything and is on its way out
+        stopped = stop_recorded(root)  # whatever a supervisor that is gone left running
+        print(f"stopped {', '.join(stopped)}" if stopped else f"stack in {root} stopped")
         return 0
-    if args.command == "status":
-        records = load_records(root)["processes"]
-        if not records:
-            print(f"no stack recorded in {root}")
-        for name, record in records.items():
-            state = "up" if alive(record["pid"], record["started"]) else "gone"
-            print(f"{name:<22} {state:<5} pid {record['pid']:<8} port {record['port']}")
-        return 0
-    if any(alive(r["pid"], r["started"]) for r in load_records(root)["processes"].values()):
-        print(f"a stack is already running in {root}: stop it first (make stack-down)", file=sys.stderr)
-        return 1
-    stop_recorded(root)  # nothing runs, but a stale record (say, from before a reboot) may leave files
-    overrides = dict(item.split("=", 1) for item in args.set)
-    started = time.monotonic()
-    services = [name for name in args.services.split(",") if name]
-    stack = Stack(root, api_port=args.port, database_url=args.database_url, overrides=overrides,
-                  services=services).up()
-    print(f"emulator stack up in {time.monotonic() - started:.1f}s; settings: source {root / 'stack.env'}; "
-          f"logs: {stack.logs}/")
-    for name, where in stack.describe().items():
-        print(f"  {name:<22} {where}")
-    print("stop it with: make stack-down")
-    return 0  # the processes run on: `down` stops them by PID
+    state = load_records(root)
+    if not state["processes"]:
+        print(f"no stack recorded in {root}")
+    for name, record in state["processes"].items():
+        condition = "up" if alive(record["pid"], record["started"]) else "gone"
+        print(f"{name:<22} {condition:<5} pid {record['pid']:<8} port {record['port'] or '-'}")
+    for name in state["held"]:
+        print(f"{name:<22} stopped (until `start {name}`)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from emulators import free_port
+from emulators.process import http_answers
+from tests.helpers import HttpApi, finished, submit, task, wait_for
 
 HTBASE = str(Path(sys.executable).parent / "htbase")
 
@@ -30,14 +30,12 @@ def serve(tmp_path):
         process = subprocess.Popen([HTBASE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         processes.append(process)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    return process
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError((tmp_path / f"serve-{len(processes) - 1}.log").read_text())
+        try:
+            wait_for(lambda: http_answers(f"http://127.0.0.1:{port}/healthz", lambda status: status == 200), 60,
+                     "htbase serve to answer")
+        except AssertionError:
+            raise AssertionError((tmp_path / f"serve-{len(processes) - 1}.log").read_text()) from None
+        return process
 
     yield f"http://127.0.0.1:{port}", start
     for process in processes:
@@ -71,16 +69,14 @@ def test_no_server_is_a_clear_error():
 
 
 def test_work_accepted_before_a_crash_finishes_after_a_restart(serve, test_site):
-    api, start = serve
-    server = start()
-    accepted = requests.post(f"{api}/api/v2/archive", json={"url": test_site.url("/delay?s=3&crash"),
-                                                            "archivers": ["monolith"]}, timeout=10).json()
-    time.sleep(1)  # the capture is under way
+    url, start = serve
+    server, api = start(), HttpApi(url)
+    task_id = submit(api, test_site.url("/delay?s=3&crash"), archivers=["monolith"])
+    wait_for(lambda: task(api, task_id)["subtasks"]["monolith"]["status"] == "processing", 60,
+             "the capture to be under way")
     os.killpg(server.pid, signal.SIGKILL)
     server.wait()
     start()
-    deadline = time.monotonic() + 60
-    while (task := requests.get(api + accepted["status_url"], timeout=5).json())["status"] != "success":
-        assert time.monotonic() < deadline, task
-        time.sleep(0.3)
-    assert task["subtasks"]["monolith"]["attempts"] == 2
+    done = finished(api, task_id)
+    assert done["status"] == "success", done
+    assert done["subtasks"]["monolith"]["attempts"] == 2

@@ -1,0 +1,69 @@
+"""What many tests do: poll until a state is reached, and submit work to the API and wait for it.
+
+``client`` is the Flask test client or an ``HttpApi`` (a served API, the emulator stack's): both
+``get`` and ``post`` a path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+
+API = "/api/v2"
+TERMINAL = ("success", "partial", "failed", "cancelled")
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout_s: float = 60.0, what: str = "the condition") -> T:
+    """Poll ``condition`` until it returns something true, and return that.
+
+    The timeout only stops a test that would otherwise hang: it is never what the test measures,
+    so make it generous (a loaded 2-core machine is slow)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+class HttpApi:
+    """The API at ``base_url``, spoken like the Flask test client: ``get`` and ``post`` a path."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def get(self, path: str, **options: Any) -> requests.Response:
+        return requests.get(self.base_url + path, timeout=30, **options)
+
+    def post(self, path: str, json: Any = None, **options: Any) -> requests.Response:
+        return requests.post(self.base_url + path, json=json, timeout=30, **options)
+
+
+def body(response: Any) -> Any:
+    """The JSON body of a Flask test response or a requests response."""
+    return response.get_json() if hasattr(response, "get_json") else response.json()
+
+
+def submit(client: Any, url: str, **fields: Any) -> str:
+    """POST one URL for archiving; its task id (the answer must be 202)."""
+    response = client.post(f"{API}/archive", json={"url": url, **fields})
+    assert response.status_code == 202, body(response)
+    return body(response)["task_id"]
+
+
+def task(client: Any, task_id: str) -> dict:
+    return body(client.get(f"{API}/tasks/{task_id}"))
+
+
+def finished(client: Any, task_id: str, timeout_s: float = 120.0) -> dict:
+    """The task once it is terminal."""
+    try:
+        return wait_for(lambda: (found := task(client, task_id))["status"] in TERMINAL and found, timeout_s)
+    except AssertionError:
+        raise AssertionError(f"task {task_id} unfinished after {timeout_s:.0f}s: {task(client, task_id)}") from None
