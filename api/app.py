@@ -373,7 +373,7 @@ def create_app(runtime: Runtime) -> Flask:
     def get_summary(archive_id: str) -> Response:
         task = task_for_archive(archive_id)
         summary = runtime.summaries.get(task.summary_key) if task.summary_key else None
-        if summary is None:
+        if summary is None or summary.status == "pending":
             readable_article(task)
             raise ApiError(409, "not_ready", "the summary is being made")
         return jsonify(summary_view(task.task_id, summary))

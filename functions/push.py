@@ -18,7 +18,8 @@ from flask import Flask, Request, Response, request as current_request
 from functions.deliveries import Delivery, archive, summary
 from functions.auth import PushAuthenticator, PushUnauthorized
 from htbase.logs import log, set_trace
-from htbase.messages import ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope
+from htbase.messages import (ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope,
+                             parse_request)
 from functions.worker import Worker
 from htbase.topology import ARCHIVE_PATH, DEAD_LETTER_PATH, SUMMARIZE_PATH
 
@@ -88,24 +89,19 @@ def handle_summarize(runtime: Worker, request: Request) -> Response:
 
 
 def handle_dead_letter(runtime: Worker, request: Request) -> Response:
-    """A message that exhausted its deliveries: record the failure so nothing waits forever.
+    """A message that exhausted its deliveries: record the failure (on the artifact, or on the
+    summary) so nothing waits forever.
 
     Everything that arrives here is acknowledged but an outage: a message that can never be
     processed is logged and dropped, since no later delivery could do better.
     """
 
     def work(message: PushMessage) -> Delivery:
-        attempts = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?")
-        archive_request = ArchiveRequest.from_json(message.data)
-        task = runtime.ledger.task(archive_request.task_id)
-        artifact = task.artifact(archive_request.archiver) if task else None
-        last = artifact.error if artifact else None
-        error = f"undeliverable after {attempts} delivery attempts" + (f"; last error: {last}" if last else "")
-        failed = runtime.ledger.fail_undelivered(archive_request.task_id, archive_request.archiver, error)
-        runtime.replica.sync(archive_request.task_id)
-        log(logger, logging.ERROR, "dead letter recorded", task_id=archive_request.task_id,
-            archiver=archive_request.archiver, marked_failed=failed, error=error)
-        return Delivery(True, "dead-lettered")
+        deliveries = message.attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "?")
+        dead = parse_request(message.data)
+        if isinstance(dead, SummarizeRequest):
+            return summary.dead_letter(runtime, dead, deliveries)
+        return archive.dead_letter(runtime, dead, deliveries)
 
     return handle(request, work, drop_malformed=True)
 

@@ -141,6 +141,14 @@ class SummarizeRequest:
         )
 
 
+def parse_request(data: bytes) -> ArchiveRequest | SummarizeRequest:
+    """Either kind of work message (as the dead-letter topic gets both): an archive request names
+    its archiver, a summarize request does not."""
+    if "archiver" in _json_object(data):
+        return ArchiveRequest.from_json(data)
+    return SummarizeRequest.from_json(data)
+
+
 def _json_object(data: bytes) -> dict:
     try:
         payload = json.loads(data)

@@ -96,7 +96,8 @@ class Summary(Base):
     """A summary of one article text by one model and prompt version.
 
     ``cache_key`` hashes (text sha256, model id, prompt version): the same
-    article is never summarized twice by the same model and prompt.
+    article is never summarized twice by the same model and prompt. ``status``
+    is ``pending`` until the first result, then ``success`` or ``failed``.
     """
 
     __tablename__ = "summaries"
@@ -109,6 +110,9 @@ class Summary(Base):
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[Optional[str]] = mapped_column(Text)
     raw_text: Mapped[Optional[str]] = mapped_column(Text)
+    # Deliveries of a summarize request that reached the summarizer since the last result: the
+    # push envelope of the emulator carries no deliveryAttempt, so this says which one is the last.
+    deliveries: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

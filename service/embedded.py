@@ -31,7 +31,8 @@ class EmbeddedService:
         self.push_app = create_push_app(self.runtime, authenticator=None)  # in-process only
         self.dispatcher = LocalPushDispatcher(self.push_app, {route.topic: route.path for route in ROUTES},
                                               workers=settings.worker_concurrency,
-                                              max_attempts=settings.max_attempts, backoff_s=settings.retry_backoff_s)
+                                              max_attempts=settings.max_delivery_attempts,  # a subscription's
+                                              backoff_s=settings.retry_backoff_s)
         self.runtime.publisher = self.dispatcher
         self.runtime.on_close(self.dispatcher.close)  # deliveries drain before the browser closes
         self.api_service = ApiService(settings, self.runtime)

@@ -66,6 +66,19 @@ def archive(runtime: Worker, request: ArchiveRequest) -> Delivery:
     return Delivery(True, "stored")
 
 
+def dead_letter(runtime: Worker, request: ArchiveRequest, deliveries: str) -> Delivery:
+    """A capture request that exhausted its deliveries: fail the artifact with the last error."""
+    task = runtime.ledger.task(request.task_id)
+    artifact = task.artifact(request.archiver) if task else None
+    last = artifact.error if artifact else None
+    error = f"undeliverable after {deliveries} delivery attempts" + (f"; last error: {last}" if last else "")
+    failed = runtime.ledger.fail_undelivered(request.task_id, request.archiver, error)
+    runtime.replica.sync(request.task_id)
+    log(logger, logging.ERROR, "dead letter recorded", task_id=request.task_id, archiver=request.archiver,
+        marked_failed=failed, error=error)
+    return Delivery(True, "dead-lettered")
+
+
 def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
     permanent = isinstance(exc, EgressRefused) or (isinstance(exc, CaptureError) and exc.permanent)
     if isinstance(exc, (CaptureError, EgressRefused)):

@@ -2,7 +2,8 @@
 
 The summary's key hashes the text's sha256, the model id and the prompt
 version, so the same article is never sent to the same model twice unless a
-client forces it.
+client forces it. A request that exhausts its deliveries fails its summary with
+the reason (``dead_letter``), so no client waits for it forever.
 """
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ import logging
 from functions.deliveries import Delivery
 from functions.summarizer.errors import RetryLater, SummaryFailed
 from functions.summarizer.pipeline import cache_key
+from functions.worker import Worker
 from htbase.logs import log
 from htbase.messages import SummarizeRequest
-from functions.worker import Worker
+from infra.models import Artifact, Task
 
 logger = logging.getLogger("htbase.summarize")
 
 
 def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int | None = None) -> Delivery:
-    ledger, fields = runtime.ledger, {"task_id": request.task_id}
-    task = ledger.task(request.task_id)
-    article = task.artifact("readability") if task else None
-    if article is None or article.status != "success":
+    """``delivery_attempt``: Pub/Sub's count of this message's deliveries, where it sends one."""
+    fields = {"task_id": request.task_id}
+    article = _readable_article(runtime.ledger.task(request.task_id))
+    if article is None:
         log(logger, logging.WARNING, "summary skipped: no readable article", **fields)
         return Delivery(True, "no readable article")
 
@@ -38,20 +40,26 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
         log(logger, logging.INFO, "summary reused", cache_key=key, **fields)
         return Delivery(True, "cached")
 
-    # On the last delivery a rate-limited chain falls back rather than asking for another.
-    last_try = delivery_attempt is not None and delivery_attempt >= runtime.settings.max_attempts
+    # On the last delivery a rate-limited chain falls back rather than asking for another. The
+    # subscription dead-letters after MAX_DELIVERY_ATTEMPTS; where the push does not number its
+    # deliveries (the emulator), the summary's own count says which one this is.
+    deliveries = runtime.summaries.delivered(request.task_id, key, model=summarizer.model_id,
+                                             prompt_version=summarizer.prompt_version)
+    last_try = (delivery_attempt or deliveries) >= runtime.settings.max_delivery_attempts
     try:
         summary = summarizer.summarize(text, title=article.meta.get("title") or "",
                                        language=article.meta.get("language") or "", may_retry_later=not last_try)
     except RetryLater as exc:
+        runtime.summaries.delivery_failed(key, str(exc))
         log(logger, logging.INFO, "summary rate limited; asking for redelivery", retry_after_s=exc.retry_after_s,
-            **fields)
+            deliveries=deliveries, **fields)
         return Delivery(False, str(exc), retry_after_s=exc.retry_after_s)
     except SummaryFailed as exc:
         if exc.transient:
+            runtime.summaries.delivery_failed(key, exc.reason)
             return Delivery(False, exc.reason)
         runtime.summaries.save(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
-                            model=summarizer.model_id, prompt_version=summarizer.prompt_version)
+                               model=summarizer.model_id, prompt_version=summarizer.prompt_version)
         runtime.replica.sync(request.task_id)
         log(logger, logging.WARNING, "summary failed", error=exc.reason, **fields)
         return Delivery(True, "failed")
@@ -59,8 +67,41 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
     # so a later request tries the primary again.
     written_by = cache_key(text_sha256, summary.model, summary.prompt_version)
     runtime.summaries.save(request.task_id, written_by, status="success", result=summary.to_dict(),
-                        model=summary.model, prompt_version=summary.prompt_version)
+                           model=summary.model, prompt_version=summary.prompt_version, requested_key=key)
     runtime.replica.sync(request.task_id)
     log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
         duration_ms=summary.duration_ms, **fields)
     return Delivery(True, "stored")
+
+
+def dead_letter(runtime: Worker, request: SummarizeRequest, deliveries: str) -> Delivery:
+    """A summarize request that exhausted its deliveries: fail the task's summary with the last error.
+
+    If no delivery reached the summarizer (it was down), the summary is filed under the key this
+    process's summarizer settings give, as the summarizer would have filed it."""
+    fields = {"task_id": request.task_id}
+    task = runtime.ledger.task(request.task_id)
+    article = _readable_article(task)
+    if task is None or article is None:
+        log(logger, logging.WARNING, "dead summarize request dropped: no readable article", **fields)
+        return Delivery(True, "no readable article")
+    summarizer = runtime.summarizer
+    if task.summary_key:
+        key = task.summary_key
+    else:
+        text_sha256 = article.meta.get("text_sha256") or hashlib.sha256(
+            runtime.store.get(article.meta["extras"]["txt"])).hexdigest()
+        key = cache_key(text_sha256, summarizer.model_id, summarizer.prompt_version)
+    summary = runtime.summaries.get(key)
+    last = summary.error if summary is not None and summary.status != "success" else None
+    error = f"undeliverable after {deliveries} delivery attempts" + (f"; last error: {last}" if last else "")
+    failed = runtime.summaries.fail_undelivered(request.task_id, key, error, model=summarizer.model_id,
+                                                prompt_version=summarizer.prompt_version)
+    runtime.replica.sync(request.task_id)
+    log(logger, logging.ERROR, "summary dead letter recorded", marked_failed=failed, error=error, **fields)
+    return Delivery(True, "dead-lettered")
+
+
+def _readable_article(task: Task | None) -> Artifact | None:
+    article = task.artifact("readability") if task else None
+    return article if article is not None and article.status == "success" else None

@@ -6,8 +6,8 @@ the summarizer and the dead-letter handler.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import signal
 import time
 import uuid
 
@@ -21,8 +21,7 @@ from htbase.messages import ArchiveRequest
 from htbase.topology import topic_name
 from infra.replica import firestore_client
 from infra.storage import gcs_client
-
-API = "/api/v2"
+from tests.helpers import API, HttpApi, finished, submit, task, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +38,9 @@ def stack(tmp_path_factory):
         yield running
 
 
-def submit(stack, url: str, **body) -> str:
-    response = requests.post(f"{stack.api_url}{API}/archive", json={"url": url, **body}, timeout=30)
-    assert response.status_code == 202, response.text
-    return response.json()["task_id"]
-
-
-def task(stack, task_id: str) -> dict:
-    return requests.get(f"{stack.api_url}{API}/tasks/{task_id}", timeout=10).json()
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def finished(stack, task_id: str, timeout: float = 120) -> dict:
-    return wait_for(lambda: (t := task(stack, task_id))["status"] not in ("pending", "processing") and t,
-                    timeout, f"task {task_id}")
+@pytest.fixture(scope="module")
+def api(stack) -> HttpApi:
+    return HttpApi(stack.api_url)
 
 
 def log_lines(stack, service: str, task_id: str) -> list[dict]:
@@ -78,9 +57,9 @@ def firestore_doc(stack, task_id: str) -> dict | None:
     return snapshot.to_dict() if snapshot.exists else None
 
 
-def test_a_url_is_archived_five_ways_into_gcs_postgres_and_firestore(stack, test_site):
-    task_id = submit(stack, test_site.url("/article.html"), item_id=f"it-{uuid.uuid4().hex[:6]}")
-    result = finished(stack, task_id)
+def test_a_url_is_archived_five_ways_into_gcs_postgres_and_firestore(stack, api, test_site):
+    task_id = submit(api, test_site.url("/article.html"), item_id=f"it-{uuid.uuid4().hex[:6]}")
+    result = finished(api, task_id)
     assert result["status"] == "success", result
     assert all(sub["attempts"] == 1 for sub in result["subtasks"].values())
 
@@ -93,7 +72,12 @@ def test_a_url_is_archived_five_ways_into_gcs_postgres_and_firestore(stack, test
                                   {"t": task_id}).all()
     engine.dispose()
     assert {(r.archiver, r.status) for r in rows} == {(n, "success") for n in result["subtasks"]}
+    rows_sha256 = {r.archiver: r.sha256 for r in rows}
     assert requests.get(f"{stack.api_url}{API}/archives/{task_id}/pdf", timeout=10).content.startswith(b"%PDF")
+    for name, sub in result["subtasks"].items():  # text is stored gzipped on GCS: served as captured
+        served = api.get(f"{API}/archives/{task_id}/{name}").content
+        assert hashlib.sha256(served).hexdigest() == sub["artifact"]["sha256"] == rows_sha256[name], name
+        assert len(served) == sub["artifact"]["size"], name
 
     # The summarizer service follows the readable article, and the replica follows both.
     summary = wait_for(lambda: (r := requests.get(f"{stack.api_url}{API}/summaries/{task_id}", timeout=10))
@@ -104,31 +88,31 @@ def test_a_url_is_archived_five_ways_into_gcs_postgres_and_firestore(stack, test
     assert document["status"] == "success" and set(document["subtasks"]) == set(result["subtasks"])
 
 
-def test_a_transient_failure_is_redelivered_and_finishes(stack, test_site):
-    task_id = submit(stack, test_site.url(f"/flaky?key={uuid.uuid4().hex}"), archivers=["monolith"])
-    result = finished(stack, task_id, 60)
+def test_a_transient_failure_is_redelivered_and_finishes(api, test_site):
+    task_id = submit(api, test_site.url(f"/flaky?key={uuid.uuid4().hex}"), archivers=["monolith"])
+    result = finished(api, task_id, 60)
     assert result["status"] == "success", result
     assert result["subtasks"]["monolith"]["attempts"] == 2
 
 
-def test_a_poison_message_is_dead_lettered_and_the_artifact_failed_with_its_error(stack, test_site):
-    task_id = submit(stack, test_site.url("/server-error"), archivers=["monolith"])
-    result = finished(stack, task_id, 120)
+def test_a_poison_message_is_dead_lettered_and_the_artifact_failed_with_its_error(api, test_site):
+    task_id = submit(api, test_site.url("/server-error"), archivers=["monolith"])
+    result = finished(api, task_id, 120)
     sub = result["subtasks"]["monolith"]
     assert result["status"] == "failed"
     assert sub["error"].startswith("undeliverable after 5 delivery attempts; last error: HTTP 500"), sub
 
 
-def test_the_same_request_published_twice_is_captured_once(stack, test_site):
+def test_the_same_request_published_twice_is_captured_once(stack, api, test_site):
     url = test_site.url(f"/article.html?dup={uuid.uuid4().hex}")
-    task_id = submit(stack, url, archivers=["pdf"])
-    item_id = task(stack, task_id)["item_id"]
+    task_id = submit(api, url, archivers=["pdf"])
+    item_id = task(api, task_id)["item_id"]
     publisher, _ = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
     topic = publisher.topic_path(stack.settings.pubsub_project_id, topic_name("htbase-", "pdf"))
     message = ArchiveRequest(task_id, item_id, url, "pdf").to_json()
     for _ in range(2):
         publisher.publish(topic, message).result(timeout=10)
-    result = finished(stack, task_id)
+    result = finished(api, task_id)
     assert result["status"] == "success" and result["subtasks"]["pdf"]["attempts"] == 1
     wait_for(lambda: len([e for e in log_lines(stack, "archiver-pdf", task_id)
                           if e["message"].startswith("delivery skipped")]) == 2, 30, "both duplicates acked")
@@ -136,39 +120,38 @@ def test_the_same_request_published_twice_is_captured_once(stack, test_site):
     assert len(started) == 1
 
 
-def test_a_capture_killed_midway_completes_after_its_lease_expires(stack, test_site):
-    task_id = submit(stack, test_site.url(f"/delay?s=4&k={uuid.uuid4().hex}"), archivers=["monolith"])
-    wait_for(lambda: task(stack, task_id)["subtasks"]["monolith"]["status"] == "processing", 30, "the capture")
-    stack.stop_service("archiver-monolith", signal.SIGKILL)
-    stack.start_service("archiver-monolith")
-    result = finished(stack, task_id, 90)
+def test_a_capture_killed_midway_completes_after_its_lease_expires(stack, api, test_site):
+    task_id = submit(api, test_site.url(f"/delay?s=4&k={uuid.uuid4().hex}"), archivers=["monolith"])
+    wait_for(lambda: task(api, task_id)["subtasks"]["monolith"]["status"] == "processing", 30, "the capture")
+    stack.kill("archiver-monolith")  # the supervisor starts it again, as Cloud Run replaces an instance
+    result = finished(api, task_id, 90)
     assert result["status"] == "success", result
     assert result["subtasks"]["monolith"]["attempts"] == 2
 
 
-def test_tasks_succeed_while_firestore_is_down_and_the_replica_catches_up(stack, test_site):
-    stack.stop_emulator("firestore")
+def test_tasks_succeed_while_firestore_is_down_and_the_replica_catches_up(stack, api, test_site):
+    stack.stop("firestore")
     try:
-        task_id = submit(stack, test_site.url(f"/article.html?fs={uuid.uuid4().hex}"), archivers=["monolith"])
-        assert finished(stack, task_id, 60)["status"] == "success"
+        task_id = submit(api, test_site.url(f"/article.html?fs={uuid.uuid4().hex}"), archivers=["monolith"])
+        assert finished(api, task_id, 60)["status"] == "success"
     finally:
-        stack.start_emulator("firestore")
+        stack.start("firestore")
     document = wait_for(lambda: firestore_doc(stack, task_id), 90, "the replica to catch up")
     assert document["status"] == "success"
 
 
-def test_submissions_while_pubsub_is_down_are_accepted_and_finish_when_it_returns(stack, test_site):
-    stack.stop_emulator("pubsub")
+def test_submissions_while_pubsub_is_down_are_accepted_and_finish_when_it_returns(stack, api, test_site):
+    stack.stop("pubsub")
     try:
         started = time.monotonic()
-        task_ids = [submit(stack, test_site.url(f"/article.html?ps={n}-{uuid.uuid4().hex}"), archivers=["monolith"])
+        task_ids = [submit(api, test_site.url(f"/article.html?ps={n}-{uuid.uuid4().hex}"), archivers=["monolith"])
                     for n in range(5)]
         accepted_in = time.monotonic() - started
-        assert all(task(stack, t)["status"] == "pending" for t in task_ids)
+        assert all(task(api, t)["status"] == "pending" for t in task_ids)
     finally:
-        stack.start_emulator("pubsub")
+        stack.start("pubsub")
     for task_id in task_ids:
-        assert finished(stack, task_id, 90)["status"] == "success"
+        assert finished(api, task_id, 90)["status"] == "success"
     assert accepted_in < 30, f"five submissions took {accepted_in:.1f}s while the broker was down"
 
 
@@ -182,13 +165,13 @@ def test_postgres_down_means_503_and_nothing_half_written(stack):
 
     before = counts()
     engine.dispose()
-    stack.stop_emulator("postgres")
+    stack.stop("postgres")
     try:
         response = requests.post(f"{stack.api_url}{API}/archive", json={"url": "https://example.org/x"}, timeout=30)
         assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
         assert requests.get(f"{stack.api_url}/healthz", timeout=30).status_code == 503
     finally:
-        stack.start_emulator("postgres")
+        stack.start("postgres")
     assert counts() == before
     engine.dispose()
     assert requests.get(f"{stack.api_url}/healthz", timeout=30).status_code == 200
