@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from api.app import ARCHIVE_POLICY, CHUNK_BYTES
+from api.archives import ARCHIVE_POLICY, CHUNK_BYTES
 from infra.ledger import NewItem
 from tests.api.conftest import API
 
