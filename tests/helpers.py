@@ -1,4 +1,5 @@
-"""What many tests do: poll until a state is reached, and submit work to the API and wait for it.
+"""What many tests do: poll until a state is reached, submit work to the API and wait for it, and
+make the ledger rows a test starts from.
 
 ``client`` is the Flask test client or an ``HttpApi`` (a served API, the emulator stack's): both
 ``get`` and ``post`` a path.
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import requests
+
+from infra.ledger import NewItem
+from infra.storage import StoredObject
 
 API = "/api/v2"
 TERMINAL = ("success", "partial", "failed", "cancelled")
@@ -67,3 +71,12 @@ def finished(client: Any, task_id: str, timeout_s: float = 120.0) -> dict:
         return wait_for(lambda: (found := task(client, task_id))["status"] in TERMINAL and found, timeout_s)
     except AssertionError:
         raise AssertionError(f"task {task_id} unfinished after {timeout_s:.0f}s: {task(client, task_id)}") from None
+
+
+def new_item(url: str = "https://example.org/a", item_id: str | None = None) -> NewItem:
+    return NewItem(url=url, url_hash=url.rsplit("/", 1)[-1] * 8, item_id=item_id)
+
+
+def stored(task_id: str, archiver: str = "pdf") -> StoredObject:
+    """What a store answers for a capture it kept (nothing is written)."""
+    return StoredObject(f"{task_id}/{archiver}.pdf", f"file:///x/{task_id}", 10, "ab" * 32, "application/pdf")

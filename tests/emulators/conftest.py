@@ -74,3 +74,11 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
+
+
+@pytest.fixture
+def answers(receiver) -> Iterator[dict[str, list[int]]]:
+    """This test's scripted answers (path -> statuses in turn, the last one repeats): afterwards every
+    path answers 204 again, so no test meets another's script."""
+    yield receiver.answers
+    receiver.answers.clear()

@@ -2,28 +2,35 @@
 from __future__ import annotations
 
 import threading
-import time
+from datetime import timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import select
 
 from htbase.messages import ArchiveRequest, ArtifactStatus as S, TaskStatus as T, derive_task_status
 from infra.documents import task_status
-from infra.ledger import Claim, ClaimOutcome, ItemConflict, Ledger, NewItem
-from infra.models import Base
+from infra.ledger import Claim, ClaimOutcome, ItemConflict, Ledger
+from infra.models import Artifact, Base, utcnow
 from infra.outbox import Outbox
-from infra.storage import StoredObject
+from tests.helpers import new_item, stored, wait_for
 
 URL = "https://example.org/a"
 
 
-def new_item(url=URL, item_id=None):
-    return NewItem(url=url, url_hash=url.rsplit("/", 1)[-1] * 8, item_id=item_id)
+def lease_expiry(ledger: Ledger, task_id: str, archiver: str = "pdf"):
+    return ledger.task(task_id).artifact(archiver).lease_expires_at
 
 
-def stored(task_id, archiver="pdf"):
-    return StoredObject(f"{task_id}/{archiver}.pdf", f"file:///x/{task_id}", 10, "ab" * 32, "application/pdf")
+def time_passes(ledger: Ledger, task_id: str, seconds: float) -> None:
+    """As if ``seconds`` had gone by for the task's artifacts: their leases and last changes move back."""
+    back = timedelta(seconds=seconds)
+    with ledger.session() as session, session.begin():
+        for artifact in session.scalars(select(Artifact).where(Artifact.task_id == task_id)):
+            artifact.updated_at -= back
+            if artifact.lease_expires_at:
+                artifact.lease_expires_at -= back
 
 
 def test_migrations_match_the_models(engine):
@@ -93,10 +100,11 @@ def test_concurrent_claims_have_exactly_one_winner(ledger):
 
 
 def test_expired_lease_can_be_reclaimed_and_fences_out_the_old_holder(engine):
-    ledger = Ledger(engine, lease_s=0.2, max_attempts=3)
+    ledger = Ledger(engine, lease_s=60, max_attempts=3)
     task_id = ledger.create_task([new_item()], ["pdf"]).task_id
     ledger.claim(task_id, "pdf", "crashed")
-    time.sleep(0.3)
+    assert ledger.claim(task_id, "pdf", "fresh").outcome is ClaimOutcome.BUSY
+    time_passes(ledger, task_id, 61)
     assert ledger.claim(task_id, "pdf", "fresh") == Claim(ClaimOutcome.CLAIMED, 2)
     assert ledger.complete(task_id, "pdf", "crashed", stored(task_id), meta={}, duration_ms=1) is None
     assert ledger.complete(task_id, "pdf", "fresh", stored(task_id), meta={}, duration_ms=1) == []
@@ -122,22 +130,21 @@ def test_permanent_failure_is_final_at_once(ledger):
 
 
 def test_sweeper_republishes_expired_work_and_fails_exhausted_work(engine):
-    ledger = Ledger(engine, lease_s=0.2, max_attempts=2)
+    ledger = Ledger(engine, lease_s=60, max_attempts=2)
     task_id = ledger.create_task([new_item()], ["pdf", "screenshot"]).task_id
     Outbox(ledger.engine).mark_sent(row.id for row in Outbox(ledger.engine).unsent())
     ledger.claim(task_id, "pdf", "crashed")          # attempt 1 of 2: will be republished
     for owner in ("a", "b"):                         # attempts exhausted: will be failed
         ledger.claim(task_id, "screenshot", owner)
-        time.sleep(0.25)
-    time.sleep(0.25)
+        time_passes(ledger, task_id, 61)
     assert ledger.sweep() == {"republished": 1, "failed": 1}
     [republished] = Outbox(ledger.engine).unsent()
     assert ArchiveRequest.from_json(republished.data).archiver == "pdf"
     by_name = {a.archiver: a for a in ledger.task(task_id).artifacts}
     assert by_name["pdf"].status == "pending"
     assert by_name["screenshot"].status == "failed" and "gave up after 2 attempts" in by_name["screenshot"].error
-    # Once failed, work stays failed (the pdf may come round again if this machine is slow: its lease is 0.2 s).
-    assert ledger.sweep()["failed"] == 0
+    # Once failed, work stays failed.
+    assert ledger.sweep() == {"republished": 0, "failed": 0}
     assert {a.archiver: a.status for a in ledger.task(task_id).artifacts}["screenshot"] == "failed"
 
 
@@ -175,11 +182,17 @@ def test_task_status_is_derived_from_artifacts(statuses, expected):
 
 
 def test_a_held_lease_outlives_its_length_and_a_crash_lets_it_expire(engine):
-    ledger = Ledger(engine, lease_s=0.6, max_attempts=3)
+    ledger = Ledger(engine, lease_s=3, max_attempts=3)  # renewed every second while held
     task_id = ledger.create_task([new_item()], ["pdf"]).task_id
     ledger.claim(task_id, "pdf", "busy-worker")
+    first = lease_expiry(ledger, task_id)
     with ledger.holding(task_id, "pdf", "busy-worker"):
-        time.sleep(1.5)  # over two lease lengths: the heartbeat keeps it
-        assert ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.BUSY
-    time.sleep(0.8)  # no more heartbeats, as after a crash
-    assert ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.CLAIMED
+        # The heartbeat has renewed it to end a whole lease after the first one would have.
+        wait_for(lambda: lease_expiry(ledger, task_id) > first + timedelta(seconds=3), 60, "the heartbeats")
+        assert utcnow() > first  # the first lease is over...
+        assert ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.BUSY  # ...and it is still held
+    held_until = lease_expiry(ledger, task_id)
+    # No more heartbeats, as after a crash: the lease ends when it was last renewed to.
+    assert wait_for(lambda: ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.CLAIMED, 60,
+                    "the lease to expire")
+    assert utcnow() > held_until
