@@ -17,11 +17,13 @@ from flask import Flask, Request, Response, request as current_request
 
 from functions.deliveries import Delivery, archive, summary
 from functions.auth import PushAuthenticator, PushUnauthorized
-from htbase.logs import log, set_trace
+from htbase.logs import log
 from htbase.messages import (ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope,
                              parse_request)
 from functions.worker import Worker
 from htbase.topology import ARCHIVE_PATH, DEAD_LETTER_PATH, SUMMARIZE_PATH
+from infra.metrics import record_delivery
+from infra.telemetry import consuming
 
 logger = logging.getLogger("htbase.push")
 
@@ -51,16 +53,27 @@ def _envelope(request: Request) -> PushMessage:
 def handle(request: Request, work: Callable[[PushMessage], Delivery], *, drop_malformed: bool = False) -> Response:
     """``drop_malformed``: acknowledge a message that can never be processed instead of refusing it
     (where nothing is left to take it, a refusal would only bring it back forever)."""
-    set_trace(request.headers.get("X-Cloud-Trace-Context", ""))
     try:
-        delivery = work(_envelope(request))
+        message = _envelope(request)
     except MessageError as exc:
-        if drop_malformed:
-            log(logger, logging.ERROR, "malformed push dropped", error=str(exc), path=request.path)
-            return _answer(200, {"status": "dropped", "reason": str(exc)})
-        log(logger, logging.ERROR, "malformed push refused; it will be dead-lettered, not retried",
-            error=str(exc), path=request.path)
-        return _answer(400, {"error": {"code": "bad_message", "message": str(exc)}})
+        return _answer_malformed(request, exc, drop_malformed)
+    # The delivery continues the trace its message carries; its answer is the span's outcome.
+    subscription = message.subscription.rsplit("/", 1)[-1]
+    with consuming(f"deliver {subscription}", message.attributes, {
+            "messaging.destination.subscription.name": subscription, "messaging.message.id": message.message_id,
+            "delivery_attempt": message.delivery_attempt or 0}) as span:
+        response = _deliver(request, work, message, drop_malformed)
+        span.set_attribute("http.response.status_code", response.status_code)
+    record_delivery(request.path, message, response.status_code)
+    return response
+
+
+def _deliver(request: Request, work: Callable[[PushMessage], Delivery], message: PushMessage,
+             drop_malformed: bool) -> Response:
+    try:
+        delivery = work(message)
+    except MessageError as exc:
+        return _answer_malformed(request, exc, drop_malformed)
     except Exception as exc:  # an outage (database, storage): ask for redelivery
         logger.exception("push handler failed; asking for redelivery")
         return _answer(503, {"error": {"code": "unavailable", "message": f"{type(exc).__name__}: {exc}"}})
@@ -70,6 +83,15 @@ def handle(request: Request, work: Callable[[PushMessage], Delivery], *, drop_ma
         return _answer(429, {"status": "retry", "reason": delivery.reason},
                        {"Retry-After": str(max(1, round(delivery.retry_after_s)))})
     return _answer(503, {"status": "retry", "reason": delivery.reason})
+
+
+def _answer_malformed(request: Request, exc: MessageError, drop_malformed: bool) -> Response:
+    if drop_malformed:
+        log(logger, logging.ERROR, "malformed push dropped", error=str(exc), path=request.path)
+        return _answer(200, {"status": "dropped", "reason": str(exc)})
+    log(logger, logging.ERROR, "malformed push refused; it will be dead-lettered, not retried",
+        error=str(exc), path=request.path)
+    return _answer(400, {"error": {"code": "bad_message", "message": str(exc)}})
 
 
 def handle_archive(runtime: Worker, request: Request) -> Response:

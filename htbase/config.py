@@ -23,9 +23,11 @@ from htbase.topology import ACK_DEADLINE_S
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ROLES = ("all-in-one", "api", "archiver", "summarizer")
 # The subsystems a setting belongs to, in the README's order.
-GROUPS = ("process", "ledger", "files", "captures", "delivery", "messaging", "push auth", "replica", "summaries")
+GROUPS = ("process", "ledger", "files", "captures", "delivery", "messaging", "push auth", "replica", "summaries",
+          "telemetry")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 CLOUD_SQL_IP_TYPES = ("public", "private", "psc")
+TELEMETRY_EXPORTERS = ("none", "otlp", "gcp")
 # What a push may take beyond its own timeout and still answer within the ack deadline: a
 # capture starting Chromium (up to three 30 s launches) and storing its artifact; a summary
 # waiting for rate-limit slots and storing itself.
@@ -304,6 +306,39 @@ class Settings:
         f"(with {PUSH_OVERHEAD_S:g} s, under the {ACK_DEADLINE_S} s ack deadline)",
     )
 
+    telemetry_exporter: str = setting(
+        "telemetry",
+        "TELEMETRY_EXPORTER",
+        "none",
+        doc="where traces and metrics go: `none`, `otlp` (a collector at `OTLP_ENDPOINT`) or `gcp` "
+        "(Cloud Trace and Cloud Monitoring)",
+    )
+    otlp_endpoint: str = setting(
+        "telemetry",
+        "OTLP_ENDPOINT",
+        "http://127.0.0.1:4318",
+        empty_is_unset=True,
+        doc="the OTLP/HTTP collector (`/v1/traces` and `/v1/metrics` are added)",
+    )
+    trace_sample_ratio: float = setting(
+        "telemetry",
+        "TRACE_SAMPLE_RATIO",
+        1.0,
+        doc="the share of new traces recorded (0..1); a continued trace follows its parent's choice",
+    )
+    metrics_export_interval_s: float = setting(
+        "telemetry",
+        "METRICS_EXPORT_INTERVAL",
+        60.0,
+        doc="seconds between metric exports to a collector or Cloud Monitoring",
+    )
+    prometheus_metrics: bool = setting(
+        "telemetry",
+        "PROMETHEUS_METRICS",
+        True,
+        doc="serve this process's metrics as Prometheus text at `/metrics` (behind the API's access)",
+    )
+
     def __post_init__(self) -> None:
         if self.service_role not in SERVICE_ROLES:
             raise ConfigError(f"SERVICE_ROLE must be one of {SERVICE_ROLES}, got {self.service_role!r}")
@@ -324,6 +359,12 @@ class Settings:
             raise ConfigError(f"CLOUD_SQL_IP_TYPE must be one of {CLOUD_SQL_IP_TYPES}, got {self.cloud_sql_ip_type!r}")
         if self.db_pool_size < 1:
             raise ConfigError("DB_POOL_SIZE must be at least 1")
+        if self.telemetry_exporter not in TELEMETRY_EXPORTERS:
+            raise ConfigError(f"TELEMETRY_EXPORTER must be one of {TELEMETRY_EXPORTERS}, got {self.telemetry_exporter!r}")
+        if not 0 <= self.trace_sample_ratio <= 1:
+            raise ConfigError("TRACE_SAMPLE_RATIO must be within 0..1")
+        if self.metrics_export_interval_s <= 0:
+            raise ConfigError("METRICS_EXPORT_INTERVAL must be a positive number of seconds")
         self._check_deadlines()
         if self.service_role != "all-in-one":
             self._check_shared_backends()

@@ -1,8 +1,8 @@
 """Logging: JSON lines that Cloud Logging understands, or readable lines on a laptop.
 
-As in Google's Cloud Run template: ``severity`` maps the level, and a request's
-``X-Cloud-Trace-Context`` becomes ``logging.googleapis.com/trace`` so a
-request's lines group together in the console.
+As in Google's Cloud Run template: ``severity`` maps the level, and the current
+OpenTelemetry span becomes ``logging.googleapis.com/trace`` and ``spanId``, so
+Cloud Logging shows each line under its span in the trace (infra/telemetry.py).
 """
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+
+from opentelemetry import trace
 
 from htbase.config import Settings
 
@@ -30,9 +32,13 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
         }
         entry.update(getattr(record, "fields", {}))
-        trace = trace_context.get()
-        if trace and self.project:
-            entry["logging.googleapis.com/trace"] = f"projects/{self.project}/traces/{trace}"
+        span = trace.get_current_span().get_span_context()
+        if self.project and span.is_valid:
+            entry["logging.googleapis.com/trace"] = f"projects/{self.project}/traces/{span.trace_id:032x}"
+            entry["logging.googleapis.com/spanId"] = f"{span.span_id:016x}"
+            entry["logging.googleapis.com/trace_sampled"] = span.trace_flags.sampled
+        elif self.project and (header_trace := trace_context.get()):
+            entry["logging.googleapis.com/trace"] = f"projects/{self.project}/traces/{header_trace}"
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -60,7 +66,8 @@ def setup_logging(settings: Settings) -> None:
 
 
 def set_trace(header: str) -> None:
-    """Remember the trace id of the current request (``TRACE_ID/SPAN;o=1``)."""
+    """Remember the trace id of the current request (``TRACE_ID/SPAN;o=1``), for lines logged outside
+    any span."""
     trace_context.set(header.split("/", 1)[0] if header else "")
 
 

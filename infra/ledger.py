@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from htbase.messages import ArchiveRequest, ArtifactStatus
 from infra.db import new_session
+from infra.metrics import LEASE_TAKEOVERS, SUBMISSIONS
 from infra.models import Artifact, Item, OutboxMessage, Task, utcnow
 from infra.outbox import Outgoing, OutboxRow, archive_outgoing, enqueue, outbox_rows
 from infra.storage import StoredObject
+from infra.telemetry import traced
 
 PENDING, PROCESSING, SUCCESS, FAILED, CANCELLED = (s.value for s in ArtifactStatus)
 TERMINAL = (SUCCESS, FAILED, CANCELLED)
@@ -83,16 +85,19 @@ class Ledger:
 
     # --- accepting work -----------------------------------------------------
 
+    @traced("ledger create_task")
     def create_task(self, items: list[NewItem], archivers: Iterable[str], *, options: dict[str, Any] | None = None,
                     request_id: str = "", webhook_url: str | None = None, batch: bool = False) -> CreatedTask:
         """Write the task(s), their pending artifacts and the outbox in one transaction."""
         task = (items, list(archivers), dict(options or {}), request_id, webhook_url, batch)
         try:
-            return self._create_task(*task)
+            created = self._create_task(*task)
         except IntegrityError:
             # Two requests created the same new item_id at once and this one lost the race:
             # written again, it finds the winner's item (and adds to it, or conflicts with it).
-            return self._create_task(*task)
+            created = self._create_task(*task)
+        SUBMISSIONS.add(1, {"kind": created.kind})
+        return created
 
     def _create_task(self, items: list[NewItem], archivers: list[str], options: dict[str, Any], request_id: str,
                      webhook_url: str | None, batch: bool) -> CreatedTask:
@@ -135,6 +140,7 @@ class Ledger:
 
     # --- the artifact state machine -----------------------------------------
 
+    @traced("ledger claim")
     def claim(self, task_id: str, archiver: str, owner: str) -> Claim:
         """Take the artifact under a lease, atomically; at most one live holder."""
         now = utcnow()
@@ -196,6 +202,7 @@ class Ledger:
                                  .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values))
         return result.rowcount == 1
 
+    @traced("ledger complete")
     def complete(self, task_id: str, archiver: str, owner: str, stored: StoredObject, *,
                  meta: dict[str, Any], duration_ms: int,
                  follow_up: Iterable[Outgoing] = ()) -> list[OutboxRow] | None:
@@ -211,6 +218,7 @@ class Ledger:
             outbox = [enqueue(session, message, now) for message in follow_up]
         return outbox_rows(outbox)
 
+    @traced("ledger fail")
     def fail(self, task_id: str, archiver: str, owner: str, error: str, *, permanent: bool) -> bool:
         """Record a failed attempt. Returns True when the failure is final."""
         with self.session() as session, session.begin():
@@ -222,6 +230,7 @@ class Ledger:
             self._finish(session, task_id, archiver, owner, status=status, error=error[:4000], **extra)
             return final
 
+    @traced("ledger fail_undelivered")
     def fail_undelivered(self, task_id: str, archiver: str, error: str) -> bool:
         """A message that will never arrive (dead-lettered, or never publishable): fail whatever is not
         finished, holding a lease or not."""
@@ -236,6 +245,7 @@ class Ledger:
                 .execution_options(synchronize_session=False))
             return result.rowcount == 1
 
+    @traced("ledger sweep")
     def sweep(self, *, revive_all: bool = False) -> dict[str, int]:
         """Nothing stays pending or processing forever.
 
@@ -254,6 +264,8 @@ class Ledger:
             rows = session.scalars(select(Artifact).where(stale).options(selectinload(Artifact.task))
                                    .limit(500).with_for_update(skip_locked=True)).all()
             for artifact in rows:
+                if artifact.status == PROCESSING:  # its holder stopped renewing: a crash, or a hang
+                    LEASE_TAKEOVERS.add(1, {"archiver": artifact.archiver, "noticed_by": "sweeper"})
                 if artifact.attempts >= self.max_attempts:
                     artifact.status, artifact.finished_at = FAILED, now
                     artifact.error = f"gave up after {artifact.attempts} attempts: {artifact.error or 'lease expired'}"

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from htbase.messages import ArchiveRequest, SummarizeRequest
 from htbase.topology import SUMMARIZE, archive_topic
 from infra.db import new_session
 from infra.models import OutboxMessage, utcnow
+from infra.telemetry import message_context
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ def announced_artifact(row: OutboxRow) -> tuple[str, str] | None:
 
 def enqueue(session: Session, message: Outgoing, now: datetime) -> OutboxMessage:
     """Add a message to the caller's transaction; it is sent only if that commits."""
+    # The trace it belongs to travels with it, however late the relay publishes it.
     row = OutboxMessage(topic=message.topic, data=message.data.decode(),
-                        attributes=dict(message.attributes), created_at=now)
+                        attributes={**message.attributes, **message_context()}, created_at=now)
     session.add(row)
     return row
 
@@ -82,6 +84,13 @@ class Outbox:
                                          .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
                                                 OutboxMessage.created_at <= cutoff, OutboxMessage.id > after_id)
                                          .order_by(OutboxMessage.id).limit(limit)))
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """How many messages are still to publish, and when the oldest was written."""
+        with new_session(self.engine) as s:
+            count, oldest = s.execute(select(func.count(), func.min(OutboxMessage.created_at))
+                                      .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None))).one()
+            return count, oldest
 
     def mark_sent(self, outbox_ids: Iterable[int]) -> None:
         with new_session(self.engine) as s, s.begin():

@@ -23,6 +23,7 @@ from google.api_core.exceptions import InvalidArgument
 
 from htbase.logs import log
 from infra.outbox import Outbox, OutboxRow, announced_artifact
+from infra.telemetry import end_publish, publishing
 
 logger = logging.getLogger("htbase.relay")
 
@@ -68,7 +69,15 @@ class Relay:
         size = len(row.data) + sum(len(k) + len(v) for k, v in row.attributes.items())
         if size > MAX_MESSAGE_BYTES:
             raise MessageTooLarge(f"the message has {size} bytes; a broker takes at most {MAX_MESSAGE_BYTES}")
-        return self.publisher.publish(row.topic, row.data, row.attributes)
+        # The publish continues the trace the row was written in; its receiver continues the publish.
+        span, attributes = publishing(row.topic, row.attributes)
+        try:
+            future = self.publisher.publish(row.topic, row.data, attributes)
+        except Exception as exc:
+            end_publish(span, exc)
+            raise
+        future.add_done_callback(lambda done: end_publish(span, done.exception()))
+        return future
 
     def send(self, rows: list[OutboxRow]) -> None:
         """Publish without waiting: a request answers as soon as its transaction commits.

@@ -6,9 +6,9 @@ so an old state can never overwrite a newer one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from infra.db import new_session
@@ -44,6 +44,12 @@ class ReplicaQueue:
                              .where(ReplicaPending.next_attempt_at <= utcnow())
                              .order_by(ReplicaPending.next_attempt_at, ReplicaPending.task_id).limit(limit))
             return [PendingReplica(task_id, attempts) for task_id, attempts in rows]
+
+    def backlog(self) -> tuple[int, datetime | None]:
+        """How many tasks' documents are behind, and since when the longest-behind one is."""
+        with new_session(self.engine) as s:
+            count, oldest = s.execute(select(func.count(), func.min(ReplicaPending.created_at))).one()
+            return count, oldest
 
     def written(self, pending: PendingReplica) -> bool:
         """Drop the row, unless a failure was queued for the task since it was read."""

@@ -25,6 +25,7 @@ from google.cloud import storage
 from htbase.config import Settings
 from htbase.logs import log
 from infra import identity
+from infra.telemetry import traced
 
 logger = logging.getLogger("htbase.storage")
 
@@ -86,6 +87,7 @@ class LocalFileStore:
     def _stored(self, key: str, path: Path, data: bytes, content_type: str) -> StoredObject:
         return StoredObject(key, path.as_uri(), len(data), _sha256(data), content_type)
 
+    @traced("storage put")
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +151,7 @@ class GcsFileStore:
     def _uri(self, key: str) -> str:
         return f"gs://{self.bucket.name}/{key}"
 
+    @traced("storage put")
     def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         blob = self.bucket.blob(check_key(key))
         digest = _sha256(data)

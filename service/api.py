@@ -6,8 +6,11 @@ from flask import Flask
 from api.app import create_app
 from htbase.config import Settings
 from infra.housekeeping import Housekeeper
+from infra.metrics import watch_backlogs
 from infra.relay import Publisher
+from infra.replica_queue import ReplicaQueue
 from infra.runtime import Runtime, make_publisher
+from infra.telemetry import install as install_telemetry, trace_requests
 
 
 class ApiService:
@@ -15,9 +18,13 @@ class ApiService:
 
     def __init__(self, settings: Settings, runtime: Runtime | None = None, publisher: Publisher | None = None) -> None:
         self.settings = settings
+        self.telemetry = install_telemetry(settings)
         self.runtime = runtime or Runtime(settings, publisher or make_publisher(settings))
         self.api: Flask = create_app(self.runtime)
+        trace_requests(self.api)
         self.housekeeper = Housekeeper(self.runtime.housekeep, settings.sweep_interval_s)
+        # The process that keeps the outbox and the replica's queue reports their backlogs.
+        watch_backlogs(self.runtime.outbox.backlog, ReplicaQueue(self.runtime.engine).backlog)
 
     def start(self) -> "ApiService":
         self.housekeeper.start()

@@ -17,7 +17,9 @@ from htbase.messages import ArchiveRequest, SummarizeRequest
 from functions.worker import Worker
 from infra.egress.policy import EgressRefused
 from infra.ledger import ClaimOutcome
+from infra.metrics import CAPTURE_DURATION, CAPTURE_SIZE, CAPTURES, LEASE_TAKEOVERS, error_kind
 from infra.outbox import summarize_outgoing
+from infra.telemetry import TRACER
 
 logger = logging.getLogger("htbase.capture")
 
@@ -36,7 +38,20 @@ def archive(runtime: Worker, request: ArchiveRequest) -> Delivery:
     runtime.replica.sync(request.task_id)
 
     started = time.monotonic()
-    log(logger, logging.INFO, "capture started", attempt=claim.attempts, url=request.url, **fields)
+    with TRACER.start_as_current_span(f"capture {request.archiver}", attributes={
+            "archiver": request.archiver, "attempt": claim.attempts, "task_id": request.task_id}) as span:
+        delivery = _capture(runtime, request, claim.attempts, fields)
+        outcome = {"stored": "success", "lease lost": "lease_lost"}.get(delivery.reason,
+                                                                       "failed" if delivery.ack else "retried")
+        span.set_attribute("outcome", outcome)
+    CAPTURE_DURATION.record(time.monotonic() - started, {"archiver": request.archiver, "outcome": outcome})
+    return delivery
+
+
+def _capture(runtime: Worker, request: ArchiveRequest, attempts: int, fields: dict) -> Delivery:
+    """Capture, store and record one claimed attempt."""
+    ledger, started = runtime.ledger, time.monotonic()
+    log(logger, logging.INFO, "capture started", attempt=attempts, url=request.url, **fields)
     with ledger.holding(request.task_id, request.archiver, runtime.worker_id):
         try:
             runtime.egress_policy.check_url(request.url)
@@ -58,8 +73,11 @@ def archive(runtime: Worker, request: ArchiveRequest) -> Delivery:
                              meta=meta, duration_ms=duration_ms, follow_up=follow_up)
     if outbox is None:  # our lease expired and someone else took over: theirs is the record
         log(logger, logging.WARNING, "capture finished after losing its lease; discarded", **fields)
+        LEASE_TAKEOVERS.add(1, {"archiver": request.archiver, "noticed_by": "holder"})
         return Delivery(True, "lease lost")
     log(logger, logging.INFO, "capture stored", size=stored.size, duration_ms=duration_ms, **fields)
+    CAPTURES.add(1, {"archiver": request.archiver, "outcome": "success"})
+    CAPTURE_SIZE.record(stored.size, {"archiver": request.archiver})
     if outbox and runtime.publisher is not None:
         runtime.relay.send(outbox)
     runtime.replica.sync(request.task_id)
@@ -87,6 +105,8 @@ def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, fields: di
         logger.exception("capture crashed")
         error = f"{type(exc).__name__}: {exc}"
     final = runtime.ledger.fail(request.task_id, request.archiver, runtime.worker_id, error, permanent=permanent)
+    CAPTURES.add(1, {"archiver": request.archiver, "outcome": "failed" if final else "retried",
+                     "error_kind": error_kind(exc)})
     runtime.replica.sync(request.task_id)
     log(logger, logging.WARNING, "capture failed" + (" for good" if final else "; will retry"),
         error=error, **fields)

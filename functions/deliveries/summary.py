@@ -13,9 +13,11 @@ import logging
 from functions.deliveries import Delivery
 from functions.summarizer.errors import RetryLater, SummaryFailed
 from functions.summarizer.pipeline import cache_key
+from functions.summarizer.schema import Summary
 from functions.worker import Worker
 from htbase.logs import log
 from htbase.messages import SummarizeRequest
+from infra.metrics import SUMMARIES, SUMMARY_DURATION, SUMMARY_TOKENS
 from infra.models import Artifact, Task
 
 logger = logging.getLogger("htbase.summarize")
@@ -53,8 +55,11 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
         runtime.summaries.delivery_failed(key, str(exc))
         log(logger, logging.INFO, "summary rate limited; asking for redelivery", retry_after_s=exc.retry_after_s,
             deliveries=deliveries, **fields)
+        SUMMARIES.add(1, {"provider": provider_of(summarizer.model_id), "outcome": "retry"})
         return Delivery(False, str(exc), retry_after_s=exc.retry_after_s)
     except SummaryFailed as exc:
+        SUMMARIES.add(1, {"provider": provider_of(summarizer.model_id),
+                          "outcome": "retry" if exc.transient else "failed"})
         if exc.transient:
             runtime.summaries.delivery_failed(key, exc.reason)
             return Delivery(False, exc.reason)
@@ -71,6 +76,7 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
     runtime.replica.sync(request.task_id)
     log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
         duration_ms=summary.duration_ms, **fields)
+    record_summary(summary)
     return Delivery(True, "stored")
 
 
@@ -105,3 +111,16 @@ def dead_letter(runtime: Worker, request: SummarizeRequest, deliveries: str) -> 
 def _readable_article(task: Task | None) -> Artifact | None:
     article = task.artifact("readability") if task else None
     return article if article is not None and article.status == "success" else None
+
+
+def provider_of(model: str) -> str:
+    """The provider part of a model id ("openai:gpt-4o-mini" -> "openai"): a bounded metric attribute."""
+    return model.split(":", 1)[0]
+
+
+def record_summary(summary: Summary) -> None:
+    provider = {"provider": provider_of(summary.model)}
+    SUMMARIES.add(1, {**provider, "outcome": "success"})
+    SUMMARY_TOKENS.add(summary.tokens_in, {**provider, "direction": "in"})
+    SUMMARY_TOKENS.add(summary.tokens_out, {**provider, "direction": "out"})
+    SUMMARY_DURATION.record(summary.duration_ms / 1000, provider)

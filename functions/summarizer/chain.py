@@ -25,6 +25,7 @@ from functions.summarizer.prompts import Message
 from functions.summarizer.providers import Completion, Provider
 from functions.summarizer.schema import Summary
 from htbase.logs import log
+from infra.telemetry import TRACER
 
 logger = logging.getLogger("htbase.summarizer")
 
@@ -157,7 +158,8 @@ class Chain:
                 reasons.append(f"{step.name}: skipped while an LLM provider is rate limited")
                 continue
             try:
-                summary = step.summarize(text, title, language)
+                with TRACER.start_as_current_span(f"summarize with {step.name}", attributes={"provider": step.name}):
+                    summary = step.summarize(text, title, language)
             except RateLimited as exc:
                 retry_after = exc.retry_after_s if retry_after is None else min(retry_after, exc.retry_after_s)
                 reasons.append(f"{step.name}: {exc}")

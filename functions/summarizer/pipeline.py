@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+import contextvars
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from functions.summarizer.prompts import (PROMPT_VERSION, Message, map_messages,
 from functions.summarizer.providers import Completion, OpenAICompatibleProvider, Provider, TgiProvider
 from functions.summarizer.schema import Summary, require_article_text
 from htbase.config import ConfigError, Settings
+from infra.telemetry import TRACER
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PROVIDERS = ("openai", "tgi", "extractive")
@@ -84,7 +86,10 @@ class Summarizer:
         require_article_text(text)  # before any provider is called
         budget = _deadline.set(started + self.timeout_s)
         try:
-            summary = self._chain.summarize(text, title, language, may_retry_later=may_retry_later)
+            with TRACER.start_as_current_span("summarize", attributes={"text_chars": len(text)}) as span:
+                summary = self._chain.summarize(text, title, language, may_retry_later=may_retry_later)
+                span.set_attributes({"model": summary.model, "tokens_in": summary.tokens_in,
+                                     "tokens_out": summary.tokens_out})
         finally:
             _deadline.reset(budget)
         return replace(summary, duration_ms=round((time.monotonic() - started) * 1000))
@@ -222,7 +227,8 @@ def _parallel(fn: Callable[[T], R], items: list[T]) -> list[R]:
     if len(items) <= 1:
         return [fn(item) for item in items]
     pool = ThreadPoolExecutor(max_workers=min(MAP_CONCURRENCY, len(items)), thread_name_prefix="summarize-map")
+    context = contextvars.copy_context()  # each call runs in a copy: its spans join the summary's trace
     try:
-        return list(pool.map(fn, items))
+        return list(pool.map(lambda item: context.copy().run(fn, item), items))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -15,11 +15,13 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Mapping, Protocol
 
 import requests
+from opentelemetry.trace import SpanKind
 from requests.structures import CaseInsensitiveDict
 
 from functions.summarizer.chunker import ApproxTokenCounter, count_messages
 from functions.summarizer.errors import ProviderError, ProviderUnavailable, RateLimited
 from functions.summarizer.prompts import Message
+from infra.telemetry import TRACER, outgoing_headers
 
 DEFAULT_RETRY_AFTER_S = 30.0  # a 429 that does not say how long to wait
 _COUNTER = ApproxTokenCounter()  # for servers that do not report usage
@@ -129,10 +131,12 @@ def _auth(api_key: str) -> dict[str, str]:
 
 
 def _post_json(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float) -> Any:
-    try:
-        response = requests.post(url, json=payload, headers=headers, timeout=timeout)
-    except requests.RequestException as exc:  # refused, reset, DNS, timeout
-        raise ProviderUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+    with TRACER.start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={"url.full": url}) as span:
+        try:
+            response = requests.post(url, json=payload, headers=outgoing_headers(headers), timeout=timeout)
+        except requests.RequestException as exc:  # refused, reset, DNS, timeout
+            raise ProviderUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+        span.set_attribute("http.response.status_code", response.status_code)
     status = response.status_code
     if status == 429:
         raise RateLimited(parse_retry_after(response.headers), f"{url}: HTTP 429")

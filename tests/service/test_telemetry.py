@@ -1,0 +1,145 @@
+"""Telemetry on the embedded defaults: one submission is one trace, and the metrics follow the captures.
+
+Spans are read from an in-memory exporter added to the process's tracer provider; metrics from
+the Prometheus text the process serves, parsed as Prometheus parses it.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
+
+from htbase.config import Settings
+from htbase.messages import ARCHIVERS
+from infra.telemetry import prometheus_text
+from service.embedded import EmbeddedService
+from tests.helpers import finished, submit
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    root = tmp_path_factory.mktemp("telemetry")
+    settings = Settings(database_url=f"sqlite:///{root / 'htbase.db'}", local_storage_path=root / "archives",
+                        allow_private_urls=True, capture_timeout_s=30, max_attempts=3, retry_backoff_s=0.2,
+                        sweep_interval_s=3600)
+    with EmbeddedService(settings) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def spans(service) -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    service.api_service.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+def trace_of(spans: list[ReadableSpan], task_id: str) -> list[ReadableSpan]:
+    """Every span of the trace whose capture spans name ``task_id``."""
+    [trace_id] = {s.context.trace_id for s in spans if (s.attributes or {}).get("task_id") == task_id}
+    return [s for s in spans if s.context.trace_id == trace_id]
+
+
+def ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[ReadableSpan]:
+    """The span's parent, its parent's parent, ... up to the root."""
+    chain = []
+    while span.parent is not None:
+        span = by_id[span.parent.span_id]  # a parent missing from the trace fails here
+        chain.append(span)
+    return chain
+
+
+def test_one_submission_is_one_trace_from_the_api_through_every_capture_to_the_summary(service, spans, test_site):
+    client = service.api.test_client()
+    task_id = submit(client, test_site.url("/article.html"))
+    assert finished(client, task_id)["status"] == "success"
+    assert service.dispatcher.wait_idle(60)  # the summary follows the readable article
+
+    found = trace_of(spans.get_finished_spans(), task_id)
+    by_id = {s.context.span_id: s for s in found}
+    [root] = [s for s in found if s.parent is None]
+    assert root.kind is SpanKind.SERVER and root.name == "POST /api/v2/archive"
+    assert root.attributes["http.response.status_code"] == 202
+
+    captures = {s.attributes["archiver"]: s for s in found if s.name.startswith("capture ")}
+    assert set(captures) == set(ARCHIVERS)
+    for archiver, capture in captures.items():
+        assert capture.attributes["attempt"] == 1 and capture.attributes["outcome"] == "success"
+        chain = ancestors(capture, by_id)
+        assert chain[-1] is root
+        # capture <- deliver (the push, a consumer) <- publish (a producer) <- ... <- the API's request
+        delivery, publish = chain[0], chain[1]
+        assert delivery.kind is SpanKind.CONSUMER and delivery.name == f"deliver archive-{archiver}"
+        assert publish.kind is SpanKind.PRODUCER and publish.name == f"publish archive-{archiver}"
+        assert delivery.start_time >= publish.start_time
+        inside = {s.name for s in found if capture in ancestors(s, by_id)}
+        assert "storage put" in inside and "ledger complete" in inside
+
+    [summary] = [s for s in found if s.name == "summarize"]
+    chain = ancestors(summary, by_id)
+    assert captures["readability"] in chain and chain[-1] is root
+    assert chain[0].name == "deliver summarize"
+    assert any(s.name == "publish summarize" for s in chain)
+    assert any(s.name == "summarize with extractive" and summary in ancestors(s, by_id) for s in found)
+    assert {s.name for s in found} >= {"ledger create_task", "ledger claim"}
+
+
+def metric(name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` with these labels in the process's Prometheus text."""
+    text, _ = prometheus_text()
+    return sum(sample.value for family in text_string_to_metric_families(text.decode()) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_captures_count_successes_permanent_failures_by_kind_and_retries(service, test_site):
+    client = service.api.test_client()
+
+    def captured(path: str) -> dict:
+        return finished(client, submit(client, test_site.url(path), archivers=["monolith"]))
+
+    before = {
+        "success": metric("htbase_captures_total", archiver="monolith", outcome="success"),
+        "failed": metric("htbase_captures_total", archiver="monolith", outcome="failed"),
+        "retried": metric("htbase_captures_total", archiver="monolith", outcome="retried"),
+        "durations": metric("htbase_capture_duration_seconds_count", archiver="monolith"),
+        "sizes": metric("htbase_capture_size_bytes_count", archiver="monolith"),
+        "submissions": metric("htbase_submissions_total", kind="single"),
+    }
+
+    assert captured("/article.html")["status"] == "success"
+    assert metric("htbase_captures_total", archiver="monolith", outcome="success") == before["success"] + 1
+    assert metric("htbase_capture_size_bytes_count", archiver="monolith") == before["sizes"] + 1
+    assert metric("htbase_capture_size_bytes_sum", archiver="monolith") > 0
+
+    missing = captured("/missing")
+    assert missing["status"] == "failed"
+    assert metric("htbase_captures_total", archiver="monolith", outcome="failed") == before["failed"] + 1
+    failures = [sample.labels for family in text_string_to_metric_families(prometheus_text()[0].decode())
+                for sample in family.samples if sample.name == "htbase_captures_total"
+                and sample.labels["outcome"] == "failed"]
+    assert failures and all(labels["error_kind"] for labels in failures)  # a failure names its kind
+
+    flaky = captured(f"/flaky?key={uuid.uuid4().hex}")  # 500 once, then the article
+    assert flaky["status"] == "success" and flaky["subtasks"]["monolith"]["attempts"] == 2
+    assert metric("htbase_captures_total", archiver="monolith", outcome="retried") == before["retried"] + 1
+    assert metric("htbase_captures_total", archiver="monolith", outcome="success") == before["success"] + 2
+
+    # Every attempt is timed, whatever its outcome: 1 + 1 + 2.
+    assert metric("htbase_capture_duration_seconds_count", archiver="monolith") == before["durations"] + 4
+    assert metric("htbase_submissions_total", kind="single") == before["submissions"] + 3
+    assert metric("htbase_push_redeliveries_total", route="/push/archive") >= 1
+    assert metric("htbase_push_deliveries_total", route="/push/archive", answer="retry") >= 1
+
+
+def test_the_prometheus_text_parses_and_holds_every_instrument(service):
+    service.runtime.ledger.ping()
+    text, content_type = prometheus_text()
+    assert content_type.startswith("text/plain")
+    names = {family.name for family in text_string_to_metric_families(text.decode())}
+    assert {"htbase_captures", "htbase_capture_duration_seconds", "htbase_capture_size_bytes",
+            "htbase_submissions", "htbase_push_deliveries", "htbase_outbox_depth", "htbase_outbox_oldest_age_seconds",
+            "htbase_replica_pending", "htbase_replica_lag_seconds", "htbase_http_server_duration_seconds"} <= names
