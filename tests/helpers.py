@@ -8,11 +8,12 @@ make the ledger rows a test starts from.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import requests
 
+from htbase.config import Settings
 from infra.ledger import NewItem
 from infra.storage import StoredObject
 
@@ -80,3 +81,27 @@ def new_item(url: str = "https://example.org/a", item_id: str | None = None) -> 
 def stored(task_id: str, archiver: str = "pdf") -> StoredObject:
     """What a store answers for a capture it kept (nothing is written)."""
     return StoredObject(f"{task_id}/{archiver}.pdf", f"file:///x/{task_id}", 10, "ab" * 32, "application/pdf")
+
+
+class RecordingEnv(Mapping):
+    """An empty environment that remembers every name it was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def settings_env_names() -> frozenset[str]:
+    """Every env var Settings.from_env reads (an empty environment makes it ask for all of them)."""
+    env = RecordingEnv()
+    Settings.from_env(env)
+    return frozenset(env.asked)

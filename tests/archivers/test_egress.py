@@ -13,7 +13,7 @@ from functions.archivers.browser import Browser
 from infra.egress.policy import EgressPolicy
 from infra.egress.proxy import EgressProxy
 from tests.archivers.conftest import ARCHIVER_CLASSES, BROWSER_ARCHIVERS
-from tests.archivers.test_singlefile import cli_copy, embedded_png_sizes
+from tests.archivers.saved_pages import cli_copy, embedded_png_sizes
 from tests.site.server import TestSite, serve_test_site
 
 

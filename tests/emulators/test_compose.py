@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from htbase import topology
 from functions import main
 from htbase.config import Settings
 from htbase.messages import ARCHIVERS
+from tests.helpers import settings_env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "emulators" / "docker-compose.yml"
@@ -26,30 +26,6 @@ HTBASE_IMAGES = {"htbase:local": "browser", "htbase-light:local": "light"}  # im
 EMULATORS = {"pubsub", "firestore", "gcs", "tasks", "postgres"}
 PUSH_SERVICES = set(topology.PUSH_SERVICES)  # bootstrap points a push subscription at each, by name
 YAMLLINT_CONFIG = "{extends: default, rules: {line-length: {max: 120}, document-start: disable}}"
-
-
-class RecordingEnv(Mapping):
-    """An empty environment that remembers every name it was asked for."""
-
-    def __init__(self) -> None:
-        self.asked: set[str] = set()
-
-    def __getitem__(self, name: str) -> str:
-        self.asked.add(name)
-        raise KeyError(name)
-
-    def __iter__(self):
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-def settings_env_names() -> frozenset[str]:
-    """Every env var Settings.from_env reads (an empty environment makes it ask for all of them)."""
-    env = RecordingEnv()
-    Settings.from_env(env)
-    return frozenset(env.asked)
 
 
 def tool(name: str) -> str:

@@ -33,7 +33,7 @@ from htbase.config import ConfigError, Settings
 from htbase.messages import ArchiveRequest, build_push_envelope
 from functions.worker import Worker as Runtime
 from infra.db import make_engine, migrate
-from tests.emulators.test_compose import settings_env_names
+from tests.helpers import settings_env_names
 
 MAIN = Path(__file__).resolve().parents[2] / "functions" / "main.py"
 AUDIENCE = "https://htbase-archiver-pdf-x7k2-uc.a.run.app/"

@@ -1,7 +1,6 @@
 """The offline default: no network, no model, any language."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -100,13 +99,9 @@ def test_one_long_sentence_is_not_enough_for_key_points():
         summarize(" ".join(["word"] * 40))
 
 
-def test_long_article_is_fast_and_valid():
+def test_a_long_article_gets_a_valid_summary():
+    """(How fast: bench/summarize.py.)"""
     text = articles.long_article(50_000)
-
-    started = time.perf_counter()
     summary = summarize(text)
-    elapsed = time.perf_counter() - started
-
     _assert_valid(summary, text)
     assert len(summary.key_points) == 7
-    assert elapsed < 2.0, f"{elapsed:.2f}s for 50k words"
