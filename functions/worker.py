@@ -50,7 +50,7 @@ class Worker(Runtime):
             # Every fetch of every capture goes through the egress guard.
             from infra.egress.proxy import EgressProxy
 
-            self._proxy = EgressProxy(self.egress_policy)
+            self._proxy = EgressProxy(self.egress_policy, max_body_bytes=self.settings.max_capture_bytes)
             self._proxy.start()
             self.on_close(self._proxy.stop)
         if name != "monolith" and self._browser is None:
@@ -59,6 +59,22 @@ class Worker(Runtime):
             self._browser = Browser(self.settings, proxy_url=self._proxy.url)
             self.on_close(self._browser.close)  # the browser goes before the proxy it uses
         return build_archiver(name, self.settings, browser=self._browser, proxy_url=self._proxy.url)
+
+    def browser_alive(self) -> bool:
+        """False when this process's Chromium died and cannot be started again;
+        True where no browser was needed yet."""
+        with self._lock:
+            browser = self._browser
+        return browser is None or browser.healthy()
+
+    def health(self) -> dict[str, bool]:
+        """What a liveness probe checks: the ledger answers, and the browser works."""
+        try:
+            self.ledger.ping()
+            ledger = True
+        except Exception:  # whatever stops it answering is the answer
+            ledger = False
+        return {"ledger": ledger, "browser": self.browser_alive()}
 
     @cached_property
     def summarizer(self) -> "Summarizer":

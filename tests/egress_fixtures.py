@@ -23,8 +23,9 @@ def png(width: int = 3, height: int = 2) -> bytes:
 
 
 def fake_dns(monkeypatch, answers: dict[str, list[str]]) -> list[str]:
-    """getaddrinfo answering ``answers`` (a name's answers are used in turn);
-    returns the log of names looked up."""
+    """getaddrinfo answering ``answers`` (a name's answers are used in turn;
+    "NXDOMAIN": no such name, "SERVFAIL": the resolver failed); returns the log
+    of names looked up."""
     real, lookups = socket.getaddrinfo, []
 
     def getaddrinfo(host, port, *args, **kwargs):
@@ -34,6 +35,8 @@ def fake_dns(monkeypatch, answers: dict[str, list[str]]) -> list[str]:
         address = answers[host][min(len(lookups), len(answers[host])) - 1]
         if address == "NXDOMAIN":
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        if address == "SERVFAIL":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
 

@@ -24,6 +24,13 @@ class TransientCaptureError(CaptureError):
     permanent = False
 
 
+class CaptureTimeout(TransientCaptureError):
+    """The page did not load (or render) in time: worth ``attempts_worth``
+    tries in all, no more; the same page under the same limit seldom makes it."""
+
+    attempts_worth = 2
+
+
 @dataclass(frozen=True)
 class Capture:
     data: bytes

@@ -3,18 +3,31 @@
 Archivers are called from the worker threads of a pool, and Playwright's sync
 API is not thread-safe. So ``Browser`` owns Playwright's *async* API on one
 dedicated event-loop thread; every capture is a coroutine submitted to that
-loop, and each gets a fresh browser context (no cookies or storage shared
-between captures).
+loop, and each gets a fresh browser context: its own cookie jar, storage and
+connections, SingleFile's captures included.
 
 Chromium also listens on a DevTools HTTP endpoint on loopback, so the SingleFile
 CLI attaches to this same browser (``--browser-server``) instead of starting
 its own. When an egress proxy is given, Chromium sends *all* traffic through
 it, loopback included, so redirects and sub-resources obey the egress guard too.
+WebRTC could still send UDP around any proxy (STUN, TURN): Chromium is told to
+use no UDP that does not go through the proxy, which is none.
 
-``Browser.capture`` (through ``open_page``) is the one way a page gets loaded:
-it maps every failure to a Permanent or Transient capture error with a message
-fit for the ledger. ``PageArchiver`` is the base of the archivers that render
-the loaded page (pdf, screenshot, readability).
+``Browser.capture`` is the one way a page gets loaded: a ``PageWatch`` follows
+the capture's pages from their first request and fails the capture as soon as
+they receive more than the size limit (decoded bytes, every frame), or the main
+frame's document is refused, an HTTP error or fails to load, whenever that
+happens (a redirect, a meta refresh, a script setting ``location``). Every
+failure becomes a Permanent or Transient capture error with a message fit for
+the ledger. ``PageArchiver`` is the base of the archivers that render the page.
+
+Memory: page bodies never pass through the Playwright driver, only the rendered
+results; a page holds what the byte limit lets in plus what its scripts make,
+and V8 caps each renderer's heap (``--js-flags``: a page over it crashes alone,
+a transient failure). RLIMIT_AS is no bound here: Chromium reserves tens of GB
+of address space up front (V8's sandbox, PartitionAlloc) and does not start
+under any limit that would help. A dead driver or Chromium is thrown away and
+started again on the next capture; ``healthy`` says whether that works.
 """
 from __future__ import annotations
 
@@ -31,15 +44,16 @@ from http import HTTPStatus
 from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
 from playwright.async_api import Browser as PlaywrightBrowser
+from playwright.async_api import BrowserContext, Frame, Page, Playwright, Request, Response, async_playwright
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, Playwright, Response, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from functions.archivers.base import (Capture, CaptureError, PermanentCaptureError, TransientCaptureError,
-                                     capture_timeout, check_size, check_url, http_failure)
+from functions.archivers.base import (Capture, CaptureError, CaptureTimeout, PermanentCaptureError,
+                                     TransientCaptureError, capture_timeout, check_size, check_url, http_failure)
+from htbase.logs import log
 from infra.egress.proxy import REFUSED_HEADER
 
-log = logging.getLogger("htbase.browser")
+logger = logging.getLogger("htbase.browser")
 
 T = TypeVar("T")
 
@@ -47,6 +61,8 @@ CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage",  # containers (Cloud Run, Docker) have a tiny /dev/shm
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # no STUN/TURN past the egress proxy
+    "--js-flags=--max-old-space-size=512",  # MB of JavaScript heap per renderer
 )
 VIEWPORT = {"width": 1280, "height": 800}
 # After the load event, wait this long at most for the network to go quiet, so
@@ -55,6 +71,8 @@ VIEWPORT = {"width": 1280, "height": 800}
 SETTLE_CAP_S = 2.0
 LAUNCH_TIMEOUT_S = 30.0
 LAUNCH_ATTEMPTS = 3
+HEALTH_TIMEOUT_S = 20.0
+CLOSE_TIMEOUT_S = 10.0
 
 # Navigation errors a retry will not fix. Anything else (connection refused or
 # reset, DNS hiccups through a proxy, ...) is treated as transient.
@@ -82,7 +100,7 @@ PERMANENT_NET_ERRORS = {
 
 
 def check_response(url: str, status: int, status_text: str, headers: Mapping[str, str], max_bytes: int) -> None:
-    """Judge the main document's response. ``headers`` must have lower-case names."""
+    """Judge a main document's response. ``headers`` must have lower-case names."""
     refused = headers.get(REFUSED_HEADER.lower())
     if refused:
         raise PermanentCaptureError(f"egress refused for {url}: {refused.removeprefix('refused: ')}")
@@ -98,30 +116,132 @@ def check_response(url: str, status: int, status_text: str, headers: Mapping[str
         check_size("page", int(length), max_bytes)
 
 
-def navigation_error(exc: Exception, url: str, timeout: float) -> CaptureError:
-    """The capture error for a failed navigation or a capture that ran out of time."""
-    if isinstance(exc, (PlaywrightTimeoutError, TimeoutError)):
-        return TransientCaptureError(f"timed out after {timeout:g}s loading {url}")
-    message = str(exc)
+def navigation_failure(message: str, url: str) -> CaptureError:
+    """The capture error for a navigation that failed with Playwright's or Chromium's ``message``."""
     for code, meaning in PERMANENT_NET_ERRORS.items():
         if f"net::{code}" in message:
             return PermanentCaptureError(f"{code}: {meaning}, loading {url}")
     if "Download is starting" in message:
         return PermanentCaptureError(f"{url} is a file download, not a web page")
-    first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
     return TransientCaptureError(f"loading {url} failed: {first_line}")
+
+
+def timed_out(timeout: float, url: str) -> CaptureTimeout:
+    return CaptureTimeout(f"timed out after {timeout:g}s loading {url}")
 
 
 # ---------------------------------------------------------------- pages
 
 
+class PageWatch:
+    """What a capture's pages do that can fail it, as it happens: the bytes they
+    receive (decoded; the page's session counts its own frames, a cross-site
+    frame runs in its own process and is counted from its first navigation on),
+    and every document their main frame loads. ``guard`` runs the capture's work
+    and fails it on the first such failure."""
+
+    def __init__(self, url: str, max_bytes: int):
+        self.url = url
+        self.max_bytes = max_bytes
+        self.received = 0
+        self.document: Response | None = None  # the main frame's latest document
+        self.failure: asyncio.Future[CaptureError] = asyncio.get_running_loop().create_future()
+        self._counted: set[Frame] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def watch(self, page: Page) -> None:
+        """Follow ``page`` (call before it loads anything)."""
+        page.on("response", self._on_response)
+        page.on("requestfailed", self._on_request_failed)
+        page.on("framenavigated", self._on_frame_navigated)
+        page.on("crash", lambda _: self.fail(TransientCaptureError(
+            f"the page crashed (out of memory?) loading {self.url}")))
+        self._counted.add(page.main_frame)
+        await self._count_bytes(page.context, page)
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        """``work``'s result, unless a failure comes first (or with it): then
+        ``work`` is cancelled and the failure raised."""
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait({task, self.failure}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if self.failure.done():
+            raise self.failure.result()
+        return task.result()
+
+    def fail(self, error: CaptureError) -> None:
+        if not self.failure.done():
+            self.failure.set_result(error)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _count_bytes(self, context: BrowserContext, target: Page | Frame) -> None:
+        session = await context.new_cdp_session(target)
+        session.on("Network.dataReceived", self._on_data)
+        # This session wants the events only, not Chromium keeping copies of the bodies for it.
+        await session.send("Network.enable", {"maxTotalBufferSize": 0, "maxResourceBufferSize": 0})
+
+    def _on_data(self, event: dict) -> None:
+        self.received += event["dataLength"]
+        if self.received > self.max_bytes:
+            self.fail(PermanentCaptureError(
+                f"page is at least {self.received} bytes, over the limit of {self.max_bytes}"))
+
+    def _on_frame_navigated(self, frame: Frame) -> None:
+        if frame in self._counted:
+            return
+        self._counted.add(frame)
+        task = asyncio.ensure_future(self._count_frame(frame))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _count_frame(self, frame: Frame) -> None:
+        with contextlib.suppress(PlaywrightError):  # a same-process frame: its page's session counts it
+            await self._count_bytes(frame.page.context, frame)
+
+    def _on_response(self, response: Response) -> None:
+        request = response.request
+        if not request.is_navigation_request() or request.frame.parent_frame is not None:
+            return
+        self.document = response
+        try:
+            check_response(response.url, response.status, response.status_text, response.headers, self.max_bytes)
+        except CaptureError as exc:
+            self.fail(exc)
+
+    def _on_request_failed(self, request: Request) -> None:
+        if not request.is_navigation_request() or request.frame.parent_frame is not None:
+            return
+        failure = request.failure or ""
+        if "net::ERR_ABORTED" not in failure:  # aborted: replaced by another navigation, or a download
+            self.fail(navigation_failure(failure, request.url))
+
+
 @dataclass
 class LoadedPage:
-    """A page that loaded with an acceptable main document."""
+    """A capture's page in its own browser context, watched; loaded unless the
+    capture asked for a blank one (``navigate=False``: SingleFile loads it)."""
 
     page: Page
-    response: Response
+    watch: PageWatch
     url: str  # as requested
+    timeout: float
+    devtools_url: str
+
+    @property
+    def response(self) -> Response:
+        """The main frame's current document."""
+        if self.watch.document is None:
+            raise PermanentCaptureError(f"no document was loaded for {self.url}")
+        return self.watch.document
 
     @property
     def final_url(self) -> str:
@@ -133,37 +253,46 @@ class LoadedPage:
             hops, request = hops + 1, request.redirected_from
         return hops
 
-    async def metadata(self) -> dict[str, Any]:
+    def document_metadata(self) -> dict[str, Any]:
         return {
-            "title": await self.page.title(),
             "url": self.url,
             "final_url": self.final_url,
             "http_status": self.response.status,
             "redirects": self.redirects(),
         }
 
+    async def metadata(self) -> dict[str, Any]:
+        return {"title": await self.page.title(), **self.document_metadata()}
 
-async def _load(page: Page, url: str, timeout: float, max_bytes: int, settle: bool) -> Response:
+    async def new_page(self) -> Page:
+        """Another page in this capture's context, watched like the first."""
+        page = await self.page.context.new_page()
+        await self.watch.watch(page)
+        return page
+
+    async def devtools_target(self, page: Page) -> dict[str, str]:
+        """``page`` as the DevTools HTTP endpoint lists it (``/json/list``)."""
+        session = await self.page.context.new_cdp_session(page)
+        try:
+            target_id = (await session.send("Target.getTargetInfo"))["targetInfo"]["targetId"]
+        finally:
+            await session.detach()
+        return {"id": target_id, "type": "page", "url": page.url, "title": "",
+                "webSocketDebuggerUrl": self.devtools_url.replace("http://", "ws://") + f"/devtools/page/{target_id}"}
+
+
+async def _load(page: Page, url: str, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     remaining_ms = lambda: max(1.0, (deadline - loop.time()) * 1000)  # noqa: E731
-    try:
-        # Stop at the first response byte: a 404, a refusal or an oversized page
-        # fails right away instead of after a full load.
-        response = await page.goto(url, wait_until="commit", timeout=remaining_ms())
-        if response is None:
-            raise PermanentCaptureError(f"no document was loaded for {url}")
-        check_response(url, response.status, response.status_text, response.headers, max_bytes)
-        if "content-length" not in response.headers:  # the size shows once the body is in
-            check_size("page", len(await response.body()), max_bytes)
-        if not settle:
-            return response
-        await page.wait_for_load_state("load", timeout=remaining_ms())
-    except PlaywrightError as exc:
-        raise navigation_error(exc, url, timeout) from None
+    # The watch judges the document as soon as its response arrives: a 404, a
+    # refusal or an oversized page fails right away instead of after a full load.
+    response = await page.goto(url, wait_until="commit", timeout=remaining_ms())
+    if response is None:
+        raise PermanentCaptureError(f"no document was loaded for {url}")
+    await page.wait_for_load_state("load", timeout=remaining_ms())
     with contextlib.suppress(PlaywrightTimeoutError):
         await page.wait_for_load_state("networkidle", timeout=min(SETTLE_CAP_S * 1000, remaining_ms()))
-    return response
 
 
 # ---------------------------------------------------------------- browser
@@ -179,6 +308,11 @@ def _devtools_version(endpoint: str) -> dict:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via env proxies
     with opener.open(f"{endpoint}/json/version", timeout=5) as resp:
         return json.load(resp)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Browser:
@@ -236,18 +370,18 @@ class Browser:
             if self._browser is not None and self._browser.is_connected():
                 return self._browser
             if self._browser is not None:
-                log.warning("Chromium went away; starting a new one")
-            await self._close_browser()
-            if self._playwright is None:
-                self._playwright = await async_playwright().start()
+                log(logger, logging.WARNING, "Chromium went away; starting a new one")
+            await self._stop()
             error: Exception | None = None
             for _ in range(LAUNCH_ATTEMPTS):
                 try:
+                    # A fresh driver too: after a crash the old one may be dead while claiming otherwise.
+                    self._playwright = await async_playwright().start()
                     await self._launch()
                     return self._browser
                 except (PlaywrightError, OSError, ValueError) as exc:
                     error = exc
-                    await self._close_browser()
+                    await self._stop()
             raise TransientCaptureError(f"cannot start Chromium ({self.settings.chromium_path}): {error}")
 
     async def _launch(self) -> None:
@@ -266,25 +400,50 @@ class Browser:
         if not answered.endswith("/" + self._browser.version):
             raise ValueError(f"DevTools endpoint {endpoint} is not our Chromium ({answered!r})")
         self._devtools_url = endpoint
-        log.info("Chromium %s started, DevTools at %s, proxy %s", self._browser.version, endpoint,
-                 self.proxy_url or "none")
+        log(logger, logging.INFO, "Chromium started", version=self._browser.version, devtools=endpoint,
+            proxy=self.proxy_url or "none")
 
-    async def _close_browser(self) -> None:
+    async def _stop(self) -> None:
+        """Close Chromium and stop its driver, whatever state they are in."""
         browser, self._browser, self._devtools_url = self._browser, None, ""
+        playwright, self._playwright = self._playwright, None
         if browser is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(browser.close(), 10)
-
-    async def _shutdown(self) -> None:
-        await self._close_browser()
-        if self._playwright is not None:
-            playwright, self._playwright = self._playwright, None
+                await asyncio.wait_for(browser.close(), CLOSE_TIMEOUT_S)
+        if playwright is not None:
             with contextlib.suppress(Exception):
-                await playwright.stop()
+                await asyncio.wait_for(playwright.stop(), CLOSE_TIMEOUT_S)
+
+    async def _discard(self, browser: PlaywrightBrowser, why: Exception) -> None:
+        """Throw ``browser`` and its driver away (unless that happened already); the next capture starts new ones."""
+        async with self._start_lock:
+            if self._browser is browser:
+                log(logger, logging.WARNING, "Chromium or its driver is unusable; discarding them",
+                    error=_first_line(why))
+                await self._stop()
+
+    async def _new_context(self) -> BrowserContext:
+        browser = await self._ensure_browser()
+        try:
+            return await browser.new_context(viewport=VIEWPORT, accept_downloads=False, service_workers="block")
+        except PlaywrightError as exc:
+            # A dead driver still reports its browser connected: only using it tells.
+            await self._discard(browser, exc)
+            raise TransientCaptureError(f"browser unavailable (it will be restarted): {_first_line(exc)}") from None
 
     async def _devtools_endpoint(self) -> str:
         await self._ensure_browser()
         return self._devtools_url
+
+    async def _usable(self) -> bool:
+        for _ in range(2):  # a dead browser is discarded on the first try and started again on the second
+            try:
+                context = await self._new_context()
+            except TransientCaptureError:
+                continue
+            await context.close()
+            return True
+        return False
 
     # ---- public API
 
@@ -292,41 +451,54 @@ class Browser:
         """``http://127.0.0.1:PORT`` of the running Chromium (started if needed)."""
         return self.run(self._devtools_endpoint(), timeout)
 
-    @contextlib.asynccontextmanager
-    async def open_page(self, url: str, *, timeout: float, max_bytes: int,
-                        settle: bool = True) -> AsyncIterator[LoadedPage]:
-        """A loaded page in a fresh context, closed on exit. With ``settle=False``
-        only the main response is awaited (a probe of status and headers)."""
-        browser = await self._ensure_browser()
+    def healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+        """Whether captures can run: False when Chromium or its driver died and
+        could not be started again. One not started yet is healthy: it starts
+        on first use."""
+        if self._loop is None:
+            return True
         try:
-            context = await browser.new_context(viewport=VIEWPORT, accept_downloads=False, service_workers="block")
-        except PlaywrightError as exc:
-            raise TransientCaptureError(f"browser unavailable: {exc}") from None
+            return self.run(self._usable(), timeout)
+        except CaptureError:
+            return False
+
+    @contextlib.asynccontextmanager
+    async def open_page(self, url: str, *, timeout: float, max_bytes: int) -> AsyncIterator[LoadedPage]:
+        """A blank, watched page in a fresh context, closed on exit."""
+        context = await self._new_context()
+        watch = PageWatch(url, max_bytes)
         try:
             context.set_default_timeout(timeout * 1000)  # bounds every later step (pdf, screenshot, ...)
             page = await context.new_page()
-            response = await _load(page, url, timeout, max_bytes, settle)
-            yield LoadedPage(page, response, url)
+            await watch.watch(page)
+            yield LoadedPage(page, watch, url, timeout, self._devtools_url)
         finally:
+            watch.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(context.close(), 5)
 
     def capture(self, url: str, render: Callable[[LoadedPage], Awaitable[T]], *, timeout: float,
-                max_bytes: int, settle: bool = True) -> T:
-        """Load ``url`` and hand the page to ``render``, all within ``timeout`` seconds.
-        A main document over ``max_bytes`` fails the capture."""
+                max_bytes: int, navigate: bool = True) -> T:
+        """Load ``url`` (unless ``navigate`` is False: ``render`` does) and hand
+        the page to ``render``, all within ``timeout`` seconds. More than
+        ``max_bytes`` received fails the capture."""
         check_url(url)
+
+        async def load_and_render(loaded: LoadedPage) -> T:
+            if navigate:
+                await _load(loaded.page, url, timeout)
+            return await render(loaded)
 
         async def job() -> T:
             await self._ensure_browser()  # starting Chromium is not part of the page's time
             try:
                 async with asyncio.timeout(timeout):
-                    async with self.open_page(url, timeout=timeout, max_bytes=max_bytes, settle=settle) as loaded:
-                        return await render(loaded)
-            except TimeoutError as exc:
-                raise navigation_error(exc, url, timeout) from None
+                    async with self.open_page(url, timeout=timeout, max_bytes=max_bytes) as loaded:
+                        return await loaded.watch.guard(load_and_render(loaded))
+            except (PlaywrightTimeoutError, TimeoutError):
+                raise timed_out(timeout, url) from None
             except PlaywrightError as exc:  # e.g. Chromium died while rendering
-                raise navigation_error(exc, url, timeout) from None
+                raise navigation_failure(str(exc), url) from None
 
         # The loop enforces the timeout; the extra seconds cover launching Chromium.
         return self.run(job(), timeout + LAUNCH_TIMEOUT_S)
@@ -339,7 +511,7 @@ class Browser:
         if loop is None:
             return
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(30)
+            asyncio.run_coroutine_threadsafe(self._stop(), loop).result(30)
         self._start_lock = None
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -354,9 +526,11 @@ class Browser:
 
 class PageArchiver:
     """An archiver that renders a page loaded in the shared browser: subclasses
-    set ``name`` and implement ``render``."""
+    set ``name`` and implement ``render``; ``navigate = False`` hands ``render``
+    a blank page to load itself."""
 
     name: str
+    navigate = True
 
     def __init__(self, settings, browser: Browser):
         self.settings = settings
@@ -364,7 +538,7 @@ class PageArchiver:
 
     def capture(self, url: str, options: dict[str, Any]) -> Capture:
         return self.browser.capture(url, self.render, timeout=capture_timeout(self.settings, options),
-                                    max_bytes=self.settings.max_capture_bytes)
+                                    max_bytes=self.settings.max_capture_bytes, navigate=self.navigate)
 
     async def render(self, loaded: LoadedPage) -> Capture:
         raise NotImplementedError

@@ -38,7 +38,8 @@ class MonolithArchiver:
         the archiver runs its own so the guard can never be skipped."""
         with self._lock:
             if self._proxy_url is None:
-                self._own_proxy = EgressProxy(EgressPolicy.from_settings(self.settings)).start()
+                self._own_proxy = EgressProxy(EgressPolicy.from_settings(self.settings),
+                                              max_body_bytes=self.settings.max_capture_bytes).start()
                 self._proxy_url = self._own_proxy.url
             return self._proxy_url
 

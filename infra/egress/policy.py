@@ -21,6 +21,15 @@ class ResolutionError(OSError):
     """The host does not resolve (could be transient; not a refusal)."""
 
 
+class HostNotFound(ResolutionError):
+    """The name does not exist (the DNS said so, or it is no valid host name): asking again will not help."""
+
+
+# getaddrinfo's answers for a name that does not exist, as opposed to a resolver
+# that failed to answer (EAI_AGAIN, EAI_FAIL): those may work next time.
+_NO_SUCH_NAME = frozenset(code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code)
+
+
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
@@ -89,7 +98,11 @@ class EgressPolicy:
         host = host.strip("[]")
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
+        except UnicodeError as exc:
+            raise HostNotFound(f"host not found: {host!r} is no valid host name ({exc})") from None
+        except socket.gaierror as exc:
+            if exc.errno in _NO_SUCH_NAME:
+                raise HostNotFound(f"host not found: {host!r} ({exc.strerror})") from None
             raise ResolutionError(f"cannot resolve {host!r}: {exc}") from None
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         for address in addresses:

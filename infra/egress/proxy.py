@@ -3,6 +3,15 @@
 It resolves and vets each host with the ``EgressPolicy`` and connects to the
 vetted address itself, so redirects, sub-resources and DNS rebinding cannot
 get past the policy. A refusal is marked with ``REFUSED_HEADER``.
+
+It also bounds what one fetch can pour into a capture (``max_body_bytes``).
+A plain-HTTP body is counted as it will be *decoded*: gzip and deflate are
+inflated a bounded piece at a time as they stream through, so a few hundred KB
+that inflate to gigabytes are cut at the limit; clients are only offered those
+two codings, and a body in a coding the proxy cannot decode but browsers can
+(br, zstd) is refused. The limit's crossing chunk is still passed on before the
+cut, so a client that counts too sees the excess, not a clean short body. An
+HTTPS tunnel is opaque: it carries at most the limit in bytes, either way.
 """
 from __future__ import annotations
 
@@ -11,17 +20,28 @@ import re
 import select
 import socket
 import threading
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from htbase.logs import log
 from infra.egress.policy import EgressPolicy, EgressRefused, ResolutionError
 
-log = logging.getLogger("htbase.egress")
+logger = logging.getLogger("htbase.egress")
 
 REFUSED_HEADER = "X-Htbase-Egress-Refused"
 
 _MAX_HEAD = 64 * 1024
 _CHUNK = 256 * 1024
+# Content codings the proxy inflates to count a body's size (zlib's window bits
+# for each), and those browsers decode but the proxy cannot.
+_INFLATED = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+_UNDECODABLE = frozenset({"br", "zstd"})
+# A compressed body goes on in slices this small: deflate inflates at most
+# ~1000-fold, so the slice that crosses the limit overshoots it by ~2 MB
+# (unless codings are nested: the browser's own count stops those).
+_COMPRESSED_SLICE = 2048
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
     "proxy-authorization", "te", "trailer", "upgrade",
@@ -38,6 +58,78 @@ class _UpstreamFailed(Exception):
 
 class _ClientGone(Exception):
     """The client hung up while we waited on the origin: drop the origin too."""
+
+
+class _TooLarge(Exception):
+    """A body or tunnel went past the size limit: cut it."""
+
+
+class _Inflater:
+    """One content coding undone incrementally, at most ``_CHUNK`` bytes of
+    output at a time, so memory stays bounded whatever the ratio."""
+
+    def __init__(self, coding: str):
+        self.wbits = _INFLATED[coding]
+        self.zlib = zlib.decompressobj(self.wbits)
+        self.started = False
+        self.broken = False
+
+    def inflate(self, data: bytes) -> Iterator[bytes]:
+        if self.broken:  # the client cannot decode it either; count it as it is
+            yield data
+            return
+        while data and not self.zlib.eof:
+            try:
+                out = self.zlib.decompress(data, _CHUNK)
+            except zlib.error:
+                if self.wbits == 15 and not self.started:  # "deflate" sent raw, as some servers do
+                    self.wbits, self.zlib = -15, zlib.decompressobj(-15)
+                    continue
+                self.broken = True
+                yield data
+                return
+            self.started = True
+            data = self.zlib.unconsumed_tail
+            if out:
+                yield out
+
+
+class _SizeMeter:
+    """Counts a body's decoded bytes as it streams through ``admit``."""
+
+    def __init__(self, codings: list[str], limit: int):
+        # The coding applied last is undone first; unknown ones browsers pass through as they are.
+        self.inflaters = [_Inflater(c) for c in reversed(codings) if c in _INFLATED]
+        self.limit = limit
+        self.size = 0
+
+    def admit(self, data: bytes) -> Iterator[bytes]:
+        """``data`` in the pieces to pass on; raises ``_TooLarge`` once the
+        piece that took the body past the limit has been passed on."""
+        step = _COMPRESSED_SLICE if self.inflaters else max(1, len(data))
+        for start in range(0, len(data), step):
+            piece = data[start:start + step]
+            for decoded in self._decoded(piece, 0):
+                self.size += len(decoded)
+                if self.size > self.limit:
+                    break  # no need to inflate the rest (codings nested in codings multiply)
+            yield piece
+            if self.size > self.limit:
+                raise _TooLarge(f"body is over {self.limit} bytes decoded")
+
+    def _decoded(self, data: bytes, depth: int) -> Iterator[bytes]:
+        if depth == len(self.inflaters):
+            yield data
+            return
+        for piece in self.inflaters[depth].inflate(data):
+            yield from self._decoded(piece, depth + 1)
+
+
+def _offered_codings(accept_encoding: str) -> str:
+    """A request's Accept-Encoding cut down to the codings the proxy can measure."""
+    kept = [part.strip() for part in accept_encoding.split(",")
+            if part.split(";")[0].strip().lower() in (*_INFLATED, "identity")]
+    return ", ".join(kept) or "identity"
 
 
 def _header_safe(text: str) -> str:
@@ -68,7 +160,10 @@ class _Message:
         return ", ".join(values) if values else None
 
     def tokens(self, name: str) -> set[str]:
-        return {t.strip().lower() for t in (self.get(name) or "").split(",") if t.strip()}
+        return set(self.token_list(name))
+
+    def token_list(self, name: str) -> list[str]:
+        return [t.strip().lower() for t in (self.get(name) or "").split(",") if t.strip()]
 
     def forwardable(self) -> list[tuple[str, str]]:
         """Headers without the hop-by-hop ones (and those Connection names)."""
@@ -90,6 +185,11 @@ class _Message:
         if values or not value.isdigit():
             raise _BadRequest(f"bad Content-Length {length!r}")
         return int(value)
+
+
+def _send(dst: socket.socket, data: bytes, meter: _SizeMeter | None) -> None:
+    for piece in meter.admit(data) if meter else (data,):
+        dst.sendall(piece)
 
 
 def _encode_head(start: str, headers: list[tuple[str, str]]) -> bytes:
@@ -155,13 +255,15 @@ class _Stream:
         del self.buf[: end + 1]
         return line
 
-    def relay(self, dst: socket.socket, length: int | None) -> None:
-        """Copy ``length`` bytes (None: until close) to ``dst``, no buffering."""
+    def relay(self, dst: socket.socket, length: int | None, meter: _SizeMeter | None = None) -> None:
+        """Copy ``length`` bytes (None: until close) to ``dst``, no buffering,
+        through ``meter`` if given."""
         remaining = length
         if self.buf:
             take = len(self.buf) if remaining is None else min(remaining, len(self.buf))
-            dst.sendall(self.buf[:take])
+            data = bytes(self.buf[:take])
             del self.buf[:take]
+            _send(dst, data, meter)
             remaining = None if remaining is None else remaining - take
         while remaining is None or remaining > 0:
             data = self._recv(_CHUNK if remaining is None else min(_CHUNK, remaining))
@@ -169,11 +271,11 @@ class _Stream:
                 if remaining is None:
                     return
                 raise ConnectionError("connection closed inside a body")
-            dst.sendall(data)
+            _send(dst, data, meter)
             if remaining is not None:
                 remaining -= len(data)
 
-    def relay_chunked(self, dst: socket.socket) -> None:
+    def relay_chunked(self, dst: socket.socket, meter: _SizeMeter | None = None) -> None:
         """Copy one chunked body verbatim (chunks, last chunk, trailers)."""
         while True:
             line = self.read_line()
@@ -187,13 +289,14 @@ class _Stream:
                     dst.sendall(trailer)
                 dst.sendall(trailer)
                 return
-            self.relay(dst, size + 2)  # data and its CRLF
+            self.relay(dst, size, meter)
+            self.relay(dst, 2)  # the chunk's CRLF
 
-    def relay_body(self, dst: socket.socket, length: int | None) -> None:
+    def relay_body(self, dst: socket.socket, length: int | None, meter: _SizeMeter | None = None) -> None:
         if length == -1:
-            self.relay_chunked(dst)
+            self.relay_chunked(dst, meter)
         else:
-            self.relay(dst, length)
+            self.relay(dst, length, meter)
 
 
 class EgressProxy:
@@ -202,11 +305,15 @@ class EgressProxy:
 
     Refusals answer 403 with ``X-Htbase-Egress-Refused: <reason>`` (the reason
     is also the status line's reason phrase, the only part of a refused CONNECT
-    most clients report); an unreachable origin answers 502.
+    most clients report); an unreachable origin answers 502. With
+    ``max_body_bytes``, a body is cut once it decodes past that many bytes,
+    and a tunnel once it carried that many.
     """
 
-    def __init__(self, policy: EgressPolicy, *, connect_timeout: float = 10.0, idle_timeout: float = 120.0):
+    def __init__(self, policy: EgressPolicy, *, max_body_bytes: int | None = None,
+                 connect_timeout: float = 10.0, idle_timeout: float = 120.0):
         self.policy = policy
+        self.max_body_bytes = max_body_bytes
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self._listener: socket.socket | None = None
@@ -286,7 +393,7 @@ class EgressProxy:
         except _BadRequest as exc:
             self._reply(client, 400, "Bad Request", str(exc))
         except Exception as exc:  # the client went away or timed out; nothing to answer
-            log.debug("egress proxy connection ended: %r", exc)
+            log(logger, logging.DEBUG, "egress proxy connection ended", error=repr(exc))
         finally:
             self._close(client)
 
@@ -305,7 +412,7 @@ class EgressProxy:
             addresses = self.policy.resolve(host, port)
         except EgressRefused as exc:
             reason = _header_safe(str(exc))
-            log.warning("egress %s (port %s)", reason, port)
+            log(logger, logging.WARNING, f"egress {reason}", host=host, port=port)
             self._reply(client, 403, reason, reason + "\n", [(REFUSED_HEADER, reason)])
             return None
         except (ResolutionError, ValueError) as exc:
@@ -320,7 +427,7 @@ class EgressProxy:
                 continue
             self._track(upstream)
             return upstream
-        log.info("egress proxy cannot reach %s:%s: %s", host, port, error)
+        log(logger, logging.INFO, "egress proxy cannot reach the origin", host=host, port=port, error=str(error))
         self._reply(client, 502, "Bad Gateway", f"cannot connect to {host}:{port}: {error}\n")
         return None
 
@@ -337,15 +444,20 @@ class EgressProxy:
             return
         try:
             conn.sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            carried = len(conn.buf)
             if conn.buf:
                 upstream.sendall(conn.buf)
                 conn.buf.clear()
-            self._pipe(conn.sock, upstream)
+            self._pipe(conn.sock, upstream, carried)
+        except _TooLarge as exc:
+            log(logger, logging.WARNING, "egress cut a tunnel over the size limit", host=host, port=port,
+                reason=str(exc))
         finally:
             self._close(upstream)
 
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
-        """Copy both ways until both sides have closed (half-closes pass on)."""
+    def _pipe(self, a: socket.socket, b: socket.socket, carried: int) -> None:
+        """Copy both ways until both sides have closed (half-closes pass on),
+        or until more than ``max_body_bytes`` went through."""
         other = {a.fileno(): (a, b), b.fileno(): (b, a)}
         poll = select.poll()
         for fd in other:
@@ -359,6 +471,9 @@ class EgressProxy:
                 data = src.recv(_CHUNK)
                 if data:
                     dst.sendall(data)
+                    carried += len(data)
+                    if self.max_body_bytes is not None and carried > self.max_body_bytes:
+                        raise _TooLarge(f"tunnel carried over {self.max_body_bytes} bytes")
                 else:
                     poll.unregister(fd)
                     del other[fd]
@@ -387,6 +502,8 @@ class EgressProxy:
         try:
             path = urlunsplit(("", "", url.path or "/", url.query, ""))
             headers = [(k, v) for k, v in request.forwardable() if k.lower() not in ("host", "expect")]
+            if self.max_body_bytes is not None:
+                headers = [(k, _offered_codings(v) if k.lower() == "accept-encoding" else v) for k, v in headers]
             headers = [("Host", url.netloc.rpartition("@")[2]), *headers, ("Connection", "close")]
             upstream.sendall(_encode_head(f"{method} {path} HTTP/1.1", headers))
             if length and "100-continue" in request.tokens("expect"):
@@ -411,6 +528,14 @@ class EgressProxy:
                 body = 0
             else:
                 body = response.body_length()
+            meter = None
+            if self.max_body_bytes is not None and body != 0:
+                codings = response.token_list("content-encoding")
+                undecodable = _UNDECODABLE.intersection(codings)
+                if undecodable:
+                    raise _UpstreamFailed(f"Content-Encoding {', '.join(sorted(undecodable))} is not allowed: "
+                                          "its decoded size cannot be checked")
+                meter = _SizeMeter(codings, self.max_body_bytes)
             keep_alive = (body is not None and version == "HTTP/1.1"
                           and "close" not in request.tokens("connection") | request.tokens("proxy-connection"))
             # An origin must not be able to pose as the guard.
@@ -418,8 +543,11 @@ class EgressProxy:
             headers.append(("Connection", "keep-alive" if keep_alive else "close"))
             conn.sock.sendall(_encode_head(f"HTTP/1.1 {response.start[1]} {response.start[2]}", headers))
             answered = True
-            origin.relay_body(conn.sock, body)
+            origin.relay_body(conn.sock, body, meter)
             return keep_alive
+        except _TooLarge as exc:
+            log(logger, logging.WARNING, "egress cut a response over the size limit", url=target, reason=str(exc))
+            return False
         except (_UpstreamFailed, _BadRequest, OSError) as exc:  # _ClientGone ends the connection
             if not answered:
                 status, phrase = (504, "Gateway Timeout") if isinstance(exc, TimeoutError) else (502, "Bad Gateway")

@@ -4,6 +4,7 @@ goes through the guard. Here the guard allows only the test site (127.0.0.1,
 and localhost); a second site on 127.0.0.2 plays the forbidden internal host."""
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 import pytest
@@ -36,6 +37,18 @@ def test_redirect_to_a_forbidden_host_is_refused(guarded, test_site, forbidden_s
     url = test_site.url("/redirect-to?url=" + forbidden_site.url("/article.html"))
     with pytest.raises(PermanentCaptureError, match=r"egress refused for .*: 127\.0\.0\.2 \(loopback\)"):
         guarded(name).capture(url, {})
+    assert forbidden_site.requests == []
+
+
+@pytest.mark.parametrize("route", ["refresh-to", "script-to"])
+@pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
+def test_a_page_that_sends_itself_to_a_forbidden_host_fails_with_the_refusal(guarded, test_site, forbidden_site,
+                                                                             name, route):
+    # A meta refresh or a script's `location = ...`: the page the capture ends on is the guard's refusal.
+    target = forbidden_site.url("/article.html")
+    with pytest.raises(PermanentCaptureError,
+                       match=rf"egress refused for {re.escape(target)}: 127\.0\.0\.2 \(loopback\)"):
+        guarded(name).capture(test_site.url(f"/{route}?url={target}"), {})
     assert forbidden_site.requests == []
 
 

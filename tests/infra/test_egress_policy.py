@@ -8,7 +8,7 @@ import pytest
 
 from htbase.config import Settings
 from htbase.urls import InvalidURL
-from infra.egress.policy import EgressPolicy, EgressRefused, ResolutionError
+from infra.egress.policy import EgressPolicy, EgressRefused, HostNotFound, ResolutionError
 from tests.egress_fixtures import fake_dns
 
 
@@ -96,7 +96,14 @@ def test_a_name_is_refused_if_any_of_its_addresses_is_private(monkeypatch):
         EgressPolicy().resolve("mixed.example", 80)
 
 
-def test_an_unresolvable_name_is_a_resolution_error_not_a_refusal(monkeypatch):
+def test_a_name_that_does_not_exist_is_not_found_not_refused(monkeypatch):
     fake_dns(monkeypatch, {"gone.example": ["NXDOMAIN"]})
-    with pytest.raises(ResolutionError, match="cannot resolve 'gone.example'"):
+    with pytest.raises(HostNotFound, match="host not found: 'gone.example' \\(Name or service not known\\)"):
         EgressPolicy().resolve("gone.example", 80)
+
+
+def test_a_resolver_that_fails_is_a_resolution_error_that_may_pass(monkeypatch):
+    fake_dns(monkeypatch, {"flaky.example": ["SERVFAIL"]})
+    with pytest.raises(ResolutionError, match="cannot resolve 'flaky.example'") as raised:
+        EgressPolicy().resolve("flaky.example", 80)
+    assert not isinstance(raised.value, HostNotFound)

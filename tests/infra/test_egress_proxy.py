@@ -7,12 +7,14 @@ and fails any other address before a packet leaves.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import logging
 import socket
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,6 +24,7 @@ from playwright.sync_api import sync_playwright
 from infra.egress.policy import EgressPolicy
 from infra.egress.proxy import REFUSED_HEADER, EgressProxy
 from tests.egress_fixtures import fake_dns, png
+from tests.site.server import gzip_bomb
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -321,3 +324,119 @@ def test_chromium_loads_an_allowed_page_but_not_its_loopback_resources(proxy, se
         assert status == 403 and headers[REFUSED_HEADER.lower()] == "refused: 127.0.0.1 (loopback)"
     assert forbidden.requests == []
     assert {host for host, _ in connections} == {"127.0.0.2"}
+
+
+MB = 1024 * 1024
+
+
+def stream_gzip_bomb(handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/html")
+    handler.send_header("Content-Encoding", "gzip")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    try:
+        for part in gzip_bomb(300):
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        handler.wfile.write(b"0\r\n\r\n")
+    except OSError:
+        pass  # cut off by the proxy
+
+
+@pytest.fixture
+def limited(connections):
+    """The guard with a 10 MB size limit."""
+    with EgressProxy(EgressPolicy(allow_cidrs=["127.0.0.2/32"]), max_body_bytes=10 * MB) as running:
+        yield running
+
+
+def dechunk(data: bytes) -> tuple[bytes, bool]:
+    """The data of a chunked body as a browser takes it in, chunk by chunk as
+    it arrives, and whether the body ended properly."""
+    body = bytearray()
+    while True:
+        line, found, data = data.partition(b"\r\n")
+        if not found:
+            return bytes(body), False
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            return bytes(body), True
+        body += data[:size]
+        data = data[size + 2:]
+
+
+def test_a_gzip_bomb_is_cut_once_it_inflates_past_the_limit(limited, serve, caplog):
+    """300 KB that inflate to 300 MB: the client gets a little more than the
+    limit (so it can tell), then the connection ends mid-body."""
+    site = serve("127.0.0.2", {"/bomb": stream_gzip_bomb})
+    with caplog.at_level(logging.WARNING, logger="htbase.egress"), proxy_socket(limited) as sock:
+        sock.sendall(f"GET {site.url('/bomb')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = bytearray()
+        while data := sock.recv(65536):
+            received += data
+    head, _, chunked = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Encoding: gzip" in head
+    body, complete = dechunk(chunked)
+    assert not complete
+    assert 10 * MB < len(zlib.decompressobj(31).decompress(body)) <= 13 * MB
+    assert any(r.getMessage() == "egress cut a response over the size limit" for r in caplog.records)
+    assert any(r.getMessage() == "egress cut a response over the size limit" for r in caplog.records)
+
+
+def test_bodies_within_the_limit_stream_through_whole(limited, serve):
+    page = b"<p>within the limit</p>" * (9 * MB // 23)
+
+    def gzipped(handler):
+        body = gzip.compress(page)
+        handler.send_response(200)
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    site = serve("127.0.0.2", {"/plain": ("text/html", page), "/gzipped": gzipped})
+    session = session_via(limited)
+    assert session.get(site.url("/plain"), timeout=30).content == page
+    assert session.get(site.url("/gzipped"), timeout=30).content == page
+
+
+def test_clients_are_offered_only_the_codings_the_proxy_can_measure(limited, serve):
+    seen = []
+
+    def record(handler):
+        seen.append(handler.headers.get("Accept-Encoding"))
+        handler.send_response(204)
+        handler.end_headers()
+
+    site = serve("127.0.0.2", {"/": record})
+    session = session_via(limited)
+    session.get(site.url("/"), headers={"Accept-Encoding": "gzip, deflate, br, zstd"}, timeout=10)
+    session.get(site.url("/"), headers={"Accept-Encoding": "br"}, timeout=10)
+    assert seen == ["gzip, deflate", "identity"]
+
+
+def test_a_body_in_a_coding_the_proxy_cannot_measure_is_refused(limited, serve):
+    def brotli(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Encoding", "br")
+        handler.send_header("Content-Length", "4")
+        handler.end_headers()
+        handler.wfile.write(b"\x0b\x01\x80\x00")
+
+    site = serve("127.0.0.2", {"/br": brotli})
+    response = session_via(limited).get(site.url("/br"), timeout=10)
+    assert response.status_code == 502
+    assert "Content-Encoding br is not allowed" in response.text
+
+
+def test_a_tunnel_is_cut_once_it_carried_the_limit(limited, serve):
+    site = serve("127.0.0.2", {"/big": lambda handler: stream_big(handler, "length")})
+    host, port = limited.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.set_tunnel("127.0.0.2", site.port)  # CONNECT, then plain HTTP inside the tunnel
+    conn.request("GET", "/big")
+    response, received = conn.getresponse(), 0
+    while chunk := response.read(MB):  # ends early: the tunnel closes
+        received += len(chunk)
+    conn.close()
+    assert 9 * MB < received < 11 * MB  # of the 24 MB sent

@@ -12,6 +12,18 @@ Static files live in ``pages/``. Dynamic routes:
 - ``/flaky?key=K``       500 the first time for each K, then the article
 - ``/delay?s=N``         the article, after N seconds (a capture long enough to interrupt)
 
+Hostile pages:
+
+- ``/gzip-bomb?mb=N``    about N KB of gzip that inflates to an N MB page (300 by default), made as it is sent
+- ``/endless``           an HTML page that streams until the client leaves
+- ``/webrtc?stun=H:P``   a page that gathers ICE candidates with the STUN server H:P (UDP); its ``#ice``
+                         element says "complete" once gathering is over
+- ``/cookie/set?value=V`` sets the cookies ``jar=V`` (a header) and ``script_jar=V`` (a script);
+                         ``&hold=N``: its image takes N seconds (``/delay?s=N&cookie=V``), so it stays
+                         open that long; ``/cookie/read`` shows the Cookie header it was sent and the
+                         cookies its script sees; both record the header (``TestSite.cookies``)
+- ``/refresh-to?url=U``  a page whose meta refresh goes to U; ``/script-to?url=U``: one whose script does
+
 Usage::
 
     with serve_test_site() as site:
@@ -22,10 +34,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
+import json
 import select
 import socket
+import struct
 import sys
 import threading
+import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +49,11 @@ from urllib.parse import parse_qs, urlsplit
 
 PAGES = Path(__file__).resolve().parent / "pages"
 HUGE_TARGET_BYTES = 8 * 1024 * 1024
+MB = 1024 * 1024
+# Enough words for the readability archiver to call a page an article.
+FILLER = ("<p>The harbour master reminds every skipper that the tide tables for the estuary were revised "
+          "this season, that the new times apply from the first of the month, and that the lock gates "
+          "close an hour earlier on spring tides until the repairs to the outer sill are finished.</p>")
 
 
 @functools.cache
@@ -53,6 +73,23 @@ def huge_page() -> bytes:
         n += 1
     parts.append(tail)
     return b"".join(parts)
+
+
+def gzip_bomb(megabytes: int) -> Iterator[bytes]:
+    """A gzip stream of an HTML page of ``megabytes`` MB (about 1 KB per MB), made as it is sent:
+    a short page with a comment that never ends, which Chromium takes in as fast as it inflates.
+    Every MB of the comment is the same block of "A"s; after a full flush the compressor starts
+    afresh, so the block compresses to the same bytes every time and is compressed once."""
+    start = b"<!DOCTYPE html><html><head><title>Gzip bomb</title></head><body><p>Nothing to see.</p><!--"
+    block = b"A" * MB
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate; the gzip frame is written here
+    yield b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + deflate.compress(start) + deflate.flush(zlib.Z_FULL_FLUSH)
+    compressed_block = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    crc = zlib.crc32(start)
+    for _ in range(megabytes):
+        yield compressed_block
+        crc = zlib.crc32(block, crc)
+    yield deflate.flush() + struct.pack("<II", crc, (len(start) + megabytes * MB) & 0xFFFFFFFF)
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -94,6 +131,13 @@ class _Handler(SimpleHTTPRequestHandler):
             "/embed": self._embed,
             "/flaky": self._flaky,
             "/delay": self._delay,
+            "/gzip-bomb": self._gzip_bomb,
+            "/endless": self._endless,
+            "/webrtc": self._webrtc,
+            "/cookie/set": self._cookie,
+            "/cookie/read": self._cookie,
+            "/refresh-to": self._refresh_to,
+            "/script-to": self._refresh_to,
         }.get(path)
 
     def _query(self) -> dict[str, str]:
@@ -162,6 +206,71 @@ class _Handler(SimpleHTTPRequestHandler):
         else:
             self._send(200, body)
 
+    def _stream(self, parts: Iterator[bytes], headers: dict[str, str]) -> None:
+        """Send ``parts`` as they come, until they end or the client leaves (HTTP/1.0: the body ends at close)."""
+        self.send_response(200)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            for part in parts:
+                if self.server.stopping.is_set():
+                    return
+                self.wfile.write(part)
+        except OSError:
+            pass  # the client hung up
+
+    def _gzip_bomb(self) -> None:
+        self._stream(gzip_bomb(int(self._query().get("mb", 300))),
+                     {"Content-Type": "text/html; charset=utf-8", "Content-Encoding": "gzip"})
+
+    def _endless(self) -> None:
+        def lines() -> Iterator[bytes]:
+            yield b"<!DOCTYPE html><html><head><title>Endless</title></head><body>\n"
+            n = 0
+            while True:
+                yield b"".join(b"<p>Line %d of a page that never ends.</p>\n" % (n + i) for i in range(1000))
+                n += 1000
+
+        self._stream(lines(), {"Content-Type": "text/html; charset=utf-8"})
+
+    def _webrtc(self) -> None:
+        stun = json.dumps("stun:" + self._query().get("stun", "127.0.0.1:3478"))
+        body = ("<!DOCTYPE html><html><head><title>WebRTC</title></head><body><p id=\"ice\">gathering</p><script>"
+                f"const pc = new RTCPeerConnection({{iceServers: [{{urls: {stun}}}]}});"
+                "pc.createDataChannel('probe');"
+                "pc.onicecandidate = (event) => {"
+                " if (!event.candidate) document.getElementById('ice').textContent = 'complete'; };"
+                "pc.createOffer().then((offer) => pc.setLocalDescription(offer));"
+                "</script></body></html>")
+        self._send(200, body.encode())
+
+    def _cookie(self) -> None:
+        sent = self.headers.get("Cookie", "")
+        self.server.record_cookie(self.path, sent)
+        headers, script, hold = {}, "", ""
+        if self.path.startswith("/cookie/set"):
+            value = self._query().get("value", "set")
+            headers["Set-Cookie"] = f"jar={value}; Path=/"
+            script = f"document.cookie = {json.dumps(f'script_jar={value}; path=/')};"
+            if "hold" in self._query():  # an image that keeps the page loading that long
+                hold = f'<img src="/delay?s={float(self._query()["hold"]):g}&amp;cookie={html.escape(value)}" alt="">'
+        script += "document.getElementById('script-cookie').textContent = 'document.cookie: ' + document.cookie;"
+        body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Cookie jar</title></head>"
+                f"<body><article><h1>Cookie jar</h1><p id=\"cookie\">Cookie header: {html.escape(sent or 'none')}</p>"
+                f"<p id=\"script-cookie\"></p>{FILLER}{hold}</article><script>{script}</script></body></html>")
+        self._send(200, body.encode(), headers=headers)
+
+    def _refresh_to(self) -> None:
+        target = self._query().get("url", "/article.html")
+        if self.path.startswith("/refresh-to"):
+            jump = f'<meta http-equiv="refresh" content="0;url={html.escape(target, quote=True)}">'
+        else:
+            jump = f"<script>location = {json.dumps(target)};</script>"
+        body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Moving on</title>"
+                f"{jump}</head><body><article><h1>Moving on</h1>{FILLER}</article></body></html>")
+        self._send(200, body.encode())
+
     def _slow(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -189,6 +298,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address):
         self.stopping = threading.Event()
         self.requests: list[tuple[str, str, str]] = []  # (method, path, User-Agent), in arrival order
+        self.cookies: list[tuple[str, str]] = []  # (path and query, Cookie header) of the cookie routes
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self._seen_keys: set[str] = set()
@@ -203,6 +313,10 @@ class _Server(ThreadingHTTPServer):
     def record(self, handler: BaseHTTPRequestHandler) -> None:
         with self._open_lock:
             self.requests.append((handler.command, handler.path, handler.headers.get("User-Agent", "")))
+
+    def record_cookie(self, path: str, header: str) -> None:
+        with self._open_lock:
+            self.cookies.append((path, header))
 
     def handle_error(self, request, client_address) -> None:
         # Browsers drop connections they no longer need (e.g. a probe that only
@@ -247,6 +361,12 @@ class TestSite:
         """Every request served so far: (method, path, User-Agent)."""
         with self._server._open_lock:
             return list(self._server.requests)
+
+    @property
+    def cookies(self) -> list[tuple[str, str]]:
+        """The Cookie header each request to a cookie route carried: (path and query, header)."""
+        with self._server._open_lock:
+            return list(self._server.cookies)
 
     def url(self, path: str = "/") -> str:
         return self.base_url + (path if path.startswith("/") else "/" + path)
