@@ -3,19 +3,21 @@
 Idempotent on (task, archiver): a finished artifact or one under a live lease
 is acknowledged without a second capture. A permanent failure is recorded and
 acknowledged; a transient one is recorded and handed back for redelivery
-until the attempts run out.
+until the attempts run out, or sooner when another try is not worth its cost:
+a page that timed out twice, or attempts that could take the task past
+MAX_TASK_CAPTURE_SECONDS of capturing.
 """
 from __future__ import annotations
 
 import logging
 import time
 
-from functions.archivers.base import CaptureError
+from functions.archivers.base import CaptureError, CaptureTimeout, capture_timeout
 from functions.deliveries import Delivery
 from htbase.logs import log
 from htbase.messages import ArchiveRequest, SummarizeRequest
 from functions.worker import Worker
-from infra.egress.policy import EgressRefused
+from infra.egress.policy import EgressRefused, HostNotFound
 from infra.ledger import ClaimOutcome
 from infra.metrics import CAPTURE_DURATION, CAPTURE_SIZE, CAPTURES, LEASE_TAKEOVERS, error_kind
 from infra.outbox import summarize_outgoing
@@ -64,7 +66,7 @@ def _capture(runtime: Worker, request: ArchiveRequest, attempts: int, fields: di
                                                          data, content_type).key
                                   for ext, (data, content_type) in capture.extras.items()}
         except Exception as exc:
-            return _failed(runtime, request, exc, fields)
+            return _failed(runtime, request, exc, attempts, fields)
 
     duration_ms = int((time.monotonic() - started) * 1000)
     follow_up = [summarize_outgoing(SummarizeRequest(request.task_id, request_id=request.request_id))] \
@@ -97,13 +99,15 @@ def dead_letter(runtime: Worker, request: ArchiveRequest, deliveries: str) -> De
     return Delivery(True, "dead-lettered")
 
 
-def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, fields: dict) -> Delivery:
-    permanent = isinstance(exc, EgressRefused) or (isinstance(exc, CaptureError) and exc.permanent)
-    if isinstance(exc, (CaptureError, EgressRefused)):
+def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, attempts: int, fields: dict) -> Delivery:
+    permanent = isinstance(exc, (EgressRefused, HostNotFound)) or (isinstance(exc, CaptureError) and exc.permanent)
+    if isinstance(exc, (CaptureError, EgressRefused, HostNotFound)):
         error = str(exc)
     else:  # a bug or an outage (storage, browser): worth a retry, and worth a stack trace
         logger.exception("capture crashed")
         error = f"{type(exc).__name__}: {exc}"
+    if not permanent and (spent := _not_worth_another_try(runtime, request, exc, attempts)):
+        permanent, error = True, f"{error}; not retried: {spent}"
     final = runtime.ledger.fail(request.task_id, request.archiver, runtime.worker_id, error, permanent=permanent)
     CAPTURES.add(1, {"archiver": request.archiver, "outcome": "failed" if final else "retried",
                      "error_kind": error_kind(exc)})
@@ -111,3 +115,17 @@ def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, fields: di
     log(logger, logging.WARNING, "capture failed" + (" for good" if final else "; will retry"),
         error=error, **fields)
     return Delivery(True, "failed") if final else Delivery(False, error)
+
+
+def _not_worth_another_try(runtime: Worker, request: ArchiveRequest, exc: Exception, attempts: int) -> str:
+    """Why a transient failure after ``attempts`` tries gets no more ("" if it does)."""
+    if isinstance(exc, CaptureTimeout) and attempts >= exc.attempts_worth:
+        return f"timed out {attempts} times"
+    try:
+        timeout = capture_timeout(runtime.settings, request.options)
+    except CaptureError as bad_option:  # no try will get past it
+        return str(bad_option)
+    budget = runtime.settings.max_task_capture_s
+    if (attempts + 1) * timeout > budget:
+        return f"another try of up to {timeout:g}s would pass the task's {budget:g}s of capture time"
+    return ""
