@@ -5,7 +5,9 @@
 Every archiver service deploys the same handler; ``ARCHIVERS`` (e.g. ``pdf``)
 says which archiver that service runs, and the message names the archiver.
 Every target authenticates the push (functions/auth.py) before it builds or
-touches the runtime. The settings are read when the module loads.
+touches the runtime, except ``GET /healthz``, the liveness probe: 200 while
+the ledger answers and the service's browser works (or none is needed), else 503.
+The settings are read when the module loads.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from htbase.logs import setup_logging
 from functions.worker import Worker
 from infra.identity import with_project
 from infra.runtime import make_publisher
+
+HEALTH_PATH = "/healthz"
 
 
 @lru_cache(maxsize=1)
@@ -44,8 +48,18 @@ def authenticator() -> PushAuthenticator:
     return PushAuthenticator.from_settings(settings())
 
 
+def _health(runtime: Worker) -> Response:
+    checks = runtime.health()
+    healthy = all(checks.values())
+    response = jsonify({"status": "ok" if healthy else "unhealthy", **checks})
+    response.status_code = 200 if healthy else 503
+    return response
+
+
 def _authenticated(handler: Callable[[Worker, Request], Response]) -> Callable[[Request], Response]:
     def target(request: Request) -> Response:
+        if request.method == "GET" and request.path == HEALTH_PATH:
+            return _health(runtime())
         refused = refuse_unauthenticated(authenticator(), request)
         return refused if refused is not None else handler(runtime(), request)
 
