@@ -5,6 +5,7 @@ underscores and a unit suffix (``htbase.captures`` is ``htbase_captures_total``)
 Cloud Monitoring as ``workload.googleapis.com/htbase.captures``. Attributes stay
 few and bounded (an archiver, an outcome, an error kind, a route), never ids.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,42 +25,67 @@ SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 300, 600)
 BYTES = (1e3, 1e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7, 1e8)
 
 SUBMISSIONS = METER.create_counter(
-    "htbase.submissions", unit="{task}", description="tasks accepted, by kind (single, batch)")
+    "htbase.submissions", unit="{task}", description="tasks accepted, by kind (single, batch)"
+)
 CAPTURES = METER.create_counter(
-    "htbase.captures", unit="{capture}",
+    "htbase.captures",
+    unit="{capture}",
     description="capture attempts by archiver and outcome (success, failed: for good, retried), "
-                "with the error kind of a failure")
+    "with the error kind of a failure",
+)
 CAPTURE_DURATION = METER.create_histogram(
-    "htbase.capture.duration", unit="s", description="capture attempts' time, claim to record, by archiver",
-    explicit_bucket_boundaries_advisory=SECONDS)
+    "htbase.capture.duration",
+    unit="s",
+    description="capture attempts' time, claim to record, by archiver",
+    explicit_bucket_boundaries_advisory=SECONDS,
+)
 CAPTURE_SIZE = METER.create_histogram(
-    "htbase.capture.size", unit="By", description="stored artifacts' size by archiver",
-    explicit_bucket_boundaries_advisory=BYTES)
+    "htbase.capture.size",
+    unit="By",
+    description="stored artifacts' size by archiver",
+    explicit_bucket_boundaries_advisory=BYTES,
+)
 DELIVERIES = METER.create_counter(
-    "htbase.push.deliveries", unit="{delivery}",
-    description="push deliveries by route and answer (ack, retry, refused, unavailable)")
+    "htbase.push.deliveries",
+    unit="{delivery}",
+    description="push deliveries by route and answer (ack, retry, refused, unavailable)",
+)
 REDELIVERIES = METER.create_counter(
-    "htbase.push.redeliveries", unit="{delivery}",
-    description="push deliveries of a message already delivered before, by route")
+    "htbase.push.redeliveries",
+    unit="{delivery}",
+    description="push deliveries of a message already delivered before, by route",
+)
 DEAD_LETTERS = METER.create_counter(
-    "htbase.dead_letters", unit="{message}",
-    description="messages that exhausted their deliveries, by the subscription they came from")
+    "htbase.dead_letters",
+    unit="{message}",
+    description="messages that exhausted their deliveries, by the subscription they came from",
+)
 LEASE_TAKEOVERS = METER.create_counter(
-    "htbase.lease.takeovers", unit="{lease}",
-    description="capture leases that expired while held, by archiver and who noticed (sweeper, holder)")
+    "htbase.lease.takeovers",
+    unit="{lease}",
+    description="capture leases that expired while held, by archiver and who noticed (sweeper, holder)",
+)
 SUMMARIES = METER.create_counter(
-    "htbase.summaries", unit="{summary}", description="summaries by provider and outcome (success, failed, retry)")
+    "htbase.summaries", unit="{summary}", description="summaries by provider and outcome (success, failed, retry)"
+)
 SUMMARY_TOKENS = METER.create_counter(
-    "htbase.summary.tokens", unit="{token}", description="model tokens by provider and direction (in, out)")
+    "htbase.summary.tokens", unit="{token}", description="model tokens by provider and direction (in, out)"
+)
 SUMMARY_DURATION = METER.create_histogram(
-    "htbase.summary.duration", unit="s", description="time to make a summary, by provider",
-    explicit_bucket_boundaries_advisory=SECONDS)
+    "htbase.summary.duration",
+    unit="s",
+    description="time to make a summary, by provider",
+    explicit_bucket_boundaries_advisory=SECONDS,
+)
 WEBHOOK_DELIVERIES = METER.create_counter(
-    "htbase.webhook.deliveries", unit="{delivery}", description="webhook deliveries by outcome")
+    "htbase.webhook.deliveries", unit="{delivery}", description="webhook deliveries by outcome"
+)
 HTTP_DURATION = METER.create_histogram(
-    "htbase.http.server.duration", unit="s",
+    "htbase.http.server.duration",
+    unit="s",
     description="API requests' time by method, route and status class (2xx, 4xx, 5xx)",
-    explicit_bucket_boundaries_advisory=SECONDS)
+    explicit_bucket_boundaries_advisory=SECONDS,
+)
 
 # (how many, the oldest one's time) of a backlog that lives in the ledger
 Backlog = tuple[int, datetime | None]
@@ -112,17 +138,26 @@ class _Backlogs:
 
 BACKLOGS = _Backlogs()
 METER.create_observable_gauge(
-    "htbase.outbox.depth", [BACKLOGS.depth("outbox")], unit="{message}",
-    description="outbox messages not yet published")
+    "htbase.outbox.depth", [BACKLOGS.depth("outbox")], unit="{message}", description="outbox messages not yet published"
+)
 METER.create_observable_gauge(
-    "htbase.outbox.oldest_age", [BACKLOGS.oldest_age("outbox")], unit="s",
-    description="age of the oldest outbox message not yet published (0: none)")
+    "htbase.outbox.oldest_age",
+    [BACKLOGS.oldest_age("outbox")],
+    unit="s",
+    description="age of the oldest outbox message not yet published (0: none)",
+)
 METER.create_observable_gauge(
-    "htbase.replica.pending", [BACKLOGS.depth("replica")], unit="{task}",
-    description="tasks whose Firestore documents are behind the ledger")
+    "htbase.replica.pending",
+    [BACKLOGS.depth("replica")],
+    unit="{task}",
+    description="tasks whose Firestore documents are behind the ledger",
+)
 METER.create_observable_gauge(
-    "htbase.replica.lag", [BACKLOGS.oldest_age("replica")], unit="s",
-    description="how long the longest-behind Firestore document has been behind (0: none)")
+    "htbase.replica.lag",
+    [BACKLOGS.oldest_age("replica")],
+    unit="s",
+    description="how long the longest-behind Firestore document has been behind (0: none)",
+)
 
 
 def watch_backlogs(outbox: Callable[[], Backlog], replica: Callable[[], Backlog]) -> None:

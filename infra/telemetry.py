@@ -13,6 +13,7 @@ message attribute, written into the outbox row when the work is written
 continues the trace; HTTP requests carry it as the ``traceparent`` header
 (``outgoing_headers``, for webhook deliveries and Cloud Tasks).
 """
+
 from __future__ import annotations
 
 import functools
@@ -90,8 +91,11 @@ def _build(settings: Settings) -> Telemetry:
 
         base = settings.otlp_endpoint.rstrip("/")
         spans = OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=10)
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=10),
-                                                     export_interval_millis=interval_ms))
+        readers.append(
+            PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=10), export_interval_millis=interval_ms
+            )
+        )
     elif exporter == "gcp":
         from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
         from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
@@ -101,19 +105,24 @@ def _build(settings: Settings) -> Telemetry:
         resource = GoogleCloudResourceDetector().detect().merge(resource)
         project = settings.google_cloud_project or None
         spans = CloudTraceSpanExporter(project_id=project)
-        readers.append(PeriodicExportingMetricReader(
-            CloudMonitoringMetricsExporter(project_id=project, add_unique_identifier=True),
-            export_interval_millis=interval_ms))
+        readers.append(
+            PeriodicExportingMetricReader(
+                CloudMonitoringMetricsExporter(project_id=project, add_unique_identifier=True),
+                export_interval_millis=interval_ms,
+            )
+        )
     if settings.prometheus_metrics:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
         readers.append(PrometheusMetricReader())
-    tracer_provider = TracerProvider(resource=resource,
-                                     sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)))
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
+    )
     if spans is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(spans))
-    return Telemetry(tracer_provider, MeterProvider(metric_readers=readers, resource=resource),
-                     settings.prometheus_metrics)
+    return Telemetry(
+        tracer_provider, MeterProvider(metric_readers=readers, resource=resource), settings.prometheus_metrics
+    )
 
 
 def prometheus_text() -> tuple[bytes, str]:
@@ -166,16 +175,21 @@ def traced(name: str) -> Callable[[F], F]:
 @contextmanager
 def consuming(name: str, carrier: Mapping[str, str], attributes: Mapping[str, Any]) -> Iterator[Span]:
     """The span of a message being handled, continuing the trace the message carries."""
-    with TRACER.start_as_current_span(name, context=context_of(carrier), kind=SpanKind.CONSUMER,
-                                      attributes=dict(attributes)) as span:
+    with TRACER.start_as_current_span(
+        name, context=context_of(carrier), kind=SpanKind.CONSUMER, attributes=dict(attributes)
+    ) as span:
         yield span
 
 
 def publishing(topic: str, carrier: Mapping[str, str]) -> tuple[Span, dict[str, str]]:
     """A started publish span, continuing the trace the outbox row carries, and the attributes to
     send: ``carrier`` with the publish span as the receiver's parent. End it when the broker answers."""
-    span = TRACER.start_span(f"publish {topic}", context=context_of(carrier), kind=SpanKind.PRODUCER,
-                             attributes={"messaging.system": "gcp_pubsub", "messaging.destination.name": topic})
+    span = TRACER.start_span(
+        f"publish {topic}",
+        context=context_of(carrier),
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.system": "gcp_pubsub", "messaging.destination.name": topic},
+    )
     attributes = dict(carrier)
     PROPAGATOR.inject(attributes, context=trace.set_span_in_context(span))
     return span, attributes
@@ -207,8 +221,9 @@ def trace_requests(app: Flask) -> None:
     wsgi_app = app.wsgi_app
 
     def traced_app(environ: dict, start_response: Callable) -> Any:
-        headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items()
-                   if key.startswith("HTTP_")}
+        headers = {
+            key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
+        }
         method = environ.get("REQUEST_METHOD", "GET")
         started, status = time.perf_counter(), [500]
 
@@ -216,18 +231,26 @@ def trace_requests(app: Flask) -> None:
             status[0] = int(line.split(" ", 1)[0])
             return start_response(line, response_headers, *exc_info)
 
-        with TRACER.start_as_current_span(method, context=context_of(headers), kind=SpanKind.SERVER,
-                                          attributes={"http.request.method": method,
-                                                      "url.path": environ.get("PATH_INFO", "")}) as span:
+        with TRACER.start_as_current_span(
+            method,
+            context=context_of(headers),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": environ.get("PATH_INFO", "")},
+        ) as span:
             try:
                 return wsgi_app(environ, starting)
             finally:
                 span.set_attribute("http.response.status_code", status[0])
                 if status[0] >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-                HTTP_DURATION.record(time.perf_counter() - started, {
-                    "http.request.method": method, "http.route": environ.get(ROUTE_KEY, "unmatched"),
-                    "http.response.status_class": f"{status[0] // 100}xx"})
+                HTTP_DURATION.record(
+                    time.perf_counter() - started,
+                    {
+                        "http.request.method": method,
+                        "http.route": environ.get(ROUTE_KEY, "unmatched"),
+                        "http.response.status_class": f"{status[0] // 100}xx",
+                    },
+                )
 
     @app.before_request
     def name_span() -> None:

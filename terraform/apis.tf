@@ -8,6 +8,8 @@ locals {
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com", # signBlob: the API signs download URLs without a key
+    "cloudtrace.googleapis.com",     # traces (TELEMETRY_EXPORTER=gcp)
+    "monitoring.googleapis.com",     # metrics, alerts and the dashboard (monitoring.tf)
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",

@@ -21,6 +21,9 @@ locals {
     { for account in concat(local.runtime_accounts, ["migrate"]) : "${account}/cloudsql.client" => { account = account, role = "roles/cloudsql.client" } },
     { for account in local.runtime_accounts : "${account}/cloudsql.instanceUser" => { account = account, role = "roles/cloudsql.instanceUser" } if var.database_iam_auth },
     { for account in local.runtime_accounts : "${account}/datastore.user" => { account = account, role = "roles/datastore.user" } },
+    # Telemetry: spans to Cloud Trace, metrics to Cloud Monitoring (TELEMETRY_EXPORTER=gcp).
+    { for account in local.runtime_accounts : "${account}/cloudtrace.agent" => { account = account, role = "roles/cloudtrace.agent" } },
+    { for account in local.runtime_accounts : "${account}/monitoring.metricWriter" => { account = account, role = "roles/monitoring.metricWriter" } },
     { "build/logging.logWriter" = { account = "build", role = "roles/logging.logWriter" } }, # options.logging: CLOUD_LOGGING_ONLY
   )
 }

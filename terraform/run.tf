@@ -54,6 +54,8 @@ locals {
     MAX_DELIVERY_ATTEMPTS    = tostring(var.max_delivery_attempts)
     RETRY_BACKOFF_SECONDS    = tostring(var.retry_backoff_seconds)
     TASKS_LOCATION           = var.region
+    TELEMETRY_EXPORTER       = "gcp"   # Cloud Trace and Cloud Monitoring
+    PROMETHEUS_METRICS       = "false" # Cloud Monitoring has the metrics; no /metrics to scrape
   }
 
   kind_env = {

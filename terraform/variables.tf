@@ -460,6 +460,36 @@ variable "monolith_sha256" {
   }
 }
 
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channels (projects/PROJECT/notificationChannels/ID) that every alert pages; empty: alerts open incidents that notify no one."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for channel in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", channel))])
+    error_message = "notification_channels must be channel names: projects/PROJECT/notificationChannels/ID."
+  }
+}
+
+variable "alerts" {
+  description = "When monitoring.tf's alerts fire: a subscription's oldest unacknowledged message, the capture failure ratio per archiver and the API's 5xx ratio (each over 10 minutes), the API's p95 latency, the outbox's oldest unpublished message, and Cloud SQL connections as a share of max_connections."
+  type = object({
+    backlog_age_seconds       = optional(number, 900)
+    capture_failure_ratio     = optional(number, 0.5)
+    api_5xx_ratio             = optional(number, 0.05)
+    api_p95_latency_ms        = optional(number, 2000)
+    outbox_oldest_age_seconds = optional(number, 300)
+    sql_connections_ratio     = optional(number, 0.8)
+  })
+  default = {}
+
+  validation {
+    condition = (var.alerts.backlog_age_seconds >= 60 && var.alerts.outbox_oldest_age_seconds >= 60 && var.alerts.api_p95_latency_ms > 0
+    && alltrue([for ratio in [var.alerts.capture_failure_ratio, var.alerts.api_5xx_ratio, var.alerts.sql_connections_ratio] : ratio > 0 && ratio < 1]))
+    error_message = "alerts: ages of at least 60 s, a positive latency, ratios strictly between 0 and 1."
+  }
+}
+
 variable "topology" {
   description = "Generated from htbase/topology.py into topology.auto.tfvars.json by `make terraform-topology`; do not edit."
   type = object({

@@ -3,6 +3,7 @@
 Spans are read from an in-memory exporter added to the process's tracer provider; metrics from
 the Prometheus text the process serves, parsed as Prometheus parses it.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -24,9 +25,15 @@ from tests.helpers import finished, submit
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     root = tmp_path_factory.mktemp("telemetry")
-    settings = Settings(database_url=f"sqlite:///{root / 'htbase.db'}", local_storage_path=root / "archives",
-                        allow_private_urls=True, capture_timeout_s=30, max_attempts=3, retry_backoff_s=0.2,
-                        sweep_interval_s=3600)
+    settings = Settings(
+        database_url=f"sqlite:///{root / 'htbase.db'}",
+        local_storage_path=root / "archives",
+        allow_private_urls=True,
+        capture_timeout_s=30,
+        max_attempts=3,
+        retry_backoff_s=0.2,
+        sweep_interval_s=3600,
+    )
     with EmbeddedService(settings) as service:
         yield service
 
@@ -91,8 +98,12 @@ def test_one_submission_is_one_trace_from_the_api_through_every_capture_to_the_s
 def metric(name: str, **labels: str) -> float:
     """The sum of the samples called ``name`` with these labels in the process's Prometheus text."""
     text, _ = prometheus_text()
-    return sum(sample.value for family in text_string_to_metric_families(text.decode()) for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def test_captures_count_successes_permanent_failures_by_kind_and_retries(service, test_site):
@@ -118,9 +129,12 @@ def test_captures_count_successes_permanent_failures_by_kind_and_retries(service
     missing = captured("/missing")
     assert missing["status"] == "failed"
     assert metric("htbase_captures_total", archiver="monolith", outcome="failed") == before["failed"] + 1
-    failures = [sample.labels for family in text_string_to_metric_families(prometheus_text()[0].decode())
-                for sample in family.samples if sample.name == "htbase_captures_total"
-                and sample.labels["outcome"] == "failed"]
+    failures = [
+        sample.labels
+        for family in text_string_to_metric_families(prometheus_text()[0].decode())
+        for sample in family.samples
+        if sample.name == "htbase_captures_total" and sample.labels["outcome"] == "failed"
+    ]
     assert failures and all(labels["error_kind"] for labels in failures)  # a failure names its kind
 
     flaky = captured(f"/flaky?key={uuid.uuid4().hex}")  # 500 once, then the article
@@ -140,6 +154,15 @@ def test_the_prometheus_text_parses_and_holds_every_instrument(service):
     text, content_type = prometheus_text()
     assert content_type.startswith("text/plain")
     names = {family.name for family in text_string_to_metric_families(text.decode())}
-    assert {"htbase_captures", "htbase_capture_duration_seconds", "htbase_capture_size_bytes",
-            "htbase_submissions", "htbase_push_deliveries", "htbase_outbox_depth", "htbase_outbox_oldest_age_seconds",
-            "htbase_replica_pending", "htbase_replica_lag_seconds", "htbase_http_server_duration_seconds"} <= names
+    assert {
+        "htbase_captures",
+        "htbase_capture_duration_seconds",
+        "htbase_capture_size_bytes",
+        "htbase_submissions",
+        "htbase_push_deliveries",
+        "htbase_outbox_depth",
+        "htbase_outbox_oldest_age_seconds",
+        "htbase_replica_pending",
+        "htbase_replica_lag_seconds",
+        "htbase_http_server_duration_seconds",
+    } <= names

@@ -38,8 +38,10 @@ UNCONSTRAINED = {
 PROJECT_ROLES = {
     "roles/cloudsql.client",
     "roles/cloudsql.instanceUser",
+    "roles/cloudtrace.agent",
     "roles/datastore.user",
     "roles/logging.logWriter",
+    "roles/monitoring.metricWriter",
 }
 CONTAINER_RESOURCES = ("google_cloud_run_v2_service", "google_cloud_run_v2_job")
 
