@@ -64,6 +64,10 @@ def _effective(ip):
     return ip
 
 
+# Said with every refusal: which setting would allow the address.
+SETTING_HINT = "EGRESS_ALLOW_CIDRS allows a range (ALLOW_PRIVATE_URLS=1 every private address but cloud metadata)"
+
+
 class EgressPolicy:
     """Which resolved addresses archivers may connect to.
 
@@ -109,8 +113,8 @@ class EgressPolicy:
             why = self.refusal(address)
             if why:
                 if address == host:
-                    raise EgressRefused(f"refused: {address} ({why})")
-                raise EgressRefused(f"refused: {host!r} resolves to {address} ({why})")
+                    raise EgressRefused(f"refused: {address} ({why}); {SETTING_HINT}")
+                raise EgressRefused(f"refused: {host!r} resolves to {address} ({why}); {SETTING_HINT}")
         return addresses
 
     def check_url(self, url: str) -> str:

@@ -18,7 +18,7 @@ from functions.archivers.base import PermanentCaptureError, TransientCaptureErro
 from functions.archivers.monolith import MonolithArchiver
 from functions.inliner import MAX_FRAME_DEPTH
 from htbase.config import Settings
-from infra.egress.policy import EgressPolicy
+from infra.egress.policy import SETTING_HINT, EgressPolicy
 from infra.egress.proxy import EgressProxy
 from tests.egress_fixtures import png
 from tests.site.server import PAGES
@@ -139,7 +139,8 @@ def test_oversized_page_is_permanent(site_proxy, test_site, path):
 def test_guard_refuses_the_test_site_by_default(test_site, connections, scheme):  # noqa: F811
     url = test_site.url("/article.html").replace("http:", f"{scheme}:")
     with EgressProxy(EgressPolicy()) as guard:
-        with pytest.raises(PermanentCaptureError, match=r"^refused: 127\.0\.0\.1 \(loopback\)$"):
+        refusal = rf"^refused: 127\.0\.0\.1 \(loopback\); {re.escape(SETTING_HINT)}$"
+        with pytest.raises(PermanentCaptureError, match=refusal):
             archiver(guard).capture(url, {})
     assert connections == []
 
@@ -291,7 +292,7 @@ def test_failing_sub_resources_are_left_out_and_counted(proxy, serve):  # noqa: 
     assert (capture.metadata["resources_embedded"], capture.metadata["resources_failed"]) == (1, 2)
     errors = {f["url"]: f["error"] for f in capture.metadata["failed_resources"]}
     assert errors == {site.url("/missing.png"): f"HTTP 404 Not Found for {site.url('/missing.png')}",
-                      forbidden.url("/secret.png"): "refused: 127.0.0.1 (loopback)"}
+                      forbidden.url("/secret.png"): f"refused: 127.0.0.1 (loopback); {SETTING_HINT}"}
     assert forbidden.requests == []
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from htbase.config import Settings
 from htbase.urls import InvalidURL
-from infra.egress.policy import EgressPolicy, EgressRefused, HostNotFound, ResolutionError
+from infra.egress.policy import SETTING_HINT, EgressPolicy, EgressRefused, HostNotFound, ResolutionError
 from tests.egress_fixtures import fake_dns
 
 
@@ -38,7 +38,7 @@ from tests.egress_fixtures import fake_dns
 def test_policy_refuses_non_public_addresses(host, message):
     with pytest.raises(EgressRefused) as raised:
         EgressPolicy().resolve(host, 80)
-    assert str(raised.value) == message
+    assert str(raised.value) == f"{message}; {SETTING_HINT}"  # names the settings that would allow it
 
 
 @pytest.mark.parametrize("host", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:93.184.216.34"])

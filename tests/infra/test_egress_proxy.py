@@ -21,10 +21,12 @@ import pytest
 import requests
 from playwright.sync_api import sync_playwright
 
-from infra.egress.policy import EgressPolicy
+from infra.egress.policy import SETTING_HINT, EgressPolicy
 from infra.egress.proxy import REFUSED_HEADER, EgressProxy
 from tests.egress_fixtures import fake_dns, png
 from tests.site.server import gzip_bomb
+
+LOOPBACK = f"refused: 127.0.0.1 (loopback); {SETTING_HINT}"
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -91,10 +93,10 @@ def test_proxy_refuses_loopback_with_403_and_a_reason(proxy, serve, connections,
     with caplog.at_level(logging.WARNING, logger="htbase.egress"):
         response = session_via(proxy).get(forbidden.url("/secret"), timeout=10)
     assert response.status_code == 403
-    assert response.headers[REFUSED_HEADER] == "refused: 127.0.0.1 (loopback)"
-    assert "refused: 127.0.0.1 (loopback)" in response.text
+    assert response.headers[REFUSED_HEADER] == LOOPBACK
+    assert LOOPBACK in response.text
     assert forbidden.requests == [] and connections == []
-    assert any("refused: 127.0.0.1 (loopback)" in r.getMessage() for r in caplog.records)
+    assert any(LOOPBACK in r.getMessage() for r in caplog.records)
 
 
 def test_proxy_refuses_connect_to_loopback(proxy, serve, connections):
@@ -102,8 +104,8 @@ def test_proxy_refuses_connect_to_loopback(proxy, serve, connections):
     with proxy_socket(proxy) as sock:
         sock.sendall(f"CONNECT 127.0.0.1:{forbidden.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         head = read_head(sock).decode()
-    assert head.startswith("HTTP/1.1 403 refused: 127.0.0.1 (loopback)\r\n")
-    assert f"{REFUSED_HEADER}: refused: 127.0.0.1 (loopback)\r\n" in head
+    assert head.startswith(f"HTTP/1.1 403 {LOOPBACK}\r\n")
+    assert f"{REFUSED_HEADER}: {LOOPBACK}\r\n" in head
     assert forbidden.requests == [] and connections == []
     # requests reports a refused tunnel by its status line; the reason survives.
     with pytest.raises(requests.exceptions.ProxyError, match=r"403 refused: 127\.0\.0\.1 \(loopback\)"):
@@ -122,7 +124,7 @@ def test_redirect_to_cloud_metadata_is_refused_before_connecting(proxy, serve, c
     assert response.history[0].status_code == 302
     assert response.url == "http://169.254.169.254/latest/meta-data/"
     assert response.status_code == 403
-    assert response.headers[REFUSED_HEADER] == "refused: 169.254.169.254 (cloud metadata)"
+    assert response.headers[REFUSED_HEADER] == f"refused: 169.254.169.254 (cloud metadata); {SETTING_HINT}"
     assert connections == [("127.0.0.2", site.port)]  # nothing else was even attempted
 
 
@@ -321,7 +323,7 @@ def test_chromium_loads_an_allowed_page_but_not_its_loopback_resources(proxy, se
     assert widths == [["allowed", 3], ["blocked", 0]]
     for path in ("/pixel.png", "/style.css"):
         status, headers = responses[forbidden.url(path)]
-        assert status == 403 and headers[REFUSED_HEADER.lower()] == "refused: 127.0.0.1 (loopback)"
+        assert status == 403 and headers[REFUSED_HEADER.lower()] == LOOPBACK
     assert forbidden.requests == []
     assert {host for host, _ in connections} == {"127.0.0.2"}
 
