@@ -20,6 +20,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # these differently, so a URL carrying them has no single meaning.
 _UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f]|\s")
 _HOSTNAME = re.compile(r"^[a-z0-9_.-]+$")
+# A host (and port) typed without a scheme, as people type them: "example.org", "example.org:8080/x".
+_BARE_HOST = re.compile(r"[^/:?#@\[\]]+(:\d+)?([/?#]|$)")
 
 
 class InvalidURL(ValueError):
@@ -67,13 +69,16 @@ def normalize_url(url: str) -> str:
 
 def validate_url(url: str) -> str:
     """Check that ``url`` is an http(s) URL htbase may archive; return it
-    normalized. Raises ``InvalidURL`` with a message fit for an API client."""
+    normalized (a bare host means https). Raises ``InvalidURL`` with a message
+    fit for an API client."""
     if not isinstance(url, str) or not url:
         raise InvalidURL("a URL is required")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidURL(f"URL is longer than {MAX_URL_LENGTH} characters")
     if _UNSAFE_CHARS.search(url):
         raise InvalidURL("URL contains whitespace or control characters")
+    if _BARE_HOST.match(url):
+        url = f"https://{url}"
     parts, port = _split(url)
     scheme = parts.scheme.lower()
     if not scheme:

@@ -20,9 +20,20 @@ def test_validate_url_accepts_http_and_normalizes(url, expected):
     assert normalize_url(url) == expected
 
 
+@pytest.mark.parametrize("url, expected", [
+    ("example.org", "https://example.org/"),
+    ("Example.org/page?q=1", "https://example.org/page?q=1"),
+    ("example.org:8080", "https://example.org:8080/"),
+    ("localhost:8080/x#top", "https://localhost:8080/x"),
+])
+def test_a_bare_host_means_https(url, expected):
+    assert validate_url(url) == expected
+
+
 @pytest.mark.parametrize("url, message", [
     ("", "a URL is required"),
-    ("example.com/page", "not an absolute URL (expected http:// or https://): 'example.com/page'"),
+    ("//example.com/page", "not an absolute URL (expected http:// or https://): '//example.com/page'"),
+    ("mailto:someone@example.com", "only http and https URLs can be archived, got 'mailto'"),
     ("not a url", "URL contains whitespace or control characters"),
     ("http://exa\nmple.com/", "URL contains whitespace or control characters"),
     ("file:///etc/passwd", "only http and https URLs can be archived, got 'file'"),
