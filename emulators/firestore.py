@@ -5,16 +5,13 @@
         ...
         firestore.stop(); firestore.start()   # an outage, then the same emulator back on the same port
         firestore.reset("htbase-local")        # drop every document of a project
-        firestore.halt("htbase-local"); firestore.start()   # an outage that keeps the project's documents
 
-The emulator keeps its data in memory: a restart comes back empty, unless ``halt``
-exported a project into ``data_dir`` first (the next start imports it). Its output
+The emulator keeps its data in memory: a restart comes back empty. Its output
 goes to ``log_path`` if given (appended across restarts), else to a temp file.
 """
 from __future__ import annotations
 
 import glob
-import json
 import shutil
 import time
 import urllib.parse
@@ -46,20 +43,14 @@ class FirestoreEmulator(FreePortProcess):
     port gets a single attempt); a start after ``stop`` reuses the port, as a service coming back would."""
 
     def __init__(self, port: int | None = None, jar: Path | str | None = None, java: str = "java",
-                 start_timeout_s: float = 60.0, log_path: Path | None = None, data_dir: Path | None = None) -> None:
+                 start_timeout_s: float = 60.0, log_path: Path | None = None) -> None:
         self.jar = Path(jar) if jar else find_jar()
         self.java = java
-        self.export_dir = Path(data_dir) / "export" if data_dir else None
         super().__init__("firestore", self._command, port=port, start_timeout_s=start_timeout_s,
                          log_path=log_path, probe=lambda: http_answers(self.endpoint, lambda status: status < 400))
 
     def _command(self, port: int) -> list[str]:
         return [self.java, "-cp", str(self.jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={port}"]
-
-    def spawn(self) -> "FirestoreEmulator":
-        exports = sorted(self.export_dir.glob("*/*.overall_export_metadata")) if self.export_dir else []
-        self.argv = self._command(self.port) + ([f"--import-data={exports[-1]}"] if exports else [])
-        return super().spawn()
 
     @property
     def host(self) -> str:
@@ -82,8 +73,6 @@ class FirestoreEmulator(FreePortProcess):
             self._warm_up(deadline)
         except OSError as error:
             self._fail(f"did not serve its first write: {error}")
-        if self.export_dir:  # imported: a crash from now on loses the documents, as before the halt
-            shutil.rmtree(self.export_dir, ignore_errors=True)
         return self
 
     def _warm_up(self, deadline: float) -> None:
@@ -96,20 +85,6 @@ class FirestoreEmulator(FreePortProcess):
         with urllib.request.urlopen(request, timeout=max(1.0, deadline - time.monotonic())):
             pass
         self.reset(WARMUP_PROJECT)
-
-    def halt(self, project: str) -> None:
-        """Stop, keeping ``project``'s documents for the next start: an outage, not a loss."""
-        if self.export_dir is None:
-            raise ValueError("halt keeps documents in data_dir: give the emulator one")
-        if self.alive:
-            self.export_dir.mkdir(parents=True, exist_ok=True)
-            body = {"database": f"projects/{project}/databases/(default)", "export_directory": str(self.export_dir)}
-            request = urllib.request.Request(f"{self.endpoint}/emulator/v1/projects/{project}:export",
-                                             data=json.dumps(body).encode(), method="POST",
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=30):
-                pass
-        self.stop()
 
     def restart(self) -> "FirestoreEmulator":
         """Stop and start again on the same port (the data does not survive)."""

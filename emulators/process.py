@@ -99,6 +99,7 @@ def terminate_all(targets: Sequence[tuple[int, int | None, int]], timeout_s: flo
             _signal(os.killpg, pid, sig)
         for member in tree:
             _signal(os.kill, member, sig)
+            _signal(os.kill, member, signal.SIGCONT)  # a paused process acts on the signal only once resumed
     deadline = time.monotonic() + timeout_s
     while any(alive(member) for member in members) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -214,6 +215,24 @@ class ManagedProcess:
                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._started = start_ticks(self._popen.pid)
         return self
+
+    def pause(self) -> None:
+        """Freeze the process group (SIGSTOP): it keeps its port and its state, and answers nothing."""
+        self._signal_group(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while self.alive and not self.paused and time.monotonic() < deadline:
+            time.sleep(0.01)  # the signal lands asynchronously
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    @property
+    def paused(self) -> bool:
+        return self.alive and (_stat(self._popen.pid) or ["?"])[0] == "T"
+
+    def _signal_group(self, sig: int) -> None:
+        if self.alive:
+            _signal(os.killpg, self._popen.pid, sig)
 
     def wait_ready(self) -> "ManagedProcess":
         """Until this process group listens on the port and the probe passes; stops it on failure."""

@@ -7,7 +7,7 @@
 
     python -m emulators.stack up [--root .stack] [--port 8080]   # `make stack-up`: starts it and returns
     python -m emulators.stack up --services ''                   # the emulators alone
-    python -m emulators.stack kill|stop|start NAME               # fault injection, by component name
+    python -m emulators.stack kill|stop|start NAME               # faults, by name: a crash, an outage
     python -m emulators.stack status|down [--root .stack]        # `make stack-down` stops it
 
 Order: emulators (in parallel) -> bootstrap -> services. Everything listens on
@@ -86,9 +86,8 @@ class Stack:
         if api_port:
             self.ports[API] = api_port
         self.pubsub = PubSubEmulator(log_path=self.logs / "pubsub.log")
-        # Firestore and GCS keep their data across a stop, as the services they stand for would.
-        self.firestore = FirestoreEmulator(port=free_port(), log_path=self.logs / "firestore.log",
-                                           data_dir=self.root / "firestore")
+        self.firestore = FirestoreEmulator(port=free_port(), log_path=self.logs / "firestore.log")
+        # Objects on disk: even a crash of the emulator keeps them, as GCS would.
         self.gcs = FakeGcsServer(port=free_port(), log_path=self.logs / "gcs.log", data_dir=self.root / "gcs")
         self.tasks = CloudTasksEmulator(log_path=self.logs / "tasks.log")
         self.postgres = None if database_url else ThrowawayPostgres()
@@ -203,16 +202,18 @@ class Stack:
             raise RuntimeError(f"stopping the stack: {errors}")
 
     def kill(self, name: str) -> None:
-        """Crash a component (SIGKILL; Postgres: an immediate shutdown); the supervisor starts it again."""
+        """Crash a component (SIGKILL; Postgres: an immediate shutdown); the supervisor starts it again.
+        The emulators keep nothing in memory: Pub/Sub, Cloud Tasks and Firestore come back empty (the
+        first two bootstrapped again), GCS with its objects (on disk)."""
         with self._locks[self._known(name)]:
             self._halt(name, crash=True)
         self._note(f"{name} killed")
         self._save()
 
     def stop(self, name: str) -> None:
-        """Stop a component and keep it down until ``start``: an outage. What the real service keeps
-        is kept (Postgres its rows, Firestore its documents, GCS its objects); Pub/Sub and Cloud
-        Tasks come back empty, and are bootstrapped again."""
+        """Stop a component and keep it down until ``start``: an outage. A service or Postgres stops
+        (its port refuses connections; Postgres keeps its rows). An emulator is frozen (SIGSTOP): it
+        answers nothing, as a managed service in an outage, and loses nothing."""
         with self._locks[self._known(name)]:
             self.held.add(name)
             self._halt(name, crash=False)
@@ -222,7 +223,11 @@ class Stack:
     def start(self, name: str) -> None:
         """Start a stopped or killed component again, on the same port."""
         with self._locks[self._known(name)]:
-            self._start(name)
+            component = self._component(name)
+            if getattr(component, "paused", False):
+                component.resume()
+            else:
+                self._start(name)
             self.held.discard(name)
             self._restarts[name] = _Restarts(up_since=time.monotonic())
         self._note(f"{name} started")
@@ -253,8 +258,8 @@ class Stack:
     def _halt(self, name: str, crash: bool) -> None:
         if name == "postgres":
             self.postgres.halt()  # immediate: for PostgreSQL a crash and an outage look alike
-        elif name == "firestore" and not crash:
-            self.firestore.halt(PROJECT)
+        elif name in EMULATORS and not crash:
+            self._component(name).pause()
         else:
             self._component(name).stop(signal.SIGKILL if crash else signal.SIGTERM)
 
@@ -344,8 +349,8 @@ class Stack:
             path.with_suffix(".tmp").replace(path)  # whole or not at all: `down` may read it any time
 
     def _throwaway(self) -> list[Path]:
-        """The data that goes when the stack does: the emulators' files, Postgres's cluster."""
-        return [self.root / "gcs", self.root / "firestore", *([self.postgres.root] if self.postgres else [])]
+        """The data that goes when the stack does: the GCS emulator's objects, Postgres's cluster."""
+        return [self.root / "gcs", *([self.postgres.root] if self.postgres else [])]
 
     def _write_env(self) -> None:
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env.items()]
@@ -538,10 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     if not state["processes"]:
         print(f"no stack recorded in {root}")
     for name, record in state["processes"].items():
-        condition = "up" if alive(record["pid"], record["started"]) else "gone"
-        print(f"{name:<22} {condition:<5} pid {record['pid']:<8} port {record['port'] or '-'}")
-    for name in state["held"]:
-        print(f"{name:<22} stopped (until `start {name}`)")
+        condition = "stopped" if name in state["held"] else "up" if alive(record["pid"], record["started"]) else "gone"
+        print(f"{name:<22} {condition:<7} pid {record['pid']:<8} port {record['port'] or '-'}")
+    for name in sorted(set(state["held"]) - set(state["processes"])):
+        print(f"{name:<22} stopped")
     return 0
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import requests
+from sqlalchemy import select
 
 from htbase.config import Settings
-from infra.ledger import NewItem
+from infra.ledger import Ledger, NewItem
+from infra.models import Artifact
 from infra.storage import StoredObject
 
 API = "/api/v2"
@@ -76,6 +79,16 @@ def finished(client: Any, task_id: str, timeout_s: float = 120.0) -> dict:
 
 def new_item(url: str = "https://example.org/a", item_id: str | None = None) -> NewItem:
     return NewItem(url=url, url_hash=url.rsplit("/", 1)[-1] * 8, item_id=item_id)
+
+
+def time_passes(ledger: Ledger, task_id: str, seconds: float) -> None:
+    """As if ``seconds`` had gone by for the task's artifacts: their leases and last changes move back."""
+    back = timedelta(seconds=seconds)
+    with ledger.session() as session, session.begin():
+        for artifact in session.scalars(select(Artifact).where(Artifact.task_id == task_id)):
+            artifact.updated_at -= back
+            if artifact.lease_expires_at:
+                artifact.lease_expires_at -= back
 
 
 def stored(task_id: str, archiver: str = "pdf") -> StoredObject:

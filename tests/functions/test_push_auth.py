@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import functions_framework
 import pytest
-import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -32,10 +28,8 @@ from htbase.topology import ROUTES
 from htbase.config import ConfigError, Settings
 from htbase.messages import ArchiveRequest, build_push_envelope
 from functions.worker import Worker as Runtime
-from infra.db import make_engine, migrate
-from tests.helpers import settings_env_names
+from infra.db import migrate
 
-MAIN = Path(__file__).resolve().parents[2] / "functions" / "main.py"
 AUDIENCE = "https://htbase-archiver-pdf-x7k2-uc.a.run.app/"
 PUSH_SERVICE_ACCOUNT = "pubsub-push@htbase-prod.iam.gserviceaccount.com"
 SHARED_TOKEN = "emulator-push-token-4f9a"
@@ -124,49 +118,6 @@ def forger_key() -> SigningKey:
 def cert_server(google_key):
     with CertServer({google_key.kid: google_key.cert_pem}) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def ledger_url(postgres) -> str:
-    """One migrated PostgreSQL ledger for the module (a worker service needs the shared one):
-    an authenticated push here only reads it."""
-    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text("DROP DATABASE IF EXISTS push_auth WITH (FORCE)"))
-        connection.execute(sa.text("CREATE DATABASE push_auth"))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + "/push_auth"
-    engine = make_engine(Settings(database_url=url))
-    migrate(engine)
-    engine.dispose()
-    return url
-
-
-@pytest.fixture
-def serve(monkeypatch, tmp_path, ledger_url):
-    """serve(target, **env): a test client for a functions-framework target, configured by env alone."""
-    for name in settings_env_names():
-        monkeypatch.delenv(name, raising=False)
-    # create_app appends the source folder to sys.path, registers the module as "main", and the
-    # target's setup_logging replaces the root handlers: all undone after the test.
-    monkeypatch.setattr(sys, "path", sys.path[:])
-    monkeypatch.setitem(sys.modules, "main", None)
-    root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", root.handlers[:])
-    monkeypatch.setattr(root, "level", root.level)
-
-    def serve(target: str, **env: str):
-        # The broker is never reached: a push for a task nobody knows publishes nothing.
-        env = {"DATABASE_URL": ledger_url, "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
-               "PUBSUB_EMULATOR_HOST": "127.0.0.1:9", "SERVICE_ROLE": "archiver", "ARCHIVERS": "pdf", **env}
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return functions_framework.create_app(target, str(MAIN)).test_client()
-
-    yield serve
-    served = sys.modules["main"]
-    if served is not None and served.runtime.cache_info().currsize:
-        served.runtime().close()
 
 
 def cloud_env(cert_server: CertServer) -> dict[str, str]:

@@ -7,30 +7,19 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
 
 from htbase.messages import ArchiveRequest, ArtifactStatus as S, TaskStatus as T, derive_task_status
 from infra.documents import task_status
 from infra.ledger import Claim, ClaimOutcome, ItemConflict, Ledger
-from infra.models import Artifact, Base, utcnow
+from infra.models import Base, utcnow
 from infra.outbox import Outbox
-from tests.helpers import new_item, stored, wait_for
+from tests.helpers import new_item, stored, time_passes, wait_for
 
 URL = "https://example.org/a"
 
 
 def lease_expiry(ledger: Ledger, task_id: str, archiver: str = "pdf"):
     return ledger.task(task_id).artifact(archiver).lease_expires_at
-
-
-def time_passes(ledger: Ledger, task_id: str, seconds: float) -> None:
-    """As if ``seconds`` had gone by for the task's artifacts: their leases and last changes move back."""
-    back = timedelta(seconds=seconds)
-    with ledger.session() as session, session.begin():
-        for artifact in session.scalars(select(Artifact).where(Artifact.task_id == task_id)):
-            artifact.updated_at -= back
-            if artifact.lease_expires_at:
-                artifact.lease_expires_at -= back
 
 
 def test_migrations_match_the_models(engine):
