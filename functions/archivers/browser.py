@@ -371,17 +371,19 @@ class Browser:
                 return self._browser
             if self._browser is not None:
                 log(logger, logging.WARNING, "Chromium went away; starting a new one")
+            # A fresh driver too: after a crash the old one may be dead while claiming otherwise.
             await self._stop()
             error: Exception | None = None
             for _ in range(LAUNCH_ATTEMPTS):
                 try:
-                    # A fresh driver too: after a crash the old one may be dead while claiming otherwise.
-                    self._playwright = await async_playwright().start()
+                    if self._playwright is None:
+                        self._playwright = await async_playwright().start()
                     await self._launch()
                     return self._browser
                 except (PlaywrightError, OSError, ValueError) as exc:
                     error = exc
-                    await self._stop()
+                    await self._close_browser()
+            await self._stop()
             raise TransientCaptureError(f"cannot start Chromium ({self.settings.chromium_path}): {error}")
 
     async def _launch(self) -> None:
@@ -403,13 +405,16 @@ class Browser:
         log(logger, logging.INFO, "Chromium started", version=self._browser.version, devtools=endpoint,
             proxy=self.proxy_url or "none")
 
-    async def _stop(self) -> None:
-        """Close Chromium and stop its driver, whatever state they are in."""
+    async def _close_browser(self) -> None:
         browser, self._browser, self._devtools_url = self._browser, None, ""
-        playwright, self._playwright = self._playwright, None
         if browser is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(browser.close(), CLOSE_TIMEOUT_S)
+
+    async def _stop(self) -> None:
+        """Close Chromium and stop its driver, whatever state they are in."""
+        await self._close_browser()
+        playwright, self._playwright = self._playwright, None
         if playwright is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(playwright.stop(), CLOSE_TIMEOUT_S)

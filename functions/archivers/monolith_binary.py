@@ -6,7 +6,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from functions.archivers.base import TransientCaptureError
+from functions.archivers.base import CaptureTimeout, TransientCaptureError
 
 
 def run_monolith(binary: str, url: str, proxy_url: str, timeout: float) -> bytes:
@@ -19,7 +19,7 @@ def run_monolith(binary: str, url: str, proxy_url: str, timeout: float) -> bytes
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, timeout=timeout + 10)
         except subprocess.TimeoutExpired:
-            raise TransientCaptureError(f"monolith timed out after {timeout:g} s") from None
+            raise CaptureTimeout(f"monolith timed out after {timeout:g} s") from None
         if proc.returncode != 0 or not out.is_file():
             tail = proc.stderr.decode("utf-8", "replace").strip()[-500:]
             raise TransientCaptureError(f"monolith exited with {proc.returncode}: {tail}")

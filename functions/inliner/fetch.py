@@ -12,7 +12,7 @@ import requests
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from functions.archivers.base import PermanentCaptureError, TransientCaptureError, http_failure
+from functions.archivers.base import CaptureTimeout, PermanentCaptureError, TransientCaptureError, http_failure
 from infra.egress.proxy import REFUSED_HEADER
 
 USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -122,5 +122,5 @@ class Fetcher:
         except (requests.RequestException, Urllib3Error, OSError) as exc:
             raise TransientCaptureError(f"cannot fetch {url}: {exc}") from None
 
-    def _timed_out(self, url: str) -> TransientCaptureError:
-        return TransientCaptureError(f"timed out after {self.timeout:g}s fetching {url}")
+    def _timed_out(self, url: str) -> CaptureTimeout:
+        return CaptureTimeout(f"timed out after {self.timeout:g}s fetching {url}")

@@ -2,6 +2,9 @@
 site, and one Browser (one Chromium) for the whole session."""
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -37,3 +40,24 @@ def make_archiver(archiver_settings, browser):
         return ARCHIVER_CLASSES[name](archiver_settings.with_(**changes), browser)
 
     return make
+
+
+def playwright_drivers() -> set[int]:
+    """The Playwright drivers (node ... run-driver) this process runs."""
+    drivers = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and b"run-driver" in command:
+            drivers.add(int(entry.name))
+    return drivers
+
+
+def kill_driver(pid: int) -> None:
+    """SIGKILL a driver, as the kernel's OOM killer would, and wait until it is gone."""
+    os.kill(pid, signal.SIGKILL)
+    while pid in playwright_drivers():  # a zombie has no command line left
+        pass

@@ -13,6 +13,7 @@ import pytest
 
 from functions.archivers.base import PermanentCaptureError, TransientCaptureError
 from functions.archivers.browser import Browser, LoadedPage
+from tests.archivers.conftest import kill_driver, playwright_drivers
 
 ARTICLE_TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
 LIMIT = 50 * 1024 * 1024
@@ -106,3 +107,24 @@ def test_relaunches_after_chromium_dies_and_restarts_after_close(archiver_settin
 
         own.close()
         assert own.capture(url, _title, timeout=10, max_bytes=LIMIT) == ARTICLE_TITLE
+
+
+def test_a_dead_driver_is_replaced_and_health_says_when_it_cannot_be(archiver_settings, test_site):
+    url, others = test_site.url("/article.html"), playwright_drivers()
+    with Browser(archiver_settings) as own:
+        assert own.healthy()  # not started yet: it starts on first use
+        assert own.capture(url, _title, timeout=10, max_bytes=LIMIT) == ARTICLE_TITLE
+        [driver] = playwright_drivers() - others
+        kill_driver(driver)
+        # The capture that finds it dead fails, transiently; the next one gets a new driver and Chromium.
+        with pytest.raises(TransientCaptureError, match="browser unavailable"):
+            own.capture(url, _title, timeout=10, max_bytes=LIMIT)
+        assert own.capture(url, _title, timeout=10, max_bytes=LIMIT) == ARTICLE_TITLE
+        assert own.healthy()
+
+        [driver] = playwright_drivers() - others
+        own.settings = archiver_settings.with_(chromium_path="/nonexistent/chromium")
+        kill_driver(driver)
+        assert not own.healthy()  # dead, and cannot be started again
+        own.settings = archiver_settings
+        assert own.healthy()  # started again
