@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from flask import Response, redirect
 from werkzeug.http import parse_options_header
@@ -83,11 +83,15 @@ class _Spool(io.RawIOBase):
         return data
 
 
-def _zip_stream(store: FileStore, entries: list[tuple[str, str]]) -> Iterator[bytes]:
-    """A zip of the stored objects (name, key), made as it is sent: a piece of one file at a time in memory."""
+def _zip_stream(store: FileStore, entries: Iterable[tuple[str, str | bytes]]) -> Iterator[bytes]:
+    """A zip of stored objects (name, key) and of made files (name, bytes), made as it is sent: a piece of
+    one file at a time in memory."""
     spool = _Spool()
     with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, key in entries:
+            if isinstance(key, bytes):
+                archive.writestr(name, key)
+                continue
             with store.open(key) as source, archive.open(name, "w") as target:
                 while chunk := source.read(CHUNK_BYTES):
                     target.write(chunk)

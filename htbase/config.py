@@ -166,6 +166,12 @@ class Settings:
         50 * 1024 * 1024,
         doc="size limit of a page (decoded, with all it loads) and of an artifact",
     )
+    import_captures_at_once: int = setting(
+        "captures",
+        "IMPORT_CAPTURES_AT_ONCE",
+        10,
+        doc="unfinished captures all imports together keep going at once; the rest wait their turn",
+    )
     allow_private_urls: bool = setting(
         "captures",
         "ALLOW_PRIVATE_URLS",

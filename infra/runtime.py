@@ -15,14 +15,18 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
 from htbase.config import Settings
+from infra.catalog import Catalog
 from infra.db import make_engine
 from infra.housekeeping import housekeep
+from infra.imports import Imports
 from infra.ledger import Ledger
 from infra.outbox import Outbox
 from infra.relay import Publisher, Relay
 from infra.replica_queue import ReplicaQueue
+from infra.search import Search
 from infra.storage import FileStore, make_file_store
 from infra.summaries import Summaries
+from infra.tags import Tags
 
 if TYPE_CHECKING:
     from infra.replica import ReplicaSync
@@ -72,6 +76,23 @@ class Runtime:
 
         return ReplicaSync(ReplicaQueue(self.engine), make_replica(self.settings),
                            task_documents(self.ledger, self.summaries))
+
+    @cached_property
+    def search(self) -> Search:
+        """The archive's full-text index; ``refresh`` an item after what it holds changed."""
+        return Search(self.engine, self.store)
+
+    @cached_property
+    def tags(self) -> Tags:
+        return Tags(self.engine)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.ledger)
+
+    @cached_property
+    def imports(self) -> Imports:
+        return Imports(self.ledger, self.tags, self.settings.import_captures_at_once)
 
     def housekeep(self) -> dict[str, int]:
         """One housekeeping round: the sweeper, the outbox relay, the replica's queue."""

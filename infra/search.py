@@ -239,8 +239,10 @@ class PostgresEngine:
 
 
 def _hit(row: Any, score: float) -> Hit:
+    # A textual query gets SQLite's timestamps as text.
+    captured_at = datetime.fromisoformat(row.captured_at) if isinstance(row.captured_at, str) else row.captured_at
     return Hit(row.item_id, row.task_id, row.url, row.title, row.site, marked_html(row.snippet or ""),
-               float(score), row.captured_at)
+               float(score), captured_at)
 
 
 class Search:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Column, DateTime, Engine, ForeignKey, Index, String, Table, delete, func, select
+from sqlalchemy import Column, Connection, DateTime, Engine, ForeignKey, Index, String, Table, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -58,19 +58,18 @@ class Tags:
                     found[item_id].append(tag)
         return found
 
-    def add(self, item_id: str, tags: Iterable[str], connection=None) -> list[str]:
+    def add(self, item_id: str, tags: Iterable[str]) -> list[str]:
         """Put the tags on the item (those it has already stay as they are); returns its tags."""
-        names = normalize_tags(tags)
-        if names:
-            now = utcnow()
-            statement = self._insert(item_tags).values([{"item_id": item_id, "tag": name, "created_at": now}
-                                                        for name in names]).on_conflict_do_nothing()
-            if connection is not None:
-                connection.execute(statement)
-                return names
-            with self.engine.begin() as own:
-                own.execute(statement)
+        with self.engine.begin() as connection:
+            self.add_many(connection, [{"item_id": item_id, "tag": name} for name in normalize_tags(tags)])
         return self.of(item_id)
+
+    def add_many(self, connection: Connection, rows: list[dict[str, str]]) -> None:
+        """Tags (``{item_id, tag}``, normalized) on many items, in the caller's transaction."""
+        if rows:
+            now = utcnow()
+            connection.execute(self._insert(item_tags).on_conflict_do_nothing(),
+                               [{**row, "created_at": now} for row in rows])
 
     def remove(self, item_id: str, tags: Iterable[str]) -> list[str]:
         names = normalize_tags(tags)
