@@ -17,6 +17,7 @@ from deletes its row too.
 from __future__ import annotations
 
 import html
+import logging
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from infra.models import Artifact, Base, Summary, Task
 from infra.storage import FileStore, ObjectNotFound
 from infra.tags import item_tags
 
+logger = logging.getLogger("htbase.search")
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
 FIELDS = ("title", "url", "site", "body", "summary", "key_points", "tags")
@@ -281,6 +283,14 @@ class Search:
                 connection.execute(search_documents.delete().where(search_documents.c.item_id == item_id))
             else:
                 self.backend.put(connection, [document.row()])
+
+    def try_refresh(self, *, item_id: str | None = None, task_id: str | None = None) -> None:
+        """``refresh`` where a capture or a summary was just recorded: the record stands whatever the index
+        does, so a failure is logged, and the item's next change brings its row up to date."""
+        try:
+            self.refresh(item_id) if item_id else self.refresh_task(task_id or "")
+        except Exception:
+            logger.exception("search index not updated for item %s / task %s", item_id, task_id)
 
     def remove(self, item_id: str) -> None:
         """Take the item out of the index (deleting the item does too, by the foreign key's cascade)."""

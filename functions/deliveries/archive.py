@@ -77,6 +77,7 @@ def _capture(runtime: Worker, request: ArchiveRequest, attempts: int, fields: di
         log(logger, logging.WARNING, "capture finished after losing its lease; discarded", **fields)
         LEASE_TAKEOVERS.add(1, {"archiver": request.archiver, "noticed_by": "holder"})
         return Delivery(True, "lease lost")
+    runtime.search.try_refresh(item_id=request.item_id)
     log(logger, logging.INFO, "capture stored", size=stored.size, duration_ms=duration_ms, **fields)
     CAPTURES.add(1, {"archiver": request.archiver, "outcome": "success"})
     CAPTURE_SIZE.record(stored.size, {"archiver": request.archiver})

@@ -39,6 +39,7 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
     if existing is not None and existing.status == "success" and not request.force:
         runtime.summaries.attach(request.task_id, key)
         runtime.replica.sync(request.task_id)
+        runtime.search.try_refresh(task_id=request.task_id)
         log(logger, logging.INFO, "summary reused", cache_key=key, **fields)
         return Delivery(True, "cached")
 
@@ -74,6 +75,7 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
     runtime.summaries.save(request.task_id, written_by, status="success", result=summary.to_dict(),
                            model=summary.model, prompt_version=summary.prompt_version, requested_key=key)
     runtime.replica.sync(request.task_id)
+    runtime.search.try_refresh(task_id=request.task_id)
     log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
         duration_ms=summary.duration_ms, **fields)
     record_summary(summary)
