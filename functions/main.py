@@ -18,7 +18,7 @@ from typing import Callable
 from flask import Request, Response, jsonify
 
 from functions.auth import PushAuthenticator
-from functions.push import handle_archive, handle_dead_letter, handle_summarize, refuse_unauthenticated
+from functions.push import handle_archive, handle_dead_letter, handle_summarize, handle_webhook, refuse_unauthenticated
 from htbase.config import Settings
 from htbase.logs import setup_logging
 from functions.worker import Worker
@@ -70,6 +70,7 @@ archive = _authenticated(handle_archive)
 archive_singlefile = archive_monolith = archive_readability = archive_pdf = archive_screenshot = archive
 summarize = _authenticated(handle_summarize)
 dead_letter = _authenticated(handle_dead_letter)
+deliver_webhook = _authenticated(handle_webhook)  # Cloud Tasks' target: the webhooks queue
 
 
 def _housekeep(runtime: Worker, request: Request) -> Response:

@@ -15,13 +15,13 @@ from typing import Callable
 
 from flask import Flask, Request, Response, request as current_request
 
-from functions.deliveries import Delivery, archive, summary
+from functions.deliveries import Delivery, archive, summary, webhook
 from functions.auth import PushAuthenticator, PushUnauthorized
 from htbase.logs import log
-from htbase.messages import (ArchiveRequest, MessageError, PushMessage, SummarizeRequest, parse_push_envelope,
-                             parse_request)
+from htbase.messages import (ArchiveRequest, MessageError, PushMessage, SummarizeRequest, WebhookRequest,
+                             parse_push_envelope, parse_request)
 from functions.worker import Worker
-from htbase.topology import ARCHIVE_PATH, DEAD_LETTER_PATH, SUMMARIZE_PATH
+from htbase.topology import ARCHIVE_PATH, DEAD_LETTER_PATH, SUMMARIZE_PATH, WEBHOOK_PATH
 from infra.metrics import record_delivery
 from infra.telemetry import consuming
 
@@ -110,6 +110,11 @@ def handle_summarize(runtime: Worker, request: Request) -> Response:
         runtime, SummarizeRequest.from_json(message.data), message.delivery_attempt))
 
 
+def handle_webhook(runtime: Worker, request: Request) -> Response:
+    """A webhook attempt (a Cloud Tasks HTTP task carrying a push envelope, or the embedded dispatcher's)."""
+    return handle(request, lambda message: webhook.deliver(runtime, WebhookRequest.from_json(message.data)))
+
+
 def handle_dead_letter(runtime: Worker, request: Request) -> Response:
     """A message that exhausted its deliveries: record the failure (on the artifact, or on the
     summary) so nothing waits forever.
@@ -137,7 +142,8 @@ def create_push_app(runtime: Worker, *, authenticator: PushAuthenticator | None)
     app = Flask("htbase.push")
     if authenticator is not None:
         app.before_request(lambda: refuse_unauthenticated(authenticator, current_request))
-    handlers = {ARCHIVE_PATH: handle_archive, SUMMARIZE_PATH: handle_summarize, DEAD_LETTER_PATH: handle_dead_letter}
+    handlers = {ARCHIVE_PATH: handle_archive, SUMMARIZE_PATH: handle_summarize, DEAD_LETTER_PATH: handle_dead_letter,
+                WEBHOOK_PATH: handle_webhook}
     for path, handler in handlers.items():
         app.add_url_rule(path, handler.__name__, partial(_serve, handler, runtime), methods=["POST"])
     return app

@@ -10,6 +10,8 @@ README's table of settings.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -23,7 +25,7 @@ from htbase.topology import ACK_DEADLINE_S
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ROLES = ("all-in-one", "api", "archiver", "summarizer")
 # The subsystems a setting belongs to, in the README's order.
-GROUPS = ("process", "ledger", "files", "captures", "delivery", "messaging", "push auth", "replica", "summaries",
+GROUPS = ("process", "ledger", "files", "captures", "delivery", "messaging", "push auth", "webhooks", "replica", "summaries",
           "telemetry")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 CLOUD_SQL_IP_TYPES = ("public", "private", "psc")
@@ -32,6 +34,7 @@ TELEMETRY_EXPORTERS = ("none", "otlp", "gcp")
 # capture starting Chromium (up to three 30 s launches) and storing its artifact; a summary
 # waiting for rate-limit slots and storing itself.
 PUSH_OVERHEAD_S = 120.0
+WEBHOOK_MAX_BACKOFF_S = 6 * 3600
 
 
 class ConfigError(ValueError):
@@ -121,6 +124,13 @@ class Settings:
         "RUN_MIGRATIONS",
         True,
         doc="migrate the schema at start-up; off on Cloud Run, where the `migrate` job does it",
+    )
+    retention_days: int = setting(
+        "ledger",
+        "RETENTION_DAYS",
+        0,
+        shown="off",
+        doc="housekeeping deletes snapshots older than this many days, keeping each item's newest (0: never)",
     )
 
     file_storage_provider: str = setting("files", "FILE_STORAGE_PROVIDER", "local", doc="`local` or `gcs`")
@@ -246,6 +256,9 @@ class Settings:
     )
     topic_prefix: str = setting("messaging", "TOPIC_PREFIX", "htbase-", doc="the start of every topic's name")
     tasks_location: str = setting("messaging", "TASKS_LOCATION", "us-central1", doc="the Cloud Tasks queues' region")
+    cloud_tasks_emulator_host: str = setting(
+        "messaging", "CLOUD_TASKS_EMULATOR_HOST", "", doc="the Cloud Tasks emulator's `host:port`"
+    )
 
     # A Google OIDC token (cloud) or a shared token (emulator mode)
     push_auth_token: str = setting(
@@ -269,6 +282,37 @@ class Settings:
         "https://www.googleapis.com/oauth2/v1/certs",
         empty_is_unset=True,
         doc="where Google's token-signing certificates come from",
+    )
+    tasks_service_account: str = setting(
+        "push auth",
+        "TASKS_SERVICE_ACCOUNT",
+        "",
+        doc="the identity Cloud Tasks signs its OIDC tokens as, for `PUSH_AUDIENCE` (cloud)",
+    )
+
+    # Standard Webhooks: a task's one delivery when it ends
+    webhook_secret: str = setting(
+        "webhooks",
+        "WEBHOOK_SECRET",
+        "",
+        shown="none: `webhook_url` refused",
+        doc="the signing key, `whsec_` + base64 (from Secret Manager in the cloud)",
+    )
+    webhook_delivery_url: str = setting(
+        "webhooks",
+        "WEBHOOK_DELIVERY_URL",
+        "",
+        doc="the `webhooks` service that Cloud Tasks hands deliveries to (`BROKER=pubsub`)",
+    )
+    webhook_timeout_s: float = setting(
+        "webhooks", "WEBHOOK_TIMEOUT", 10.0, doc="seconds a receiver has to answer; redirects are not followed"
+    )
+    webhook_max_attempts: int = setting(
+        "webhooks",
+        "WEBHOOK_MAX_ATTEMPTS",
+        10,
+        doc="deliveries tried on network errors, 5xx and 429; the wait starts at `RETRY_BACKOFF_SECONDS` "
+        f"and quadruples up to {WEBHOOK_MAX_BACKOFF_S // 3600} h",
     )
 
     # Best effort; off when no project is set
@@ -365,6 +409,11 @@ class Settings:
             raise ConfigError(f"CLOUD_SQL_IP_TYPE must be one of {CLOUD_SQL_IP_TYPES}, got {self.cloud_sql_ip_type!r}")
         if self.db_pool_size < 1:
             raise ConfigError("DB_POOL_SIZE must be at least 1")
+        if self.retention_days < 0:
+            raise ConfigError("RETENTION_DAYS must be 0 (off) or a number of days")
+        if self.webhook_max_attempts < 1:
+            raise ConfigError("WEBHOOK_MAX_ATTEMPTS must be at least 1")
+        self.webhook_key  # a malformed secret fails at start-up, not at the first delivery
         if self.telemetry_exporter not in TELEMETRY_EXPORTERS:
             raise ConfigError(f"TELEMETRY_EXPORTER must be one of {TELEMETRY_EXPORTERS}, got {self.telemetry_exporter!r}")
         if not 0 <= self.trace_sample_ratio <= 1:
@@ -376,6 +425,26 @@ class Settings:
             self._check_shared_backends()
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.local_storage_path.parent / 'htbase.db'}")
+
+    @property
+    def webhook_key(self) -> bytes:
+        """The signing key's bytes: WEBHOOK_SECRET is ``whsec_`` and the key in base64."""
+        if not self.webhook_secret:
+            return b""
+        encoded = self.webhook_secret.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(encoded, validate=True) if encoded != self.webhook_secret else b""
+        except binascii.Error:
+            key = b""
+        if not key:
+            raise ConfigError("WEBHOOK_SECRET must be whsec_ followed by the key in base64, "
+                              "e.g. whsec_$(openssl rand -base64 32)")
+        return key
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        """Whether a webhook can be signed and sent: a key, and in a deployment the service that sends it."""
+        return bool(self.webhook_secret) and (self.broker == "embedded" or bool(self.webhook_delivery_url))
 
     def _check_deadlines(self) -> None:
         """Every push answers within the ack deadline, or Pub/Sub delivers it again meanwhile."""

@@ -141,6 +141,20 @@ class SummarizeRequest:
         )
 
 
+@dataclass(frozen=True)
+class WebhookRequest:
+    """Try a task's webhook delivery, if an attempt is due."""
+
+    delivery_id: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "WebhookRequest":
+        return cls(delivery_id=_require_str(_json_object(data), "delivery_id"))
+
+
 def parse_request(data: bytes) -> ArchiveRequest | SummarizeRequest:
     """Either kind of work message (as the dead-letter topic gets both): an archive request names
     its archiver, a summarize request does not."""

@@ -86,14 +86,28 @@ def archiver_service(archiver: str) -> str:
 
 @dataclass(frozen=True)
 class QueueSpec:
-    """A Cloud Tasks queue; its real name is the deployment's TOPIC_PREFIX plus ``name``."""
+    """A Cloud Tasks queue; its real name is the deployment's TOPIC_PREFIX plus ``name``.
+
+    Its HTTP tasks carry a push envelope to ``route``'s service, which is ours: the
+    queue's logical topic is the outbox's, and the embedded dispatcher serves the same path.
+    """
 
     name: str
     purpose: str
     max_dispatches_per_second: float
+    route: Route
 
 
+WEBHOOKS = "webhooks"
+WEBHOOK_PATH = "/push/webhook"
+# Re-captures need no queue: housekeeping (Cloud Scheduler's tick) adds the snapshots that are due.
 QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec("webhooks", "webhook deliveries to clients", 10.0),
-    QueueSpec("recaptures", "scheduled re-captures of items", 1.0),
+    QueueSpec(WEBHOOKS, "webhook deliveries to clients", 10.0,
+              Route(WEBHOOKS, "webhooks", "deliver_webhook", WEBHOOK_PATH, role="api")),
 )
+QUEUE_SERVICES: tuple[str, ...] = tuple(queue.route.service for queue in QUEUES)
+
+
+def queue(topic: str) -> QueueSpec | None:
+    """The Cloud Tasks queue that carries a logical topic, or None for a Pub/Sub topic."""
+    return next((candidate for candidate in QUEUES if candidate.route.topic == topic), None)

@@ -5,7 +5,8 @@ handlers Cloud Run runs (the same WSGI app, in process), on a bounded pool of
 worker threads. Like a push subscription, it redelivers on 5xx/429 with
 exponential backoff and, after ``max_attempts``, hands the message to the
 dead-letter handler. A 4xx answer means the message can never succeed, so it
-goes to the dead-letter handler at once.
+goes to the dead-letter handler at once. A message with a ``schedule_time``
+waits until then, as a scheduled Cloud Tasks task does.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import logging
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
 
 from flask import Flask
 
 from htbase.logs import log
 from htbase.messages import build_push_envelope
 from htbase.topology import DEAD_LETTER
+from infra.outbox import schedule_time
 
 logger = logging.getLogger("htbase.dispatcher")
 
@@ -42,7 +45,12 @@ class LocalPushDispatcher:
         if self._closed:
             raise RuntimeError("dispatcher is shut down")
         message_id = uuid.uuid4().hex
-        self._submit(topic, data, dict(attributes), message_id, 1)
+        due = schedule_time(attributes)
+        delay = (due - datetime.now(timezone.utc)).total_seconds() if due else 0.0
+        if delay > 0:  # held back until its time, as Cloud Tasks holds a scheduled task
+            self._later(delay, topic, data, dict(attributes), message_id, 1)
+        else:
+            self._submit(topic, data, dict(attributes), message_id, 1)
         accepted: Future = Future()
         accepted.set_result(message_id)  # held in memory now, as a broker would hold it
         return accepted

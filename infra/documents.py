@@ -6,9 +6,11 @@ from typing import Any, Iterable
 
 from htbase.messages import ArtifactStatus, derive_task_status
 from infra.ledger import BatchSummary
-from infra.models import Artifact, Summary, Task
+from infra.models import Artifact, Item, Schedule, Summary, Task, WebhookDelivery
 
 API = "/api/v2"
+# Where a snapshot's title is read from, the best first.
+TITLE_SOURCES = ("readability", "singlefile", "monolith", "pdf", "screenshot")
 
 
 def isoformat(moment: datetime | None) -> str | None:
@@ -24,13 +26,24 @@ def task_status(tasks: Iterable[Task]) -> tuple[str, float, datetime | None]:
     return status.value, progress, completed_at
 
 
+def title(task: Task) -> str | None:
+    """The page's title, as a capture of the task found it."""
+    for archiver in TITLE_SOURCES:
+        artifact = task.artifact(archiver)
+        if artifact is not None and artifact.status == "success" and (artifact.meta or {}).get("title"):
+            return artifact.meta["title"]
+    return None
+
+
 def artifact_view(task_id: str, artifact: Artifact) -> dict[str, Any]:
     view: dict[str, Any] = {"status": artifact.status, "attempts": artifact.attempts}
     if artifact.error:
         view["error"] = artifact.error
+    if artifact.status == "pending" and artifact.next_attempt_at:
+        view["next_attempt_at"] = isoformat(artifact.next_attempt_at)  # when the broker is due to try again
     if artifact.status == "success":
         view["artifact"] = {
-            "uri": artifact.uri, "size": artifact.size, "sha256": artifact.sha256,
+            "size": artifact.size, "sha256": artifact.sha256,
             "content_type": artifact.content_type, "url": f"{API}/archives/{task_id}/{artifact.archiver}",
             "duration_ms": artifact.duration_ms,
         }
@@ -47,10 +60,59 @@ def task_view(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
     else:
         view["url"] = task.item.url
         view["item_id"] = task.item.item_id
+        view["title"] = title(task)
         view["subtasks"] = {a.archiver: artifact_view(task.task_id, a) for a in task.artifacts}
         if task.summary_key:
             view["summary_url"] = f"{API}/summaries/{task.task_id}"
+    if task.webhook_url:
+        view["webhook"] = webhook_view(task.webhook)
     return view
+
+
+def webhook_view(delivery: WebhookDelivery | None) -> dict[str, Any]:
+    """How the task's webhook went; ``waiting`` until the task ends."""
+    if delivery is None:
+        return {"status": "waiting", "attempts": 0}
+    view: dict[str, Any] = {"status": delivery.status, "attempts": delivery.attempts, "id": delivery.id,
+                            "last_status": delivery.last_status}
+    if delivery.last_error:
+        view["last_error"] = delivery.last_error
+    if delivery.status == "pending":
+        view["next_attempt_at"] = isoformat(delivery.next_attempt_at)
+    view["delivered_at"] = isoformat(delivery.delivered_at)
+    return view
+
+
+def snapshot_view(task: Task) -> dict[str, Any]:
+    """One capture of an item: when, how it went, and the formats it holds."""
+    status, _, completed_at = task_status([task])
+    return {"task_id": task.task_id, "created_at": isoformat(task.created_at), "status": status,
+            "completed_at": isoformat(completed_at),
+            "formats": [a.archiver for a in task.artifacts if a.status == "success"],
+            "status_url": f"{API}/tasks/{task.task_id}"}
+
+
+def item_view(item: Item, snapshots: list[Task], schedule: Schedule | None) -> dict[str, Any]:
+    """An item with every snapshot, the newest first."""
+    return {**_item_head(item, snapshots), "snapshots_count": len(snapshots),
+            "snapshots": [snapshot_view(task) for task in snapshots],
+            "schedule": schedule_view(schedule) if schedule else None}
+
+
+def item_summary_view(item: Item, snapshots: int, latest: Task) -> dict[str, Any]:
+    """An item in a list: its newest snapshot, and how many there are."""
+    return {**_item_head(item, [latest]), "snapshots_count": snapshots, "latest": snapshot_view(latest)}
+
+
+def _item_head(item: Item, newest_first: list[Task]) -> dict[str, Any]:
+    return {"item_id": item.item_id, "url": item.url,
+            "title": next(filter(None, (title(task) for task in newest_first)), None),
+            "created_at": isoformat(item.created_at), "item_url": f"{API}/items/{item.item_id}"}
+
+
+def schedule_view(schedule: Schedule) -> dict[str, Any]:
+    return {"item_id": schedule.item_id, "every_s": schedule.every_s, "archivers": schedule.archivers,
+            "next_run_at": isoformat(schedule.next_run_at)}
 
 
 def batch_summary_view(task: Task, summary: BatchSummary) -> dict[str, Any]:

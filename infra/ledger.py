@@ -11,17 +11,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import Engine, and_, func, or_, select, text, update
+from sqlalchemy import Engine, and_, case, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from htbase.messages import ArchiveRequest, ArtifactStatus
+from htbase.messages import ArchiveRequest, ArtifactStatus, TaskStatus, WebhookRequest
+from htbase.topology import MAX_BACKOFF_S
 from infra.db import new_session
 from infra.metrics import LEASE_TAKEOVERS, SUBMISSIONS
-from infra.models import Artifact, Item, OutboxMessage, Task, utcnow
-from infra.outbox import Outgoing, OutboxRow, archive_outgoing, enqueue, outbox_rows
+from infra.models import Artifact, Item, OutboxMessage, PendingDeletion, Task, WebhookDelivery, utcnow
+from infra.outbox import Outgoing, OutboxRow, archive_outgoing, enqueue, outbox_rows, webhook_outgoing
 from infra.storage import StoredObject
 from infra.telemetry import traced
 
@@ -57,6 +58,12 @@ class CreatedTask:
     outbox: list[OutboxRow]         # to publish now that the transaction committed
 
 
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"  # its pending work will never run (or it was cancelled before)
+    FINISHED = "finished"    # it had ended already: nothing to cancel
+    MISSING = "missing"
+
+
 class ClaimOutcome(StrEnum):
     CLAIMED = "claimed"   # run the capture
     DONE = "done"         # already finished: acknowledge, do nothing
@@ -71,10 +78,16 @@ class Claim:
 
 
 class Ledger:
-    def __init__(self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5) -> None:
+    """``announce`` publishes what a commit announced (a task's end): the runtime sets it once it has a
+    relay; until then the outbox keeps the rows for the relay's next flush."""
+
+    def __init__(self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5,
+                 retry_backoff_s: float = 1.0) -> None:
         self.engine = engine
         self.lease = timedelta(seconds=lease_s)
         self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.announce: Callable[[list[OutboxRow]], object] = lambda rows: None
 
     def session(self) -> Session:
         return new_session(self.engine)
@@ -111,15 +124,8 @@ class Ledger:
                                  options=options, created_at=now))
             for new in items:
                 item = self._upsert_item(session, new, now)
-                task_id = str(uuid.uuid4())
-                session.add(Task(task_id=task_id, kind="single", parent_id=parent_id, item_id=item.item_id,
-                                 request_id=request_id, webhook_url=None if batch else webhook_url,
-                                 options=options, created_at=now))
-                for archiver in archivers:
-                    session.add(Artifact(task_id=task_id, archiver=archiver, status=PENDING,
-                                         created_at=now, updated_at=now, meta={}))
-                    request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
-                    outbox.append(enqueue(session, archive_outgoing(request), now))
+                task_id = self.add_snapshot(session, item, archivers, options, now, outbox, request_id=request_id,
+                                            webhook_url=None if batch else webhook_url, parent_id=parent_id)
                 children.append({"task_id": task_id, "item_id": item.item_id, "url": item.url})
         rows = outbox_rows(outbox)
         if parent_id:
@@ -127,15 +133,39 @@ class Ledger:
         return CreatedTask(children[0]["task_id"], "single", children, rows)
 
     @staticmethod
+    def add_snapshot(session: Session, item: Item, archivers: Iterable[str], options: dict[str, Any], now: datetime,
+                     outbox: list[OutboxMessage], *, request_id: str = "", webhook_url: str | None = None,
+                     parent_id: str | None = None) -> str:
+        """A new task capturing ``item`` again, its pending artifacts and their messages, in the caller's
+        transaction; returns its id."""
+        task_id = str(uuid.uuid4())
+        session.add(Task(task_id=task_id, kind="single", parent_id=parent_id, item_id=item.item_id,
+                         request_id=request_id, webhook_url=webhook_url, options=options, created_at=now))
+        for archiver in archivers:
+            session.add(Artifact(task_id=task_id, archiver=archiver, status=PENDING,
+                                 created_at=now, updated_at=now, meta={}))
+            request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
+            outbox.append(enqueue(session, archive_outgoing(request), now))
+        return task_id
+
+    @staticmethod
     def _upsert_item(session: Session, new: NewItem, now: datetime) -> Item:
-        item_id = new.item_id or uuid.uuid4().hex
-        # A fresh id names no existing item: skip the lookup (one round trip less per request).
-        item = session.get(Item, item_id) if new.item_id else None
+        """A client's item_id names its item; without one, a URL saved before is that item again (the
+        first saved, if several are), and a new URL's item is named after its hash, so that two first
+        captures of one URL at once make one item (the loser of the race retries and finds it)."""
+        if new.item_id:
+            item = session.get(Item, new.item_id)
+            if item is not None and item.url_hash != new.url_hash:
+                raise ItemConflict(f"item_id {new.item_id!r} already names {item.url!r}")
+        else:
+            item = session.scalar(select(Item).where(Item.url_hash == new.url_hash)
+                                  .order_by(Item.created_at, Item.item_id).limit(1))
         if item is None:
+            item_id = new.item_id or new.url_hash[:32]
+            if not new.item_id and session.get(Item, item_id) is not None:  # a client took that name
+                item_id = uuid.uuid4().hex
             item = Item(item_id=item_id, url=new.url, url_hash=new.url_hash, created_at=now)
             session.add(item)
-        elif item.url_hash != new.url_hash:
-            raise ItemConflict(f"item_id {item_id!r} already names {item.url!r}")
         return item
 
     # --- the artifact state machine -----------------------------------------
@@ -146,12 +176,13 @@ class Ledger:
         now = utcnow()
         claimable = or_(Artifact.status == PENDING,
                         and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now))
+        cancelled = exists().where(Task.task_id == task_id, Task.cancelled_at.is_not(None))
         with self.session() as session, session.begin():
             result = session.execute(
                 update(Artifact)
-                .where(Artifact.task_id == task_id, Artifact.archiver == archiver, claimable)
+                .where(Artifact.task_id == task_id, Artifact.archiver == archiver, claimable, ~cancelled)
                 .values(status=PROCESSING, lease_owner=owner, lease_expires_at=now + self.lease,
-                        attempts=Artifact.attempts + 1, started_at=now, updated_at=now)
+                        attempts=Artifact.attempts + 1, started_at=now, updated_at=now, next_attempt_at=None)
                 .execution_options(synchronize_session=False))
             artifact = session.scalar(select(Artifact).where(Artifact.task_id == task_id,
                                                              Artifact.archiver == archiver))
@@ -206,29 +237,51 @@ class Ledger:
     def complete(self, task_id: str, archiver: str, owner: str, stored: StoredObject, *,
                  meta: dict[str, Any], duration_ms: int,
                  follow_up: Iterable[Outgoing] = ()) -> list[OutboxRow] | None:
-        """Record success; returns the follow-up outbox rows, or None if the lease was lost."""
+        """Record success; returns the follow-up outbox rows, or None if the lease was lost.
+
+        If the task was deleted while the capture ran, what it stored is queued for removal.
+        """
         now = utcnow()
         with self.session() as session, session.begin():
+            top = self.lock_top(session, task_id)
             done = self._finish(session, task_id, archiver, owner, status=SUCCESS, error=None,
                                 storage_key=stored.key, uri=stored.uri, size=stored.size, sha256=stored.sha256,
                                 content_type=stored.content_type, meta=meta, finished_at=now,
                                 duration_ms=duration_ms)
             if not done:
+                if top is None:
+                    forget_files(session, [task_id], now)
                 return None
             outbox = [enqueue(session, message, now) for message in follow_up]
+            ended = self._announce_end(session, top, now)
+        self.announce(ended)
         return outbox_rows(outbox)
 
     @traced("ledger fail")
     def fail(self, task_id: str, archiver: str, owner: str, error: str, *, permanent: bool) -> bool:
-        """Record a failed attempt. Returns True when the failure is final."""
+        """Record a failed attempt. Returns True when the failure is final (as it is once the task
+        was cancelled: a capture that was running then is not tried again)."""
+        now = utcnow()
         with self.session() as session, session.begin():
+            top = self.lock_top(session, task_id)
+            cancelled_at = session.scalar(select(Task.cancelled_at).where(Task.task_id == task_id))
             attempts = session.scalar(select(Artifact.attempts).where(
                 Artifact.task_id == task_id, Artifact.archiver == archiver)) or 0
-            final = permanent or attempts >= self.max_attempts
-            status = FAILED if final else PENDING
-            extra = {"finished_at": utcnow()} if final else {}
-            self._finish(session, task_id, archiver, owner, status=status, error=error[:4000], **extra)
-            return final
+            final = permanent or attempts >= self.max_attempts or cancelled_at is not None
+            if final:
+                values = {"status": CANCELLED if cancelled_at is not None else FAILED, "finished_at": now}
+            else:
+                values = {"status": PENDING, "next_attempt_at": now + timedelta(seconds=self.backoff_s(attempts))}
+            if not self._finish(session, task_id, archiver, owner, error=error[:4000], **values) or not final:
+                return final
+            ended = self._announce_end(session, top, now)
+        self.announce(ended)
+        return final
+
+    def backoff_s(self, attempts: int) -> float:
+        """The broker's wait before delivering again after ``attempts`` deliveries (a subscription's
+        retry policy, the embedded dispatcher's)."""
+        return min(self.retry_backoff_s * 2 ** max(attempts - 1, 0), max(MAX_BACKOFF_S, self.retry_backoff_s))
 
     @traced("ledger fail_undelivered")
     def fail_undelivered(self, task_id: str, archiver: str, error: str) -> bool:
@@ -236,14 +289,71 @@ class Ledger:
         finished, holding a lease or not."""
         now = utcnow()
         with self.session() as session, session.begin():
+            top = self.lock_top(session, task_id)
             result = session.execute(
                 update(Artifact)
                 .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
                        Artifact.status.in_((PENDING, PROCESSING)))
                 .values(status=FAILED, error=error[:4000], lease_owner=None, lease_expires_at=None,
-                        finished_at=now, updated_at=now)
+                        finished_at=now, updated_at=now, next_attempt_at=None)
                 .execution_options(synchronize_session=False))
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            ended = self._announce_end(session, top, now)
+        self.announce(ended)
+        return True
+
+    def cancel(self, task_id: str) -> CancelOutcome:
+        """Cancel a task's pending captures (every task's, for a batch): they never run. A capture that
+        is running finishes and is kept; should it fail, it is not tried again."""
+        now = utcnow()
+        with self.session() as session, session.begin():
+            top = self.lock_top(session, task_id)
+            if top is None:
+                return CancelOutcome.MISSING
+            task = session.get(Task, task_id)
+            ids = [task_id, *session.scalars(select(Task.task_id).where(Task.parent_id == task_id))]
+            unfinished = session.scalar(select(func.count()).select_from(Artifact)
+                                        .where(Artifact.task_id.in_(ids), Artifact.status.not_in(TERMINAL)))
+            if task.cancelled_at is None and not unfinished:
+                return CancelOutcome.FINISHED
+            session.execute(update(Task).where(Task.task_id.in_(ids), Task.cancelled_at.is_(None))
+                            .values(cancelled_at=now).execution_options(synchronize_session=False))
+            session.execute(update(Artifact).where(Artifact.task_id.in_(ids), Artifact.status == PENDING)
+                            .values(status=CANCELLED, finished_at=now, updated_at=now, next_attempt_at=None)
+                            .execution_options(synchronize_session=False))
+            ended = self._announce_end(session, top, now)
+        self.announce(ended)
+        return CancelOutcome.CANCELLED
+
+    @staticmethod
+    def lock_top(session: Session, task_id: str) -> str | None:
+        """Lock the task's top row (the batch's, for a child) before any write that may end it, so
+        that such writes run one after the other and the last one sees that everything ended.
+        Always the top row, first: one lock order, no deadlock. None: no such task."""
+        found = session.execute(select(Task.task_id, Task.parent_id).where(Task.task_id == task_id)).first()
+        if found is None:
+            return None
+        top = found.parent_id or found.task_id
+        session.execute(select(Task.task_id).where(Task.task_id == top).with_for_update())
+        return top
+
+    @staticmethod
+    def _announce_end(session: Session, top: str | None, now: datetime) -> list[OutboxRow]:
+        """If the task (or batch) ``top`` has just ended and asked for a webhook: its one delivery, and
+        the message that sends it, in the transaction that ended it. Runs under ``lock_top``."""
+        task = session.get(Task, top) if top else None
+        if task is None or not task.webhook_url:
+            return []
+        members = select(Task.task_id).where(or_(Task.task_id == top, Task.parent_id == top))
+        unfinished = session.scalar(select(func.count()).select_from(Artifact).where(
+            Artifact.task_id.in_(members), Artifact.status.not_in(TERMINAL)))
+        if unfinished or session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.task_id == top)):
+            return []
+        delivery = WebhookDelivery(id=f"msg_{uuid.uuid4().hex}", task_id=top, url=task.webhook_url, status=PENDING,
+                                   attempts=0, next_attempt_at=now, created_at=now, updated_at=now)
+        session.add(delivery)
+        return outbox_rows([enqueue(session, webhook_outgoing(WebhookRequest(delivery.id)), now)])
 
     @traced("ledger sweep")
     def sweep(self, *, revive_all: bool = False) -> dict[str, int]:
@@ -260,24 +370,35 @@ class Ledger:
             and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now),
             and_(Artifact.status == PENDING, Artifact.updated_at < now - self.lease))
         counts = {"republished": 0, "failed": 0}
-        with self.session() as session, session.begin():
-            rows = session.scalars(select(Artifact).where(stale).options(selectinload(Artifact.task))
-                                   .limit(500).with_for_update(skip_locked=True)).all()
-            for artifact in rows:
-                if artifact.status == PROCESSING:  # its holder stopped renewing: a crash, or a hang
-                    LEASE_TAKEOVERS.add(1, {"archiver": artifact.archiver, "noticed_by": "sweeper"})
-                if artifact.attempts >= self.max_attempts:
-                    artifact.status, artifact.finished_at = FAILED, now
-                    artifact.error = f"gave up after {artifact.attempts} attempts: {artifact.error or 'lease expired'}"
-                    counts["failed"] += 1
-                else:
+        with self.session() as session:
+            task_ids = list(dict.fromkeys(session.scalars(select(Artifact.task_id).where(stale).limit(500))))
+        for task_id in task_ids:  # a transaction per task: the task's lock first, as every ending write takes it
+            with self.session() as session, session.begin():
+                top = self.lock_top(session, task_id)
+                rows = session.scalars(select(Artifact).where(stale, Artifact.task_id == task_id)
+                                       .options(selectinload(Artifact.task)).with_for_update(skip_locked=True)).all()
+                for artifact in rows:
+                    if artifact.status == PROCESSING:  # its holder stopped renewing: a crash, or a hang
+                        LEASE_TAKEOVERS.add(1, {"archiver": artifact.archiver, "noticed_by": "sweeper"})
                     task = artifact.task
-                    request = ArchiveRequest(task.task_id, task.item.item_id, task.item.url, artifact.archiver,
-                                             task.options, task.request_id)
-                    artifact.status = PENDING
-                    enqueue(session, archive_outgoing(request), now)
-                    counts["republished"] += 1
-                artifact.lease_owner, artifact.lease_expires_at, artifact.updated_at = None, None, now
+                    if task.cancelled_at is not None:  # its capture crashed after the task was cancelled
+                        artifact.status, artifact.finished_at = CANCELLED, now
+                        counts["failed"] += 1
+                    elif artifact.attempts >= self.max_attempts:
+                        artifact.status, artifact.finished_at = FAILED, now
+                        artifact.error = (f"gave up after {artifact.attempts} attempts: "
+                                          f"{artifact.error or 'lease expired'}")
+                        counts["failed"] += 1
+                    else:
+                        request = ArchiveRequest(task.task_id, task.item.item_id, task.item.url, artifact.archiver,
+                                                 task.options, task.request_id)
+                        artifact.status = PENDING
+                        enqueue(session, archive_outgoing(request), now)
+                        counts["republished"] += 1
+                    artifact.lease_owner, artifact.lease_expires_at, artifact.updated_at = None, None, now
+                session.flush()
+                ended = self._announce_end(session, top, now)
+            self.announce(ended)
         return counts
 
     # --- reading ------------------------------------------------------------
@@ -312,12 +433,23 @@ class Ledger:
                                                 max(finished, default=None))
         return summaries
 
-    def list_tasks(self, *, limit: int, offset: int) -> tuple[list[Task], int]:
-        """Top-level tasks (batches and single requests), newest first."""
-        top = Task.parent_id.is_(None)
+    def list_tasks(self, *, limit: int, offset: int, status: TaskStatus | None = None, item_id: str | None = None,
+                   since: datetime | None = None) -> tuple[list[Task], int]:
+        """Top-level tasks (batches and single requests), newest first; with ``item_id``, that item's
+        snapshots (a batch's children among them). ``status`` is derived, as a task document shows it:
+        from the artifacts' statuses, counted by the database."""
+        conditions = [Task.item_id == item_id] if item_id else [Task.parent_id.is_(None)]
+        if since is not None:
+            conditions.append(Task.created_at >= since)
+        query = select(Task)
+        if status is not None:
+            counts = _status_counts(Task.task_id if item_id else func.coalesce(Task.parent_id, Task.task_id))
+            query = query.join(counts, counts.c.owner == Task.task_id)
+            conditions.append(_has_status(counts.c, status))
+        query = query.where(*conditions)
         with self.session() as session:
-            total = session.scalar(select(func.count()).select_from(Task).where(top)) or 0
-            rows = session.scalars(select(Task).where(top).options(selectinload(Task.artifacts))
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(query.options(selectinload(Task.artifacts))
                                    .order_by(Task.created_at.desc(), Task.task_id).limit(limit).offset(offset))
             return list(rows), total
 
@@ -326,6 +458,36 @@ class Ledger:
             return session.scalar(select(Task).where(Task.item_id == item_id)
                                   .options(selectinload(Task.artifacts))
                                   .order_by(Task.created_at.desc()).limit(1))
+
+
+def forget_files(session: Session, task_ids: Iterable[str], now: datetime) -> None:
+    """Queue the stored files of tasks whose rows go in this transaction: removed once it commits."""
+    for task_id in task_ids:
+        session.add(PendingDeletion(prefix=f"{task_id}/", attempts=0, created_at=now, next_attempt_at=now))
+
+
+def _status_counts(owner):
+    """Artifacts counted by status per ``owner`` (a task, or the top task of a batch's children)."""
+    def count(*statuses: str):
+        return func.sum(case((Artifact.status.in_(statuses), 1), else_=0))
+
+    return (select(owner.label("owner"), func.count(Artifact.id).label("all"), count(PENDING).label("pending"),
+                   count(SUCCESS).label("success"), count(CANCELLED).label("cancelled"),
+                   count(*TERMINAL).label("ended"))
+            .select_from(Task).join(Artifact, Artifact.task_id == Task.task_id).group_by(owner).subquery())
+
+
+def _has_status(c, status: TaskStatus):
+    """``derive_task_status`` as SQL over ``_status_counts``."""
+    ended = c.ended == c.all
+    return {
+        TaskStatus.PENDING: c.pending == c.all,
+        TaskStatus.PROCESSING: and_(c.ended < c.all, c.pending < c.all),
+        TaskStatus.SUCCESS: c.success == c.all,
+        TaskStatus.PARTIAL: and_(ended, c.success > 0, c.success < c.all),
+        TaskStatus.CANCELLED: and_(ended, c.success == 0, c.cancelled > 0),
+        TaskStatus.FAILED: and_(ended, c.success == 0, c.cancelled == 0),
+    }[status]
 
 
 def _held(task_id: str, archiver: str, owner: str):

@@ -50,6 +50,7 @@ class Task(Base):
 
     item: Mapped[Optional[Item]] = relationship(lazy="joined")
     artifacts: Mapped[list["Artifact"]] = relationship(back_populates="task", order_by="Artifact.id")
+    webhook: Mapped[Optional["WebhookDelivery"]] = relationship(lazy="joined")
 
     def artifact(self, archiver: str) -> Optional["Artifact"]:
         return next((a for a in self.artifacts if a.archiver == archiver), None)
@@ -88,6 +89,8 @@ class Artifact(Base):
     started_at: Mapped[Optional[datetime]]
     finished_at: Mapped[Optional[datetime]]
     duration_ms: Mapped[Optional[int]]
+    # When a pending artifact that failed for now is due to be tried again (the broker's backoff).
+    next_attempt_at: Mapped[Optional[datetime]]
 
     task: Mapped[Task] = relationship(back_populates="artifacts")
 
@@ -149,3 +152,68 @@ class ReplicaPending(Base):
     last_error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WebhookDelivery(Base):
+    """The one webhook a task (or a batch) sends once it has ended, tried until its receiver takes it.
+
+    pending -> delivered | failed. ``id`` is the ``webhook-id`` every attempt carries; an
+    attempt holds the row under a lease, so two messages never send it at once.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.task_id"), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_status: Mapped[Optional[int]]  # the receiver's last HTTP status
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    next_attempt_at: Mapped[Optional[datetime]] = mapped_column(index=True)
+    lease_expires_at: Mapped[Optional[datetime]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    delivered_at: Mapped[Optional[datetime]]
+
+
+class Schedule(Base):
+    """An item captured again every ``every_s`` seconds: housekeeping adds a snapshot when one is due."""
+
+    __tablename__ = "schedules"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.item_id"), primary_key=True)
+    every_s: Mapped[int]
+    archivers: Mapped[list[Any]] = mapped_column(default=list)
+    next_run_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]
+
+
+class PendingDeletion(Base):
+    """Stored files whose rows are gone, removed after those rows commit; housekeeping retries a
+    removal that failed, so a row never points at a missing file and no file outlives its row for long."""
+
+    __tablename__ = "pending_deletions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prefix: Mapped[str] = mapped_column(Text)  # a task's files: "{task_id}/"
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApiKey(Base):
+    """A client's API key. Only the sha256 of the key is kept; ``prefix`` (shown in the key) names it.
+
+    A revoked key keeps its row: the list shows it, and auth stays on once any key was made.
+    """
+
+    __tablename__ = "api_keys"
+
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[Optional[datetime]]

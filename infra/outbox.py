@@ -7,6 +7,7 @@ them after the commit.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
@@ -14,11 +15,15 @@ from typing import Iterable
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from htbase.messages import ArchiveRequest, SummarizeRequest
-from htbase.topology import SUMMARIZE, archive_topic
+from htbase.messages import ArchiveRequest, SummarizeRequest, WebhookRequest
+from htbase.topology import SUMMARIZE, WEBHOOKS, archive_topic
 from infra.db import new_session
 from infra.models import OutboxMessage, utcnow
 from infra.telemetry import message_context
+
+
+# The attribute that holds a message back until its time (ISO 8601, UTC).
+SCHEDULE_TIME = "schedule_time"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,21 @@ def archive_outgoing(request: ArchiveRequest) -> Outgoing:
 
 def summarize_outgoing(request: SummarizeRequest) -> Outgoing:
     return Outgoing(SUMMARIZE, request.to_json(), {"task_id": request.task_id})
+
+
+def webhook_outgoing(request: WebhookRequest, due: datetime | None = None) -> Outgoing:
+    """A webhook attempt; ``due`` (naive UTC) holds it back until then (Cloud Tasks' schedule time).
+    ``key`` names this one enqueue, so a republished row is one task, and a new enqueue another."""
+    attributes = {"delivery_id": request.delivery_id, "key": uuid.uuid4().hex}
+    if due is not None:
+        attributes[SCHEDULE_TIME] = due.isoformat() + "Z"
+    return Outgoing(WEBHOOKS, request.to_json(), attributes)
+
+
+def schedule_time(attributes: dict[str, str]) -> datetime | None:
+    """When a message is due (aware UTC), if it was held back."""
+    due = attributes.get(SCHEDULE_TIME)
+    return datetime.fromisoformat(due.replace("Z", "+00:00")) if due else None
 
 
 def announced_artifact(row: OutboxRow) -> tuple[str, str] | None:

@@ -27,13 +27,13 @@ from infra.summaries import Summaries
 
 logger = logging.getLogger("htbase.replica")
 
-Documents = dict[str, dict[str, Any]]  # document id (a task id) -> document
+Documents = dict[str, dict[str, Any] | None]  # document id (a task id) -> document; None: deleted
 Render = Callable[[str], Documents]      # a task id -> the documents its state appears in, now
 
 
 class Replica(Protocol):
-    def write(self, documents: Mapping[str, dict[str, Any]]) -> None:
-        """Replace each document whole, all or none; raise on failure."""
+    def write(self, documents: Mapping[str, dict[str, Any] | None]) -> None:
+        """Replace each document whole (delete it, for None), all or none; raise on failure."""
 
 
 class FirestoreReplica:
@@ -45,11 +45,14 @@ class FirestoreReplica:
         self.timeout_s = timeout_s
         self.retry = Retry(initial=0.1, maximum=1.0, multiplier=2.0, timeout=timeout_s)
 
-    def write(self, documents: Mapping[str, dict[str, Any]]) -> None:
+    def write(self, documents: Mapping[str, dict[str, Any] | None]) -> None:
         # One batch, one request: a task and its batch's document land together.
         batch = self.client.batch()
         for document_id, document in documents.items():
-            batch.set(self.collection.document(document_id), document)
+            if document is None:
+                batch.delete(self.collection.document(document_id))
+            else:
+                batch.set(self.collection.document(document_id), document)
         batch.commit(retry=self.retry, timeout=self.timeout_s)
 
 
@@ -87,8 +90,8 @@ def task_documents(ledger: Ledger, summaries: Summaries) -> Render:
 
     def render(task_id: str) -> Documents:
         task = ledger.task(task_id)
-        if task is None:
-            return {}
+        if task is None:  # deleted: so is its document
+            return {task_id: None}
         batch_id = task.task_id if task.kind == "batch" else task.parent_id
         if batch_id is None:
             return {task_id: document(task)}
@@ -170,8 +173,6 @@ class ReplicaSync:
         """
         documents = self.render(task_id)
         for _ in range(self.rounds):
-            if not documents:  # no such task
-                return True
             self.replica.write(documents)
             current = self.render(task_id)
             if current == documents:

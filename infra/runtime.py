@@ -15,40 +15,54 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Callable
 
 from htbase.config import Settings
+from htbase.topology import QUEUES
 from infra.catalog import Catalog
 from infra.db import make_engine
+from infra.deletions import Deletions
 from infra.housekeeping import housekeep
 from infra.imports import Imports
+from infra.items import Items
 from infra.ledger import Ledger
-from infra.outbox import Outbox
+from infra.outbox import Outbox, OutboxRow
 from infra.relay import Publisher, Relay
 from infra.replica_queue import ReplicaQueue
 from infra.search import Search
 from infra.storage import FileStore, make_file_store
 from infra.summaries import Summaries
 from infra.tags import Tags
+from infra.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from infra.replica import ReplicaSync
 
 
 def make_publisher(settings: Settings) -> Publisher | None:
-    """Pub/Sub when the broker is Pub/Sub; None where the embedded dispatcher is set later."""
+    """Pub/Sub, and Cloud Tasks for the queues' topics, when the broker is Pub/Sub; None where the
+    embedded dispatcher is set later."""
     if settings.broker != "pubsub":
         return None
+    from infra.cloudtasks import CloudTasksPublisher, TopicRouter
     from infra.pubsub import PubSubPublisher
 
-    return PubSubPublisher(settings)
+    tasks = CloudTasksPublisher(settings)
+    return TopicRouter(PubSubPublisher(settings), {spec.route.topic: tasks for spec in QUEUES})
 
 
 class Runtime:
     def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
-        self.ledger = Ledger(self.engine, lease_s=settings.lease_s, max_attempts=settings.max_attempts)
+        self.ledger = Ledger(self.engine, lease_s=settings.lease_s, max_attempts=settings.max_attempts,
+                             retry_backoff_s=settings.retry_backoff_s)
+        self.ledger.announce = self.publish
         self.outbox = Outbox(self.engine)
         self.summaries = Summaries(self.engine)
         self.store: FileStore = make_file_store(settings)
+        self.items = Items(self.ledger)
+        self.deletions = Deletions(self.ledger, self.store)
+        # An attempt holds its delivery while the receiver may take to answer, and then some.
+        self.webhooks = Webhooks(self.engine, backoff_s=settings.retry_backoff_s,
+                                 max_attempts=settings.webhook_max_attempts, lease_s=2 * settings.webhook_timeout_s + 30)
         self.publisher = publisher
         # Identifies this process as a lease holder in the ledger.
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -63,6 +77,18 @@ class Runtime:
         if self.publisher is None:
             raise RuntimeError("this process has no publisher configured")
         return Relay(self.outbox, self.publisher, fail_artifact=self._fail_unpublished)
+
+    def publish(self, rows: list[OutboxRow]) -> None:
+        """Publish rows a transaction just committed; without a publisher yet, the outbox keeps them."""
+        if rows and self.publisher is not None:
+            self.relay.send(rows)
+
+    def forget(self, changed: list[str]) -> None:
+        """After rows were deleted: their files go, and the documents of these tasks (deleted, or a
+        batch that lost a child) are written again. Whatever fails is retried by housekeeping."""
+        self.deletions.purge()
+        for task_id in changed:
+            self.replica.sync(task_id)
 
     def _fail_unpublished(self, task_id: str, archiver: str, error: str) -> None:
         """The broker will never take this capture's request: fail the capture so its task ends."""
@@ -95,8 +121,16 @@ class Runtime:
         return Imports(self.ledger, self.tags, self.settings.import_captures_at_once)
 
     def housekeep(self) -> dict[str, int]:
-        """One housekeeping round: the sweeper, the outbox relay, the replica's queue."""
-        counts = housekeep(self.ledger, self.relay)
+        """One housekeeping round: the re-captures due, retention, webhooks whose message was lost, the
+        sweeper, the outbox relay, the files of deleted rows, the replica's queue."""
+        recaptures = self.items.run_schedules()
+        lost = self.webhooks.overdue(grace_s=self.settings.lease_s)
+        self.relay.send(recaptures + lost)
+        expired = self.deletions.expire(self.settings.retention_days) if self.settings.retention_days else []
+        self.forget(expired)
+        counts = {"recaptured": len(recaptures), "webhooks_resent": len(lost), "expired": len(expired)}
+        counts.update(housekeep(self.ledger, self.relay))
+        counts.update({f"files_{k}": v for k, v in self.deletions.purge().items()})
         if self.replica.enabled:
             counts.update({f"replica_{k}": v for k, v in self.replica.retry_pending().items()})
         return counts

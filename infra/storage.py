@@ -11,13 +11,15 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from google.api_core.exceptions import PreconditionFailed
+from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.auth.credentials import AnonymousCredentials, Signing
 from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
@@ -58,6 +60,10 @@ class FileStore(Protocol):
         artifact never holds it in memory; close it when done."""
 
     def exists(self, key: str) -> bool: ...
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with ``prefix`` (a task's ``{task_id}/``); how many went.
+        Removing what is not there is no error."""
 
     def signed_url(self, key: str, expires_s: int) -> str | None:
         """A time-limited GET URL for the object, or None when the store cannot
@@ -124,6 +130,14 @@ class LocalFileStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> int:
+        directory = self._path(prefix.rstrip("/"))
+        if not directory.is_dir():
+            return 0
+        removed = sum(1 for path in directory.rglob("*") if path.is_file())
+        shutil.rmtree(directory)
+        return removed
 
     def signed_url(self, key: str, expires_s: int) -> str | None:
         return None
@@ -196,6 +210,15 @@ class GcsFileStore:
 
     def exists(self, key: str) -> bool:
         return self.bucket.blob(check_key(key)).exists()
+
+    def delete_prefix(self, prefix: str) -> int:
+        check_key(prefix.rstrip("/"))
+        removed = 0
+        for blob in self.bucket.client.list_blobs(self.bucket, prefix=prefix):
+            with suppress(NotFound):  # removed meanwhile: gone all the same
+                blob.delete()
+                removed += 1
+        return removed
 
     def signed_url(self, key: str, expires_s: int) -> str | None:
         blob = self.bucket.blob(check_key(key))

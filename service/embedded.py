@@ -11,7 +11,7 @@ import logging
 from functions.push import create_push_app
 from functions.worker import Worker
 from htbase.config import ConfigError, Settings
-from htbase.topology import ROUTES
+from htbase.topology import QUEUES, ROUTES
 from infra.db import migrate
 from infra.dispatcher import LocalPushDispatcher
 from service.api import ApiService
@@ -29,7 +29,9 @@ class EmbeddedService:
         if settings.run_migrations:
             migrate(self.runtime.engine)  # one process: it owns its schema
         self.push_app = create_push_app(self.runtime, authenticator=None)  # in-process only
-        self.dispatcher = LocalPushDispatcher(self.push_app, {route.topic: route.path for route in ROUTES},
+        # Pub/Sub's topics and Cloud Tasks' queues alike: the same paths the push services serve.
+        routes = {route.topic: route.path for route in (*ROUTES, *(spec.route for spec in QUEUES))}
+        self.dispatcher = LocalPushDispatcher(self.push_app, routes,
                                               workers=settings.worker_concurrency,
                                               max_attempts=settings.max_delivery_attempts,  # a subscription's
                                               backoff_s=settings.retry_backoff_s)
@@ -41,6 +43,7 @@ class EmbeddedService:
     def start(self) -> "EmbeddedService":
         # The in-memory queue died with the last process: revive everything unfinished now.
         counts = self.runtime.ledger.sweep(revive_all=True)
+        counts["webhooks_resent"] = len(self.runtime.webhooks.overdue(grace_s=0))  # the flush sends them
         counts["published"] = self.runtime.relay.flush(min_age_s=0)
         if any(counts.values()):
             logger.info("resumed unfinished work from the last run: %s", counts)

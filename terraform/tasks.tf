@@ -3,10 +3,9 @@
 
 locals {
   # Who enqueues where: webhook deliveries go out through the outbox relay, which any
-  # runtime process may run; re-captures are scheduled by the API and kept up by housekeeping.
+  # runtime process may run. (Re-captures need no queue: housekeeping adds the snapshots due.)
   queue_enqueuers = {
-    webhooks   = local.runtime_accounts
-    recaptures = ["api", "operations"]
+    webhooks = local.runtime_accounts
   }
 
   queue_grants = merge([

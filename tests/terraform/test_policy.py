@@ -14,7 +14,6 @@ from tests.terraform.conftest import EXAMPLE, TERRAFORM, parse_hcl
 
 # Settings that issue 10 (API keys, webhooks) adds; Terraform sets them already. Drop a name once Settings reads it.
 PENDING_SETTINGS = {
-    "WEBHOOK_SECRET",  # the Standard Webhooks signing key
     "API_KEYS_REQUIRED",  # the cloud API never runs open
 }
 # Test and emulator switches that must never reach the cloud.

@@ -1,0 +1,130 @@
+"""Items over time: an item is one URL (or a client's item_id), each capture of it a snapshot (a task).
+
+Reads: a page of items, an item's snapshots, the newest successful capture of a format at a time.
+Re-capture schedules: ``every`` seconds housekeeping adds a snapshot to the item (Cloud Scheduler's
+tick in the cloud, the housekeeper's timer in one process), in the transaction that moves the
+schedule on, so a snapshot is added once per period however many housekeepers run.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from infra.ledger import SUCCESS, Ledger
+from infra.models import Artifact, Item, OutboxMessage, Schedule, Task, utcnow
+from infra.outbox import OutboxRow, outbox_rows
+
+UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+EVERY = re.compile(r"([1-9][0-9]{0,4})([mhdw])")
+MIN_EVERY_S, MAX_EVERY_S = 3600, 365 * 86400
+
+
+def parse_every(text: str) -> int:
+    """``"1d"``, ``"12h"``, ``"2w"``, ``"90m"`` in seconds: at least an hour, at most a year."""
+    match = EVERY.fullmatch(text)
+    if not match:
+        raise ValueError("'every' must be a number and a unit: m, h, d or w (e.g. \"1d\")")
+    seconds = int(match[1]) * UNITS[match[2]]
+    if not MIN_EVERY_S <= seconds <= MAX_EVERY_S:
+        raise ValueError("'every' must be at least 1h and at most 365d")
+    return seconds
+
+
+@dataclass(frozen=True)
+class ItemSummary:
+    item: Item
+    snapshots: int
+    latest: Task  # its newest snapshot, artifacts loaded
+
+
+class Items:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def page(self, *, limit: int, offset: int, url_hash: str | None = None) -> tuple[list[ItemSummary], int]:
+        """Items, the most recently captured first; ``url_hash``: the items of one URL."""
+        counted = (select(Task.item_id, func.count().label("snapshots"), func.max(Task.created_at).label("latest"))
+                   .where(Task.item_id.is_not(None)).group_by(Task.item_id).subquery())
+        query = select(Item, counted.c.snapshots).join(counted, counted.c.item_id == Item.item_id)
+        if url_hash:
+            query = query.where(Item.url_hash == url_hash)
+        with self.ledger.session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.execute(query.order_by(counted.c.latest.desc(), Item.item_id).limit(limit).offset(offset)).all()
+            latest = self._newest_snapshots(session, [item.item_id for item, _ in rows])
+        return [ItemSummary(item, count, latest[item.item_id]) for item, count in rows], total
+
+    @staticmethod
+    def _newest_snapshots(session, item_ids: list[str]) -> dict[str, Task]:
+        newest = (select(Task.item_id, func.max(Task.created_at).label("at")).where(Task.item_id.in_(item_ids))
+                  .group_by(Task.item_id).subquery())
+        tasks = session.scalars(select(Task).join(newest, (newest.c.item_id == Task.item_id)
+                                                  & (newest.c.at == Task.created_at))
+                                .options(selectinload(Task.artifacts)).order_by(Task.task_id))
+        return {task.item_id: task for task in tasks}
+
+    def get(self, item_id: str) -> Item | None:
+        with self.ledger.session() as session:
+            return session.get(Item, item_id)
+
+    def snapshots(self, item_id: str) -> list[Task]:
+        """Every snapshot of the item, the newest first."""
+        with self.ledger.session() as session:
+            return list(session.scalars(select(Task).where(Task.item_id == item_id)
+                                        .options(selectinload(Task.artifacts))
+                                        .order_by(Task.created_at.desc(), Task.task_id)))
+
+    def newest_success(self, item_id: str, archiver: str, at: datetime | None = None) -> tuple[Task, Artifact] | None:
+        """The newest snapshot of the item that holds ``archiver``'s capture, taken at or before ``at``."""
+        query = (select(Task, Artifact).join(Artifact, Artifact.task_id == Task.task_id)
+                 .where(Task.item_id == item_id, Artifact.archiver == archiver, Artifact.status == SUCCESS))
+        if at is not None:
+            query = query.where(Task.created_at <= at)
+        with self.ledger.session() as session:
+            found = session.execute(query.order_by(Task.created_at.desc(), Task.task_id).limit(1)).first()
+        return (found[0], found[1]) if found else None
+
+    # --- re-capture schedules ------------------------------------------------
+
+    def schedule(self, item_id: str) -> Schedule | None:
+        with self.ledger.session() as session:
+            return session.get(Schedule, item_id)
+
+    def set_schedule(self, item_id: str, every_s: int, archivers: list[str]) -> Schedule | None:
+        """Capture the item again every ``every_s`` seconds, the first time one period from now; None
+        if there is no such item."""
+        now = utcnow()
+        with self.ledger.session() as session, session.begin():
+            if session.get(Item, item_id) is None:
+                return None
+            schedule = session.get(Schedule, item_id) or Schedule(item_id=item_id, created_at=now)
+            schedule.every_s, schedule.archivers = every_s, list(archivers)
+            schedule.next_run_at = now + timedelta(seconds=every_s)
+            session.add(schedule)
+        return schedule
+
+    def unschedule(self, item_id: str) -> bool:
+        with self.ledger.session() as session, session.begin():
+            schedule = session.get(Schedule, item_id)
+            if schedule is not None:
+                session.delete(schedule)
+            return schedule is not None
+
+    def run_schedules(self, now: datetime | None = None, limit: int = 100) -> list[OutboxRow]:
+        """Add a snapshot to every item whose re-capture is due, and move its schedule on by whole
+        periods (after an outage: one snapshot, not one per missed period); the messages to publish."""
+        now = now or utcnow()
+        outbox: list[OutboxMessage] = []
+        with self.ledger.session() as session, session.begin():
+            due = session.scalars(select(Schedule).where(Schedule.next_run_at <= now)
+                                  .order_by(Schedule.next_run_at).limit(limit).with_for_update(skip_locked=True)).all()
+            for schedule in due:
+                item = session.get(Item, schedule.item_id)
+                self.ledger.add_snapshot(session, item, schedule.archivers, {}, now, outbox)
+                missed = int((now - schedule.next_run_at).total_seconds() // schedule.every_s) + 1
+                schedule.next_run_at += timedelta(seconds=missed * schedule.every_s)
+        return outbox_rows(outbox)
