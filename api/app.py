@@ -8,18 +8,17 @@ the ledger or the store and renders the result. Modules: ``errors`` (the JSON er
 """
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response
 from flask_openapi3 import OpenAPI
 
-from api import archives, health, submissions, summaries, tasks
+from api import archives, health, metrics, submissions, summaries, tasks
 from api.bodies import MAX_BODY_BYTES, JsonBodyRequest
 from api.context import attach
 from api.errors import register_error_handlers, validation_error
 from api.openapi import INFO, register_docs
-from htbase.logs import set_trace
 from infra.runtime import Runtime
 
-BLUEPRINTS = (submissions.bp, tasks.bp, archives.bp, summaries.bp, health.bp)
+BLUEPRINTS = (submissions.bp, tasks.bp, archives.bp, summaries.bp, health.bp, metrics.bp)
 
 
 def create_app(runtime: Runtime) -> OpenAPI:
@@ -33,10 +32,6 @@ def create_app(runtime: Runtime) -> OpenAPI:
         app.register_api(blueprint)
     register_docs(app, app.api_doc)
     register_error_handlers(app)
-
-    @app.before_request
-    def trace() -> None:
-        set_trace(request.headers.get("X-Cloud-Trace-Context", ""))
 
     @app.after_request
     def no_sniffing(response: Response) -> Response:

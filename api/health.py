@@ -1,13 +1,16 @@
-"""Health: whether this API's ledger answers (open to all, as load balancers and probes call it)."""
+"""Health (open to all, as load balancers and probes call it): liveness, whether this API's ledger
+answers; readiness, whether every part a request needs answers now (infra/health.py)."""
 from __future__ import annotations
 
 from flask import Response, jsonify
+from pydantic import BaseModel
 
 from api.context import runtime
 from api.errors import error_response
 from api.openapi import blueprint
 from api.schemas import ErrorBody, Health
 from infra.documents import API
+from infra.health import readiness
 
 bp = blueprint("health", "Whether the service answers", url_prefix="")
 RESPONSES = {200: Health, 503: ErrorBody}
@@ -32,3 +35,18 @@ def health() -> Response:
 def healthz() -> Response:
     """The same, at the path probes expect."""
     return _health()
+
+
+class Readiness(BaseModel):
+    status: str  # "ok" or "unready"
+    checks: dict[str, str]  # part -> "ok" or why not
+
+
+@bp.get(f"{API}/ready", responses={200: Readiness, 503: Readiness})
+def ready() -> Response:
+    """200 when the ledger, the broker's publish path and file storage all answer, else 503 saying which not."""
+    checks = readiness(runtime())
+    ok = all(state == "ok" for state in checks.values())
+    response = jsonify({"status": "ok" if ok else "unready", "checks": checks})
+    response.status_code = 200 if ok else 503
+    return response

@@ -6,7 +6,8 @@ Every archiver service deploys the same handler; ``ARCHIVERS`` (e.g. ``pdf``)
 says which archiver that service runs, and the message names the archiver.
 Every target authenticates the push (functions/auth.py) before it builds or
 touches the runtime, except ``GET /healthz``, the liveness probe: 200 while
-the ledger answers and the service's browser works (or none is needed), else 503.
+the ledger answers and the service's browser works (or none is needed), else 503; and
+``GET /ready``, readiness: the ledger, the broker, storage and the browser, each with its state.
 The settings are read when the module loads.
 """
 from __future__ import annotations
@@ -23,15 +24,21 @@ from htbase.config import Settings
 from htbase.logs import setup_logging
 from functions.worker import Worker
 from infra.identity import with_project
+from infra.health import readiness
+from infra.metrics import watch_backlogs
+from infra.replica_queue import ReplicaQueue
 from infra.runtime import make_publisher
+from infra.telemetry import install as install_telemetry
 
 HEALTH_PATH = "/healthz"
+READY_PATH = "/ready"  # Cloud Run's front end keeps paths ending in z to itself
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     loaded = with_project(Settings.from_env())
     setup_logging(loaded)
+    install_telemetry(loaded)
     return loaded
 
 
@@ -56,10 +63,26 @@ def _health(runtime: Worker) -> Response:
     return response
 
 
+def _ready(runtime: Worker) -> Response:
+    """Readiness: the ledger, the broker, storage and the browser (infra/health.py), each with its state."""
+
+    def browser() -> None:
+        if not runtime.browser_alive():
+            raise RuntimeError("Chromium died and could not be started again")
+
+    checks = readiness(runtime, {"browser": browser})
+    ok = all(state == "ok" for state in checks.values())
+    response = jsonify({"status": "ok" if ok else "unready", "checks": checks})
+    response.status_code = 200 if ok else 503
+    return response
+
+
 def _authenticated(handler: Callable[[Worker, Request], Response]) -> Callable[[Request], Response]:
     def target(request: Request) -> Response:
         if request.method == "GET" and request.path == HEALTH_PATH:
             return _health(runtime())
+        if request.method == "GET" and request.path == READY_PATH:
+            return _ready(runtime())
         refused = refuse_unauthenticated(authenticator(), request)
         return refused if refused is not None else handler(runtime(), request)
 
@@ -74,8 +97,12 @@ deliver_webhook = _authenticated(handle_webhook)  # Cloud Tasks' target: the web
 
 
 def _housekeep(runtime: Worker, request: Request) -> Response:
-    """Cloud Scheduler calls this: the sweeper, the outbox relay and the replica's queue, once."""
-    return jsonify(runtime.housekeep())
+    """Cloud Scheduler calls this: the sweeper, the outbox relay and the replica's queue, once. The round
+    reports the backlogs it keeps, exported before the instance idles (Cloud Run takes its CPU then)."""
+    watch_backlogs(runtime.outbox.backlog, ReplicaQueue(runtime.engine).backlog)
+    counts = runtime.housekeep()
+    install_telemetry(runtime.settings).flush()
+    return jsonify(counts)
 
 
 housekeeping = _authenticated(_housekeep)

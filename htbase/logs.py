@@ -6,7 +6,6 @@ Cloud Logging shows each line under its span in the trace (infra/telemetry.py).
 """
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
@@ -15,9 +14,6 @@ from datetime import datetime, timezone
 from opentelemetry import trace
 
 from htbase.config import Settings
-
-trace_context: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="")
-
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, project: str) -> None:
@@ -37,8 +33,6 @@ class JsonFormatter(logging.Formatter):
             entry["logging.googleapis.com/trace"] = f"projects/{self.project}/traces/{span.trace_id:032x}"
             entry["logging.googleapis.com/spanId"] = f"{span.span_id:016x}"
             entry["logging.googleapis.com/trace_sampled"] = span.trace_flags.sampled
-        elif self.project and (header_trace := trace_context.get()):
-            entry["logging.googleapis.com/trace"] = f"projects/{self.project}/traces/{header_trace}"
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -63,12 +57,6 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     for noisy in ("werkzeug", "urllib3", "google", "trafilatura", "htmldate", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-
-
-def set_trace(header: str) -> None:
-    """Remember the trace id of the current request (``TRACE_ID/SPAN;o=1``), for lines logged outside
-    any span."""
-    trace_context.set(header.split("/", 1)[0] if header else "")
 
 
 def log(logger: logging.Logger, level: int, message: str, **fields) -> None:

@@ -107,6 +107,11 @@ class LocalPushDispatcher:
             response = client.post(path, data=json.dumps(envelope), content_type="application/json")
         return response.status_code
 
+    def ready(self) -> None:
+        """Raise once the dispatcher is shut down: nothing published then would be delivered."""
+        if self._closed:
+            raise RuntimeError("dispatcher is shut down")
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is queued, running or waiting for redelivery."""
         with self._lock:

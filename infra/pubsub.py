@@ -14,10 +14,11 @@ import time
 from concurrent.futures import Future
 
 from google.api_core import retry as retries
+from google.api_core.exceptions import PermissionDenied
 from google.cloud import pubsub_v1
 
 from htbase.config import Settings
-from htbase.topology import topic_name
+from htbase.topology import SUMMARIZE, topic_name
 from infra.relay import undeliverable
 
 
@@ -68,6 +69,17 @@ class PubSubPublisher:
                                      **attributes)
         future.add_done_callback(self._watch)
         return future
+
+    def ready(self) -> None:
+        """Raise unless a publish could go out now: no failure moments ago, and the broker answers a
+        question about a topic (a refusal to say counts: the broker answered, and knew who asked)."""
+        if time.monotonic() < self._down_until:
+            raise BrokerUnavailable("a publish failed moments ago")
+        try:
+            self.client.api.get_topic(topic=self.topic_path(SUMMARIZE), timeout=self.timeout_s,
+                                      retry=retries.Retry(initial=0.1, maximum=0.5, timeout=self.timeout_s))
+        except PermissionDenied:  # a publisher may not read topics
+            pass
 
     def _watch(self, future: Future) -> None:
         exc = future.exception()

@@ -49,6 +49,9 @@ class Publisher(Protocol):
 
         The future resolves to the message id once the broker has the message."""
 
+    def ready(self) -> None:
+        """Raise unless a publish could go out now (readiness reports it)."""
+
 
 # Fails the artifact (task_id, archiver) that an unpublishable message announced, with a reason.
 FailArtifact = Callable[[str, str, str], object]

@@ -10,9 +10,11 @@ import json
 import logging
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from htbase.config import ConfigError, Settings
-from htbase.logs import log, set_trace, setup_logging
+from htbase.logs import log, setup_logging
 from infra import identity
 from infra.identity import with_project
 from tests.keys import service_account_key
@@ -69,12 +71,16 @@ def test_no_credentials_and_no_project_refuses_to_start(key_file):
 def test_the_log_trace_field_names_the_credentials_project(key_file, capsys):
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # The span a log line is written in names its trace (infra/telemetry.py continues a caller's).
+    span = NonRecordingSpan(SpanContext(int("4bf92f3577b34da6a3ce929d0e0e4736", 16), 0x00F067AA0BA902B7, True,
+                                        TraceFlags(TraceFlags.SAMPLED)))
     try:
         setup_logging(with_project(Settings.from_env({**CLOUD_ROLE, "LOG_FORMAT": "json"})))
-        set_trace("4bf92f3577b34da6a3ce929d0e0e4736/1;o=1")
-        log(logging.getLogger("htbase.test"), logging.INFO, "traced")
+        with trace.use_span(span):
+            log(logging.getLogger("htbase.test"), logging.INFO, "traced")
     finally:
-        set_trace("")
         root.handlers[:], root.level = handlers, level
     entry = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert entry["logging.googleapis.com/trace"] == "projects/from-credentials/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    assert entry["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
+    assert entry["logging.googleapis.com/trace_sampled"] is True

@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from htbase.config import Settings
 from htbase.messages import ARCHIVERS
+from infra.health import readiness
+from infra.runtime import Runtime
 from infra.telemetry import prometheus_text
 from service.embedded import EmbeddedService
 from tests.helpers import finished, submit
@@ -166,3 +168,30 @@ def test_the_prometheus_text_parses_and_holds_every_instrument(service):
         "htbase_replica_lag_seconds",
         "htbase_http_server_duration_seconds",
     } <= names
+
+
+def test_the_api_serves_metrics_and_readiness(service):
+    client = service.api.test_client()
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    names = {family.name for family in text_string_to_metric_families(response.get_data(as_text=True))}
+    assert "htbase_captures" in names and "htbase_http_server_duration_seconds" in names
+    ready = client.get("/api/v2/ready")
+    assert ready.status_code == 200 and ready.get_json() == {
+        "status": "ok",
+        "checks": {"ledger": "ok", "broker": "ok", "storage": "ok"},
+    }
+
+
+def test_readiness_names_what_is_not_ready(tmp_path):
+    unreachable = Settings(
+        database_url="postgresql+pg8000://htbase@127.0.0.1:1/htbase", local_storage_path=tmp_path / "archives"
+    )
+    runtime = Runtime(unreachable)
+    try:
+        checks = readiness(runtime)
+    finally:
+        runtime.close()
+    assert checks["storage"] == "ok"
+    assert checks["ledger"].startswith(("OperationalError", "InterfaceError")), checks
+    assert checks["broker"] == "RuntimeError: no broker is configured"
