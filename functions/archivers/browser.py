@@ -207,9 +207,15 @@ class PageWatch:
         with contextlib.suppress(PlaywrightError):  # a same-process frame: its page's session counts it
             await self._count_bytes(frame.page.context, frame)
 
+    @staticmethod
+    def _main_document(request: Request) -> bool:
+        try:
+            return request.is_navigation_request() and request.frame.parent_frame is None
+        except PlaywrightError:  # a navigation whose frame is gone already
+            return False
+
     def _on_response(self, response: Response) -> None:
-        request = response.request
-        if not request.is_navigation_request() or request.frame.parent_frame is not None:
+        if not self._main_document(response.request):
             return
         self.document = response
         try:
@@ -218,7 +224,7 @@ class PageWatch:
             self.fail(exc)
 
     def _on_request_failed(self, request: Request) -> None:
-        if not request.is_navigation_request() or request.frame.parent_frame is not None:
+        if not self._main_document(request):
             return
         failure = request.failure or ""
         if "net::ERR_ABORTED" not in failure:  # aborted: replaced by another navigation, or a download
