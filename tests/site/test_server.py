@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import socket
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -91,3 +92,38 @@ def test_embed_page_and_request_log(test_site):
     assert '<img src="http://elsewhere.example/a.png?x=1&amp;y=&quot;2&quot;"' in resp.text
     assert ("GET", '/embed?img=http%3A%2F%2Felsewhere.example%2Fa.png%3Fx%3D1%26y%3D%222%22',
             resp.request.headers["User-Agent"]) in test_site.requests
+
+
+def test_the_gzip_bomb_is_small_and_inflates_to_the_size_asked(test_site):
+    with requests.get(test_site.url("/gzip-bomb?mb=20"), stream=True, timeout=10) as response:
+        compressed = response.raw.read(decode_content=False)
+    assert response.headers["Content-Encoding"] == "gzip" and len(compressed) < 25 * 1024
+    inflater, data, size = zlib.decompressobj(31), compressed, 0
+    while data:  # a piece at a time, as a careful client would
+        size += len(inflater.decompress(data, 1 << 20))
+        data = inflater.unconsumed_tail
+    assert inflater.eof and 20 * 1024 * 1024 < size < 20 * 1024 * 1024 + 1024
+
+
+def test_the_endless_page_keeps_coming(test_site):
+    with requests.get(test_site.url("/endless"), stream=True, timeout=10) as response:
+        received = 0
+        for chunk in response.iter_content(1 << 16):
+            received += len(chunk)
+            if received > 5 * 1024 * 1024:
+                break
+    assert received > 5 * 1024 * 1024
+
+
+def test_cookie_routes_set_show_and_record_cookies(test_site):
+    session = requests.Session()
+    assert session.get(test_site.url("/cookie/set?value=v1"), timeout=5).headers["Set-Cookie"] == "jar=v1; Path=/"
+    page = session.get(test_site.url("/cookie/read?n=1"), timeout=5).text
+    assert "Cookie header: jar=v1" in page
+    assert ("/cookie/set?value=v1", "") in test_site.cookies and ("/cookie/read?n=1", "jar=v1") in test_site.cookies
+
+
+@pytest.mark.parametrize("route, jump", [("refresh-to", '<meta http-equiv="refresh" content="0;url=http://10.0.0.1/">'),
+                                         ("script-to", '<script>location = "http://10.0.0.1/";</script>')])
+def test_pages_that_send_themselves_elsewhere(test_site, route, jump):
+    assert jump in requests.get(test_site.url(f"/{route}?url=http://10.0.0.1/"), timeout=5).text
