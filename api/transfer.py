@@ -75,7 +75,7 @@ class ExportQuery(BaseModel):
 @bp.before_request
 def larger_uploads() -> None:
     # An import's file may be far larger than an API body (1 MiB); only this blueprint's routes take one.
-    if request.endpoint == f"{bp.name}.import_bookmarks":
+    if request.endpoint in (f"{bp.name}.import_bookmarks", "web.import_post"):
         request.max_content_length = request.max_form_memory_size = MAX_IMPORT_BYTES
 
 
@@ -122,21 +122,25 @@ def _task_statuses(task_ids: list[str]) -> dict[str, str]:
     return {task_id: derive_task_status(statuses)[0].value for task_id, statuses in by_task.items()}
 
 
-@bp.post("/import", responses={202: ImportDocument, 413: ErrorBody})
-def import_bookmarks(form: ImportForm) -> Response:
-    """Import a bookmark file: every new URL becomes an item now (a browser's folders become its tags), and
-    its capture is queued, started a few at a time; a URL already archived adds nothing unless `recapture`."""
-    archivers = _archivers(form.archivers)
+def start_import(data: bytes, filename: str, archivers: str | None, recapture: bool) -> Import:
+    """Read the file, make its items and queue their captures (the API's route and the page's form)."""
+    chosen = _archivers(archivers)
     try:
-        bookmarks = parse(form.file.read())
+        bookmarks = parse(data)
     except UnreadableFile as exc:
         raise ApiError(400, "unreadable_file", str(exc)) from None
     if not bookmarks:
         raise ApiError(400, "unreadable_file", "the file holds no bookmarks or URLs")
     if len(bookmarks) > MAX_IMPORT_URLS:
         raise ApiError(400, "too_many_urls", f"an import holds at most {MAX_IMPORT_URLS:,} URLs")
-    created = runtime().imports.create(bookmarks, archivers, filename=form.file.filename or "",
-                                       recapture=form.recapture)
+    return runtime().imports.create(bookmarks, chosen, filename=filename, recapture=recapture)
+
+
+@bp.post("/import", responses={202: ImportDocument, 413: ErrorBody})
+def import_bookmarks(form: ImportForm) -> Response:
+    """Import a bookmark file: every new URL becomes an item now (a browser's folders become its tags), and
+    its capture is queued, started a few at a time; a URL already archived adds nothing unless `recapture`."""
+    created = start_import(form.file.read(), form.file.filename or "", form.archivers, form.recapture)
     advance_imports()
     response = jsonify(import_view(runtime().imports.get(created.import_id)))
     response.status_code, response.headers["Location"] = 202, f"{API}/imports/{created.import_id}"

@@ -60,11 +60,13 @@ class Catalog:
         with self.ledger.session() as session:
             return session.get(Item, item_id) is not None
 
-    def page(self, *, limit: int, offset: int, tag: str | None = None,
-             failed: bool = False) -> tuple[list[Entry], int]:
-        """Items, the most recently captured first."""
+    def page(self, *, limit: int, offset: int, tag: str | None = None, failed: bool = False,
+             url_hash: str | None = None) -> tuple[list[Entry], int]:
+        """Items, the most recently captured first; ``url_hash``: the items of one URL."""
         newest = self._newest()
         query = select(Item.item_id).join(newest, newest.c.item_id == Item.item_id)
+        if url_hash:
+            query = query.where(Item.url_hash == url_hash)
         if tag:
             query = query.where(exists().where(item_tags.c.item_id == Item.item_id, item_tags.c.tag == tag))
         if failed:
@@ -95,6 +97,13 @@ class Catalog:
                                      summaries.get(task.summary_key) or {})
                  for item, task, snapshots in rows}
         return [found[item_id] for item_id in item_ids if item_id in found]
+
+    def snapshots(self, item_id: str) -> list[Task]:
+        """Every snapshot of the item, the newest first, artifacts loaded."""
+        with self.ledger.session() as session:
+            return list(session.scalars(select(Task).where(Task.item_id == item_id)
+                                        .options(selectinload(Task.artifacts))
+                                        .order_by(Task.created_at.desc(), Task.task_id)))
 
     def every_item_id(self, batch: int = 500):
         """All item ids, newest capture first, a batch at a time (exports stream through them)."""

@@ -161,13 +161,13 @@ class Imports:
 
     def capture_counts(self, import_id: str) -> Counter[str]:
         """The imported captures by how they stand: ``running`` (not all formats finished) or ``finished``."""
+        started = (import_entries.c.import_id == import_id, import_entries.c.outcome == STARTED)
         unfinished = exists().where(Artifact.task_id == import_entries.c.task_id, Artifact.status.in_(UNFINISHED))
         with self.ledger.engine.connect() as connection:
-            rows = connection.execute(select(unfinished.label("running"), func.count())
-                                      .where(import_entries.c.import_id == import_id,
-                                             import_entries.c.outcome == STARTED)
-                                      .group_by(unfinished)).all()
-        return Counter({("running" if running else "finished"): n for running, n in rows})
+            total = connection.scalar(select(func.count()).select_from(import_entries).where(*started)) or 0
+            running = connection.scalar(select(func.count()).select_from(import_entries)
+                                        .where(*started, unfinished)) or 0
+        return +Counter({"running": running, "finished": total - running})
 
     def advance(self) -> list[OutboxRow]:
         """Start queued captures while fewer than ``captures_at_once`` imported ones are unfinished;
