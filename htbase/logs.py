@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from htbase.config import Settings
 
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, project: str) -> None:
         super().__init__()
