@@ -173,6 +173,8 @@ class Imports:
         """Start queued captures while fewer than ``captures_at_once`` imported ones are unfinished;
         returns the messages to publish."""
         with self._advancing, self.ledger.session() as session, session.begin():
+            if not session.scalar(select(exists().where(import_entries.c.outcome == QUEUED))):
+                return []  # the usual case, and a cheap one: no import waits
             running = session.scalar(select(func.count()).select_from(import_entries).where(
                 import_entries.c.outcome == STARTED,
                 exists().where(Artifact.task_id == import_entries.c.task_id, Artifact.status.in_(UNFINISHED)))) or 0
