@@ -31,6 +31,19 @@ def test_starts_answers_stops_and_restarts_on_the_same_port(tmp_path):
     process.stop()
 
 
+def test_a_paused_process_keeps_its_port_answers_nothing_and_resumes(tmp_path):
+    port = free_port()
+    process = http_server(port, tmp_path).start()
+    process.pause()
+    assert process.paused and process.alive and listeners(port)
+    assert not http_answers(f"http://127.0.0.1:{port}/")  # the connection hangs until the client gives up
+    process.resume()
+    assert not process.paused and http_answers(f"http://127.0.0.1:{port}/", lambda status: status == 200)
+    process.pause()
+    process.stop()  # a paused process stops too
+    assert not listeners(port)
+
+
 def test_stop_ends_the_whole_family_even_a_child_that_left_the_group(tmp_path):
     port = free_port()
     # A child in a session of its own (as browsers start theirs) is not in the process group.
@@ -52,8 +65,8 @@ def test_sigkill_stops_at_once(tmp_path):
               f"runpy.run_module('http.server', run_name='__main__')")
     process = ManagedProcess("web", [sys.executable, "-c", script], port=port, cwd=tmp_path).start()
     pid, started = process.pid, time.monotonic()
-    process.stop(signal.SIGKILL)
-    assert not alive(pid) and time.monotonic() - started < 2
+    process.stop(signal.SIGKILL, timeout_s=60)  # waiting for a SIGTERM to work would take the minute
+    assert not alive(pid) and time.monotonic() - started < 30
 
 
 def test_a_process_that_exits_is_reported_with_its_log(tmp_path):
@@ -74,7 +87,7 @@ def test_a_port_someone_else_holds_fails_fast(tmp_path):
         started = time.monotonic()
         with pytest.raises(ProcessError, match="taken by another process"):
             process.start()
-        assert time.monotonic() - started < 5 and not process.alive
+        assert time.monotonic() - started < 30 and not process.alive  # not the minute it may take to start
 
 
 def test_terminate_leaves_a_reused_pid_alone(tmp_path):

@@ -15,19 +15,20 @@ from functions.summarizer.providers import OpenAICompatibleProvider
 from tests.functions.summarizer import articles
 from tests.functions.summarizer.conftest import llm_settings
 from tests.functions.summarizer.stub_llm import Reply, good_chat, refused_url
+from tests.helpers import wait_for
 
 ARTICLE = articles.ENGLISH
 
 
 def test_timeout_falls_back_to_the_next_provider(stub):
-    stub.script(Reply(delay=1.0, body={}))  # answers long after the client gave up
+    stub.script(Reply(delay=30.0, body={}))  # answers long after the client gave up
     settings = llm_settings(stub, llm_providers=("openai", "extractive"), llm_timeout_s=0.2)
 
     started = time.monotonic()
     summary = Summarizer(settings).summarize(ARTICLE)
 
     assert summary.model == EXTRACTIVE and len(stub.calls) == 1
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 15  # far from the reply's 30 s: the client did not wait for it
 
 
 def test_timeout_of_the_only_provider_is_a_transient_failure(stub):
@@ -71,7 +72,8 @@ def test_circuit_opens_after_repeated_failures_and_recloses_after_the_cool_down(
         assert summarizer.summarize(ARTICLE).model == EXTRACTIVE
     assert len(stub.calls) == 2  # skipped without a call once open
 
-    time.sleep(1.05)
+    breaker = summarizer.steps[0].provider.breaker
+    wait_for(lambda: not breaker.is_open, 30, "the cool-down")
     stub.respond = lambda call: good_chat()
     assert summarizer.summarize(ARTICLE).model == "openai:stub-model"  # the trial call succeeds
     assert summarizer.summarize(ARTICLE).model == "openai:stub-model"
@@ -131,7 +133,7 @@ def test_a_long_local_wait_is_reported_not_slept(stub):
     with pytest.raises(RetryLater) as retry:
         summarizer.summarize(ARTICLE)
 
-    assert 59 < retry.value.retry_after_s <= 60 and time.monotonic() - started < 0.5
+    assert 59 < retry.value.retry_after_s <= 60 and time.monotonic() - started < 15  # not the minute
     assert len(stub.calls) == 1
 
 
@@ -155,11 +157,10 @@ def test_rate_limiter_spaces_requests_and_honours_a_hold():
 def test_429_with_a_short_pause_is_waited_out_in_place(stub):
     stub.script(Reply(429, {"error": "slow down"}, {"retry-after-ms": "150"}), good_chat())
 
-    started = time.monotonic()
     summary = Summarizer(llm_settings(stub)).summarize(ARTICLE)
 
-    assert summary.model == "openai:stub-model" and len(stub.calls) == 2
-    assert stub.calls[1].at - stub.calls[0].at >= 0.15 and time.monotonic() - started < 1.0
+    assert summary.model == "openai:stub-model" and len(stub.calls) == 2  # not bounced as RetryLater
+    assert stub.calls[1].at - stub.calls[0].at >= 0.15
 
 
 def test_429_then_429_again_stops_hammering_the_same_process(stub):
