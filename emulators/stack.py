@@ -57,6 +57,7 @@ SERVICES: tuple[str, ...] = (API, *PUSH_SERVICES)
 EMULATORS = ("pubsub", "firestore", "gcs", "tasks", "postgres")
 SUPERVISOR = "supervisor"
 PROJECT = "htbase-local"
+SETTING_NAMES = frozenset(f.metadata["env"] for f in dataclasses.fields(Settings))
 BIN = Path(sys.executable).parent  # the venv's scripts (not resolved: a venv's python is a symlink)
 # These come back empty after a restart: the bootstrap lays their part of the topology again.
 EMPTY_AFTER_RESTART = ("pubsub", "tasks")
@@ -109,6 +110,7 @@ class Stack:
             "PORT": str(self.ports[API]),  # so that a shell that sourced stack.env finds the API
             **(overrides or {}),
         }
+        self._own_env: dict[str, dict[str, str]] = {}
         self.processes = {name: self._service(name) for name in self.services}
         # Every component by name, in start order.
         self.names = (*(e for e in EMULATORS if e != "postgres" or self.postgres), *self.services)
@@ -236,6 +238,12 @@ class Stack:
     def alive(self, name: str) -> bool:
         return self._component(self._known(name)).alive
 
+    def use_env(self, service: str, env: Mapping[str, str]) -> None:
+        """Before ``up``: run ``service`` with exactly ``env`` as its settings, instead of the stack's and
+        its role's (say, the env Terraform gives it on Cloud Run, emulators standing in for the cloud)."""
+        self._own_env[service] = dict(env)
+        self.processes[service] = self._service(service)
+
     def pids(self) -> dict[str, int]:
         return {name: record["pid"] for name, record in self._records().items()}
 
@@ -323,7 +331,11 @@ class Stack:
                     "--target", target, "--host", "127.0.0.1", "--port", port]
             # functions-framework answers /robots.txt itself (404): up, without a push reaching the handler.
             probe = lambda: http_answers(f"{self.url(name)}robots.txt")  # noqa: E731
-        env = {**os.environ, **self.env, **own_env, "PYTHONUNBUFFERED": "1"}
+        if name in self._own_env:  # exactly those settings: none of this shell's leaks in
+            env = {**{k: v for k, v in os.environ.items() if k not in SETTING_NAMES}, **self._own_env[name]}
+        else:
+            env = {**os.environ, **self.env, **own_env}
+        env["PYTHONUNBUFFERED"] = "1"
         return ManagedProcess(name, argv, port=self.ports[name], probe=probe, env=env, cwd=PROJECT_ROOT,
                               log_path=self.logs / f"{name}.log")
 
