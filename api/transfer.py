@@ -5,7 +5,7 @@ import html
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from flask import Response, jsonify, request
 from flask_openapi3 import FileStorage
@@ -95,13 +95,14 @@ def advance_imports() -> None:
     runtime().relay.send(runtime().imports.advance())
 
 
-def import_view(found: Import, entries: bool = False, limit: int = 100, offset: int = 0) -> dict:
+def import_view(found: Import, entries: bool = False, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     imports = runtime().imports
     captures = imports.capture_counts(found.import_id)
     done = found.finished_at is not None and not captures.get("running")
-    view = {"import_id": found.import_id, "status": "done" if done else "capturing", "filename": found.filename,
-            "total": found.total, "counts": found.counts, "captures": dict(captures),
-            "created_at": isoformat(found.created_at), "status_url": f"{API}/imports/{found.import_id}"}
+    view: dict[str, Any] = {
+        "import_id": found.import_id, "status": "done" if done else "capturing", "filename": found.filename,
+        "total": found.total, "counts": found.counts, "captures": dict(captures),
+        "created_at": isoformat(found.created_at), "status_url": f"{API}/imports/{found.import_id}"}
     if entries:
         page = imports.entries(found.import_id, limit=limit, offset=offset)
         statuses = _task_statuses([e.task_id for e in page if e.task_id])
@@ -142,7 +143,7 @@ def import_bookmarks(form: ImportForm) -> Response:
     its capture is queued, started a few at a time; a URL already archived adds nothing unless `recapture`."""
     created = start_import(form.file.read(), form.file.filename or "", form.archivers, form.recapture)
     advance_imports()
-    response = jsonify(import_view(runtime().imports.get(created.import_id)))
+    response = jsonify(import_view(runtime().imports.get(created.import_id) or created))
     response.status_code, response.headers["Location"] = 202, f"{API}/imports/{created.import_id}"
     return response
 
@@ -205,8 +206,9 @@ def _index_page(listed: list[tuple[Entry, list[str]]]) -> str:
     rows = []
     for entry, files in listed:
         links = " ".join(f'<a href="{esc(name)}">{esc(name.rsplit("/", 1)[1])}</a>' for name in files)
+        captured = isoformat(entry.captured_at) or ""
         rows.append(f"<li><h2>{esc(entry.title or entry.url)}</h2>"
-                    f'<p><a href="{esc(entry.url)}">{esc(entry.url)}</a> · captured {esc(isoformat(entry.captured_at))}'
+                    f'<p><a href="{esc(entry.url)}">{esc(entry.url)}</a> · captured {esc(captured)}'
                     + (f" · tags: {esc(', '.join(entry.tags))}" if entry.tags else "")
                     + f"</p><p>{links or 'nothing was captured'}</p></li>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>htbase archive</title>"

@@ -135,7 +135,8 @@ def parse_json(content: str) -> list[Bookmark]:
             entry = {"url": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
             continue
-        tags = entry.get("tags") if isinstance(entry.get("tags"), list) else []
+        listed = entry.get("tags")
+        tags = listed if isinstance(listed, list) else []
         bookmarks.append(Bookmark(entry["url"].strip(), str(entry.get("title") or ""),
                                   tuple(str(t) for t in tags if str(t).strip()),
                                   _from_iso(entry.get("added_at")), _from_iso(entry.get("captured_at"))))

@@ -87,7 +87,7 @@ class Catalog:
                                    .join(Task, Task.task_id == newest.c.task_id)
                                    .options(selectinload(Task.artifacts))).unique().all()
             keys = [task.summary_key for _, task, _ in rows if task.summary_key]
-            summaries = dict(session.execute(select(Summary.cache_key, Summary.result).where(
+            summaries: dict[str, dict[str, Any]] = dict(session.execute(select(Summary.cache_key, Summary.result).where(
                 Summary.cache_key.in_(keys), Summary.status == "success")).all()) if keys else {}
             tags: dict[str, list[str]] = {item_id: [] for item_id in item_ids}
             for item_id, tag in session.execute(select(item_tags.c.item_id, item_tags.c.tag)

@@ -148,7 +148,7 @@ class Imports:
             row = connection.execute(select(imports).where(imports.c.import_id == import_id)).first()
             if row is None:
                 return None
-            counts = dict(connection.execute(select(import_entries.c.outcome, func.count())
+            counts: dict[str, int] = dict(connection.execute(select(import_entries.c.outcome, func.count())
                                              .where(import_entries.c.import_id == import_id)
                                              .group_by(import_entries.c.outcome)).all())
         return Import(row.import_id, row.filename, row.total, row.created_at, row.finished_at, counts)
