@@ -9,12 +9,16 @@ time, read from the ledger). The load asks for the pdf archiver, whose
 service is not started, so no capture competes for the two cores; the
 latency probe afterwards asks an idle monolith service, one request at a time.
 
-    .venv/bin/python bench/accept.py [--clients 8] [--seconds 10]
+    .venv/bin/python bench/accept.py [--clients 8] [--seconds 10] [--tracing]
+
+``--tracing`` records every span and exports traces and metrics over OTLP (to a sink that
+discards them); without it no span is recorded. The difference is tracing's overhead.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +30,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.sink import otlp_sink, telemetry_settings  # noqa: E402
+from emulators.process import family  # noqa: E402
 from emulators.stack import Stack  # noqa: E402
 from tests.site.server import serve_test_site  # noqa: E402
 
@@ -43,6 +49,18 @@ def client(api: str, url: str, seconds: float, results) -> None:
     results.put((latencies, errors))
 
 
+def cpu_seconds(pids: set[int]) -> float:
+    """User and system CPU the processes have used: a cost that other load on the machine does not inflate."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -52,20 +70,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--tracing", action="store_true", help="record and export every span (OTLP)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="htbase-accept-"))
-    overrides = {"ALLOW_PRIVATE_URLS": "1", "LOG_LEVEL": "WARNING"}
-    with serve_test_site() as site, Stack(root, overrides=overrides, services=("api", "archiver-monolith")) as stack:
+    with otlp_sink() as sink, serve_test_site() as site, Stack(
+            root, services=("api", "archiver-monolith"),
+            overrides={"ALLOW_PRIVATE_URLS": "1", "LOG_LEVEL": "WARNING", **telemetry_settings(args.tracing, sink)},
+    ) as stack:
         url = site.url("/missing")  # a cheap capture for the probe: one request, a permanent 404
         results = multiprocessing.Queue()
         workers = [multiprocessing.Process(target=client, args=(stack.api_url, url, args.seconds, results))
                    for _ in range(args.clients)]
-        started = time.perf_counter()
+        api = family(stack.pids()["api"])  # gunicorn and its workers
+        started, api_cpu = time.perf_counter(), cpu_seconds(api)
         for worker in workers:
             worker.start()
         collected = [results.get() for _ in workers]
-        elapsed = time.perf_counter() - started
+        elapsed, api_cpu = time.perf_counter() - started, cpu_seconds(api) - api_cpu
         for worker in workers:
             worker.join()
         latencies = [latency for batch, _ in collected for latency in batch]
@@ -85,10 +107,12 @@ def main() -> None:
                 .bindparams(sa.bindparam("ids", expanding=True)), {"ids": probes})]
         engine.dispose()
 
-    print(f"\n{args.clients} clients for {args.seconds:.0f}s against the API on the emulator stack")
+    print(f"\n{args.clients} clients for {args.seconds:.0f}s against the API on the emulator stack, "
+          f"tracing {'on (OTLP)' if args.tracing else 'off'}")
     print(f"accepted: {len(latencies)} ({len(latencies) / elapsed:.0f} requests/s), errors: {errors}")
     print(f"accept latency: p50 {1000 * statistics.median(latencies):.1f} ms, "
           f"p99 {1000 * percentile(latencies, 0.99):.1f} ms")
+    print(f"API CPU per accepted request: {1000 * api_cpu / max(1, len(latencies)):.2f} ms")
     if waits:
         print(f"accept to first push at the archiver: median {1000 * statistics.median(waits):.0f} ms "
               f"over {len(waits)} probes (p90 {1000 * percentile(waits, 0.9):.0f} ms)")

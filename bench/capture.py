@@ -6,7 +6,10 @@ then the same captures run bare — the archivers called directly on the same
 warm browser, no API, ledger, dispatcher or storage — and the ratio between
 the two, which is the pipeline's own overhead.
 
-    .venv/bin/python bench/capture.py [--pages 10] [--path /article.html]
+    .venv/bin/python bench/capture.py [--pages 10] [--path /article.html] [--tracing]
+
+``--tracing`` records every span and exports traces and metrics over OTLP (to a sink that
+discards them); without it no span is recorded. The difference is tracing's overhead.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -26,9 +30,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.sink import otlp_sink, telemetry_settings  # noqa: E402
 from htbase.config import Settings  # noqa: E402
-from service.embedded import EmbeddedService  # noqa: E402
 from htbase.messages import ARCHIVERS  # noqa: E402
+from service.embedded import EmbeddedService  # noqa: E402
 from tests.site.server import serve_test_site  # noqa: E402
 
 
@@ -82,14 +87,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--path", default="/article.html")
+    parser.add_argument("--tracing", action="store_true", help="record and export every span (OTLP)")
     args = parser.parse_args()
 
     from werkzeug.serving import make_server
 
     root = Path(tempfile.mkdtemp(prefix="htbase-bench-"))
-    settings = Settings(database_url=f"sqlite:///{root / 'htbase.db'}", local_storage_path=root / "files",
-                        allow_private_urls=True, worker_concurrency=len(ARCHIVERS), sweep_interval_s=3600,
-                        log_level="WARNING")
+    sink = ExitStack()  # closed when the run ends
+    settings = Settings.from_env({
+        "DATABASE_URL": f"sqlite:///{root / 'htbase.db'}", "LOCAL_STORAGE_PATH": str(root / "files"),
+        "ALLOW_PRIVATE_URLS": "1", "WORKER_CONCURRENCY": str(len(ARCHIVERS)), "SWEEP_INTERVAL_SECONDS": "3600",
+        "LOG_LEVEL": "WARNING", **telemetry_settings(args.tracing, sink.enter_context(otlp_sink()))})
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     memory = PeakMemory()
     memory.start()
@@ -102,7 +110,7 @@ def main() -> None:
         archive_through_api(base, site.url(f"{args.path}?warmup"))  # starts Chromium, the proxy, the tools
         per_archiver: dict[str, list[float]] = {name: [] for name in ARCHIVERS}
         end_to_end: list[float] = []
-        started = time.perf_counter()
+        started, own_cpu = time.perf_counter(), time.process_time()
         for url in pages:
             seconds, task = archive_through_api(base, url)
             if task["status"] != "success":
@@ -111,6 +119,9 @@ def main() -> None:
             for name, sub in task["subtasks"].items():
                 per_archiver[name].append(sub["artifact"]["duration_ms"] / 1000)
         pipeline_minutes = (time.perf_counter() - started) / 60
+        # This process's CPU (API, dispatcher, ledger, storage, telemetry), not Chromium's or SingleFile's:
+        # a cost that other load on the machine does not inflate.
+        own_cpu_per_page = (time.process_time() - own_cpu) / len(pages)
 
         # Bare: the same five captures of each page, concurrently, straight into the archivers.
         archivers = {name: service.runtime.archiver(name) for name in ARCHIVERS}
@@ -129,8 +140,10 @@ def main() -> None:
                 bare_end_to_end.append(time.perf_counter() - began)
         server.shutdown()
     memory.running = False
+    sink.close()
 
-    print(f"\n{args.pages} pages of {args.path}, all five archivers, {os.cpu_count()} cores\n")
+    print(f"\n{args.pages} pages of {args.path}, all five archivers, {os.cpu_count()} cores, "
+          f"tracing {'on (OTLP)' if args.tracing else 'off'}\n")
     print(f"{'':14}{'pipeline median':>16}{'p95':>8}{'bare median':>13}{'p95':>8}{'ratio':>8}")
     for name in ARCHIVERS:
         median, p95 = quantiles(per_archiver[name])
@@ -142,6 +155,8 @@ def main() -> None:
     print(f"\npages per minute: {args.pages / pipeline_minutes:.1f} through the API "
           f"(one page at a time, all five captures in parallel)")
     print(f"pipeline overhead: {100 * (median / bare_median - 1):+.1f}% of bare tool time (end-to-end medians)")
+    print(f"htbase process CPU per page (API, dispatcher, ledger, storage, telemetry): "
+          f"{1000 * own_cpu_per_page:.0f} ms")
     print(f"peak memory (process tree): {memory.peak:.0f} MiB")
 
 
