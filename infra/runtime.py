@@ -121,14 +121,16 @@ class Runtime:
         return Imports(self.ledger, self.tags, self.settings.import_captures_at_once)
 
     def housekeep(self) -> dict[str, int]:
-        """One housekeeping round: the re-captures due, retention, webhooks whose message was lost, the
-        sweeper, the outbox relay, the files of deleted rows, the replica's queue."""
+        """One housekeeping round: the re-captures due, imports' next captures, retention, webhooks whose
+        message was lost, the sweeper, the outbox relay, the files of deleted rows, the replica's queue."""
         recaptures = self.items.run_schedules()
         lost = self.webhooks.overdue(grace_s=self.settings.lease_s)
-        self.relay.send(recaptures + lost)
+        imported = self.imports.advance()  # also where no API process paces imports (an idle Cloud Run)
+        self.relay.send(recaptures + lost + imported)
         expired = self.deletions.expire(self.settings.retention_days) if self.settings.retention_days else []
         self.forget(expired)
-        counts = {"recaptured": len(recaptures), "webhooks_resent": len(lost), "expired": len(expired)}
+        counts = {"recaptured": len(recaptures), "webhooks_resent": len(lost), "expired": len(expired),
+                  "import_captures_started": len(imported)}
         counts.update(housekeep(self.ledger, self.relay))
         counts.update({f"files_{k}": v for k, v in self.deletions.purge().items()})
         if self.replica.enabled:
