@@ -3,22 +3,25 @@
 Handlers are thin: the schemas (``api.schemas``) validate what a client sends before a handler
 runs, so bad input answers 400 (413 for a body too large), never 500 or 503; a handler calls
 the ledger or the store and renders the result. Modules: ``errors`` (the JSON error shape),
-``bodies`` (reading a JSON body), ``openapi`` (blueprints, the document and its page),
-``submissions``, ``tasks``, ``archives``, ``summaries``, ``health``.
+``bodies`` (reading a JSON body), ``auth`` (keys, scopes, the submission rate), ``openapi``
+(blueprints, the document and its page), and the resources: ``submissions``, ``tasks``,
+``archives``, ``summaries``, ``keys``, ``health``, ``metrics``. A new resource is a module with a
+``blueprint()`` added to ``BLUEPRINTS``: validated, guarded and documented like the rest.
 """
 from __future__ import annotations
 
 from flask import Response
 from flask_openapi3 import OpenAPI
 
-from api import archives, health, metrics, submissions, summaries, tasks
+from api import archives, auth, health, keys, metrics, submissions, summaries, tasks
 from api.bodies import MAX_BODY_BYTES, JsonBodyRequest
 from api.context import attach
 from api.errors import register_error_handlers, validation_error
 from api.openapi import INFO, register_docs
+from infra.keys import ApiKeys
 from infra.runtime import Runtime
 
-BLUEPRINTS = (submissions.bp, tasks.bp, archives.bp, summaries.bp, health.bp, metrics.bp)
+BLUEPRINTS = (submissions.bp, tasks.bp, archives.bp, summaries.bp, keys.bp, health.bp, metrics.bp)
 
 
 def create_app(runtime: Runtime) -> OpenAPI:
@@ -27,10 +30,12 @@ def create_app(runtime: Runtime) -> OpenAPI:
     app.request_class = JsonBodyRequest
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    attach(app, runtime)
+    api_keys = ApiKeys(runtime.engine)
+    attach(app, runtime, api_keys)
+    auth.install(app, auth.Gate(api_keys, runtime.settings))
     for blueprint in BLUEPRINTS:
         app.register_api(blueprint)
-    register_docs(app, app.api_doc)
+    register_docs(app, auth.document_scopes(app, app.api_doc))
     register_error_handlers(app)
 
     @app.after_request

@@ -1,21 +1,26 @@
-"""What a handler reaches from the request it serves: the process's ``Runtime`` and the caller's request id."""
+"""What a handler reaches from its request: the process's ``Runtime`` and API keys, the caller's request id."""
 from __future__ import annotations
 
 import re
 
 from flask import Flask, current_app, request
 
+from infra.keys import ApiKeys
 from infra.runtime import Runtime
 
 NOT_IN_REQUEST_IDS = re.compile(r"[^\x21-\x7e]")  # all but printable ASCII
 
 
-def attach(app: Flask, runtime: Runtime) -> None:
-    app.extensions["htbase.runtime"] = runtime
+def attach(app: Flask, runtime: Runtime, keys: ApiKeys) -> None:
+    app.extensions["htbase.runtime"], app.extensions["htbase.keys"] = runtime, keys
 
 
 def runtime() -> Runtime:
     return current_app.extensions["htbase.runtime"]
+
+
+def api_keys() -> ApiKeys:
+    return current_app.extensions["htbase.keys"]
 
 
 def request_id() -> str:

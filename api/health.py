@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify
 from pydantic import BaseModel
 
+from api.auth import public
 from api.context import runtime
 from api.errors import error_response
 from api.openapi import blueprint
@@ -26,12 +27,14 @@ def _health() -> Response:
 
 
 @bp.get(f"{API}/health", responses=RESPONSES)
+@public
 def health() -> Response:
     """200 when the ledger answers, else 503."""
     return _health()
 
 
 @bp.get("/healthz", responses=RESPONSES)
+@public
 def healthz() -> Response:
     """The same, at the path probes expect."""
     return _health()
@@ -43,6 +46,7 @@ class Readiness(BaseModel):
 
 
 @bp.get(f"{API}/ready", responses={200: Readiness, 503: Readiness})
+@public
 def ready() -> Response:
     """200 when the ledger, the broker's publish path and file storage all answer, else 503 saying which not."""
     checks = readiness(runtime())

@@ -11,12 +11,14 @@ from flask import Response
 from api.context import runtime
 from api.errors import ApiError
 from api.openapi import blueprint
+from api.schemas import ErrorBody
 from infra.telemetry import prometheus_text
 
 bp = blueprint("metrics", "This process's metrics, in the Prometheus text format", url_prefix="")
 
 
-@bp.get("/metrics")
+@bp.get("/metrics", responses={200: {"description": "Prometheus text",
+                                     "content": {"text/plain": {"schema": {"type": "string"}}}}, 404: ErrorBody})
 def metrics() -> Response:
     """Counters, histograms and gauges (infra/metrics.py), as Prometheus scrapes them."""
     if not runtime().settings.prometheus_metrics:

@@ -15,6 +15,7 @@ import flask_openapi3_redoc
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 from flask_openapi3 import APIBlueprint, Info, Tag
 
+from api.auth import public
 from api.schemas import ErrorBody
 from infra.documents import API
 
@@ -41,16 +42,19 @@ docs = Blueprint("docs", __name__, url_prefix=API)
 
 
 @docs.get("/openapi.json")
+@public
 def document() -> Response:
     return jsonify(current_app.extensions["htbase.openapi"])
 
 
 @docs.get("/docs")
+@public
 def page() -> Response:
     return Response(DOCS_PAGE, mimetype="text/html", headers={"Content-Security-Policy": DOCS_POLICY})
 
 
 @docs.get("/docs/redoc.standalone.js")
+@public
 def redoc() -> Response:
     return send_from_directory(REDOC_ASSETS, "redoc.standalone.js", max_age=86400)
 

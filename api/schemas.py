@@ -111,6 +111,17 @@ class DownloadQuery(BaseModel):
                                                             "`txt`, readability's plain text")
 
 
+class KeyRequest(BaseModel):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                     description="who or what holds it")]
+    scope: Literal["read", "write", "admin"] = Field(description="read: GET; write: also submit and summarize; "
+                                                                 "admin: also delete and manage keys")
+
+
+class KeyPath(BaseModel):
+    prefix: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{8}$", description="the 8 characters after `htb_`")]
+
+
 class TaskListQuery(BaseModel):
     limit: int = Field(20, description="page size, held to 1..100")
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
@@ -208,6 +219,22 @@ class SummaryDocument(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     error: str | None = None
+
+
+class KeyView(BaseModel):
+    prefix: str
+    name: str
+    scope: Literal["read", "write", "admin"]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKey(KeyView):
+    key: str = Field(description="the key itself: shown this once, never stored")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
 
 
 class Health(BaseModel):

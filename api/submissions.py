@@ -5,6 +5,7 @@ import logging
 
 from flask import Response, jsonify
 
+from api.auth import submission
 from api.context import request_id, runtime
 from api.errors import ApiError
 from api.openapi import blueprint
@@ -62,12 +63,14 @@ def _accept(entries: list[BatchEntry] | list[ArchiveRequest], body: ArchiveReque
 
 
 @bp.post("/archive", responses={202: Accepted, **REFUSALS})
+@submission
 def archive(body: ArchiveRequest) -> Response:
     """Archive one URL: 202 with the task to follow. `item_id` names the item (the same id for another URL is 409)."""
     return _accept([body], body, batch=False)
 
 
 @bp.post("/archive/batch", responses={202: BatchAccepted, **REFUSALS})
+@submission
 def archive_batch(body: BatchRequest) -> Response:
     """Archive up to 100 URLs: a batch task with one task per URL."""
     return _accept(body.items, body, batch=True)

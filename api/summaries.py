@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
+from api.auth import submission
 from api.context import request_id, runtime
 from api.errors import ApiError
 from api.openapi import blueprint
@@ -28,6 +29,7 @@ def _readable_article(task: Task) -> Artifact:
 
 
 @bp.post("/summarize/<archive_id>", responses={202: SummaryAccepted, 404: ErrorBody, 409: ErrorBody, 413: ErrorBody})
+@submission
 def summarize(path: ArchivePath, body: SummarizeBody) -> Response:
     """(Re)request the summary of a task's readable article; `force` makes a new one. The body may be empty."""
     task = task_for_archive(path.archive_id)

@@ -25,7 +25,7 @@ from htbase.topology import ACK_DEADLINE_S
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ROLES = ("all-in-one", "api", "archiver", "summarizer")
 # The subsystems a setting belongs to, in the README's order.
-GROUPS = ("process", "ledger", "files", "captures", "delivery", "messaging", "push auth", "webhooks", "replica", "summaries",
+GROUPS = ("process", "api keys", "client", "ledger", "files", "captures", "delivery", "messaging", "push auth", "webhooks", "replica", "summaries",
           "telemetry")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 CLOUD_SQL_IP_TYPES = ("public", "private", "psc")
@@ -81,6 +81,31 @@ class Settings:
     )
     host: str = setting("process", "HOST", "127.0.0.1", doc="the address `htbase serve` listens on")
     port: int = setting("process", "PORT", 8080, doc="the port `htbase serve` listens on")
+    api_keys_required: bool = setting(
+        "api keys",
+        "API_KEYS_REQUIRED",
+        False,
+        shown="off; on where `HOST` is not loopback and in a cloud role",
+        doc="every request but health and the API's document needs a key, and the API refuses to start "
+        "while none exists (keys are needed anyway once one was created)",
+    )
+    submissions_per_minute: float = setting(
+        "api keys",
+        "SUBMISSIONS_PER_MINUTE",
+        60.0,
+        doc="submissions one key may make per minute in each API process (a token bucket; 0: no limit)",
+    )
+    submission_burst: int = setting(
+        "api keys", "SUBMISSION_BURST", 20, doc="submissions one key may make at once before the rate applies"
+    )
+    htbase_url: str = setting(
+        "client",
+        "HTBASE_URL",
+        "",
+        shown="`http://127.0.0.1:$PORT`",
+        doc="the htbase API the `htbase` command talks to",
+    )
+    htbase_api_key: str = setting("client", "HTBASE_API_KEY", "", doc="the API key the `htbase` command sends")
     worker_concurrency: int = setting(
         "process", "WORKER_CONCURRENCY", len(ARCHIVERS), doc="captures running at once in the embedded dispatcher"
     )
@@ -409,6 +434,8 @@ class Settings:
             raise ConfigError(f"CLOUD_SQL_IP_TYPE must be one of {CLOUD_SQL_IP_TYPES}, got {self.cloud_sql_ip_type!r}")
         if self.db_pool_size < 1:
             raise ConfigError("DB_POOL_SIZE must be at least 1")
+        if self.submissions_per_minute < 0 or self.submission_burst < 1:
+            raise ConfigError("SUBMISSIONS_PER_MINUTE must be 0 (no limit) or more, SUBMISSION_BURST at least 1")
         if self.retention_days < 0:
             raise ConfigError("RETENTION_DAYS must be 0 (off) or a number of days")
         if self.webhook_max_attempts < 1:

@@ -1,10 +1,19 @@
-"""The ``htbase`` command: ``htbase serve``, ``htbase migrate`` and ``htbase archive URL``."""
+"""The ``htbase`` command.
+
+The service: ``serve``, ``migrate``, and ``keys`` (create, list, revoke: straight in the
+ledger that ``DATABASE_URL`` names). A client of a running htbase (``HTBASE_URL``, with
+the key in ``HTBASE_API_KEY``): ``archive``, ``list``, ``show``, ``get``, ``import``, ``cancel``, ``delete``.
+"""
 from __future__ import annotations
 
 import argparse
 import atexit
+import re
 import sys
 import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -12,7 +21,12 @@ from htbase.config import ConfigError, Settings
 from htbase.logs import setup_logging
 from infra.identity import with_project
 
+API = "/api/v2"
 TERMINAL = ("success", "partial", "failed", "cancelled")
+
+
+class Refused(Exception):
+    """The API said no, or nothing answered, or a key cannot be made: the message is for the user (exit 2)."""
 
 
 def serve(settings: Settings) -> int:
@@ -25,13 +39,16 @@ def serve(settings: Settings) -> int:
         return 2
     from werkzeug.serving import make_server
 
+    from api.auth import start_notice
+    from infra.keys import ApiKeys
     from service.embedded import EmbeddedService
 
     # One process: the in-process dispatcher's queue lives here.
     with EmbeddedService(settings) as service:
+        access = start_notice(settings, ApiKeys(service.runtime.engine))
         server = make_server(settings.host, settings.port, service.api, threaded=True)
         print(f"htbase serving on http://{settings.host}:{settings.port}/api/v2 "
-              f"(ledger {settings.database_url}, files {settings.local_storage_path})", flush=True)
+              f"(ledger {settings.database_url}, files {settings.local_storage_path})\n{access}", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -45,13 +62,20 @@ def _serve_api(settings: Settings) -> int:
     """The API under gunicorn: WEB_CONCURRENCY processes, so it is not held to one core by the GIL."""
     from gunicorn.app.base import BaseApplication
 
-    from infra.db import migrate_database
+    from api.auth import start_notice
+    from infra.db import make_engine, migrate_database
+    from infra.keys import ApiKeys
     from service.api import ApiService
 
     if settings.run_migrations:
         # Once, before the workers start, so they never race to create the schema. The engine
         # (and a Cloud SQL connector, which a fork would break) is disposed before they fork.
         migrate_database(settings)
+    engine = make_engine(settings)
+    try:
+        access = start_notice(settings, ApiKeys(engine))
+    finally:
+        engine.dispose()
 
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
@@ -66,9 +90,65 @@ def _serve_api(settings: Settings) -> int:
             return service.api
 
     print(f"htbase API serving on http://{settings.host}:{settings.port}/api/v2 "
-          f"({settings.web_workers} workers, broker {settings.broker})", flush=True)
+          f"({settings.web_workers} workers, broker {settings.broker})\n{access}", flush=True)
     Gunicorn().run()
     return 0
+
+
+def keys(settings: Settings, args: argparse.Namespace) -> int:
+    """API keys, straight in the ledger (the schema migrated first, as ``serve`` does)."""
+    from infra.db import make_engine, migrate_database
+    from infra.keys import ApiKeys, KeyRequestError
+
+    if settings.run_migrations:
+        migrate_database(settings)
+    engine = make_engine(settings)
+    try:
+        store = ApiKeys(engine)
+        if args.keys_command == "create":
+            try:
+                info, key = store.create(args.name, args.scope)
+            except KeyRequestError as exc:
+                raise Refused(str(exc)) from None
+            print(f"made key {info.prefix} ({info.name}, {info.scope}); it is shown once, keep it now:")
+            print(key)  # the last line, for scripts
+        elif args.keys_command == "list":
+            for info in store.list():
+                state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
+                print(f"{info.prefix}  {info.scope:<6} {state:<24} {info.created_at:%Y-%m-%d %H:%M}  {info.name}")
+        elif (revoked := store.revoke(args.prefix)) is None:
+            raise Refused(f"no live key {args.prefix}")
+        else:
+            print(f"revoked key {revoked.prefix} ({revoked.name})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+class Client:
+    """A running htbase's API, with the key ``HTBASE_API_KEY`` holds."""
+
+    def __init__(self, base: str, key: str) -> None:
+        self.base = base.rstrip("/")
+        self.session = requests.Session()
+        if key:
+            self.session.headers["Authorization"] = f"Bearer {key}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(method, f"{self.base}{path}", timeout=30, **kwargs)
+        except requests.ConnectionError:
+            raise Refused(f"no htbase answers at {self.base}; start one with `htbase serve`") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise Refused(f"refused ({response.status_code}): {message}")
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> dict:
+        return self.call(method, path, **kwargs).json()
 
 
 def _render(task: dict) -> list[str]:
@@ -79,25 +159,29 @@ def _render(task: dict) -> list[str]:
     return lines
 
 
-def archive(api: str, url: str, archivers: list[str] | None, wait: bool, timeout: float) -> int:
+def _fetchable(client: Client, task: dict) -> list[str]:
+    """Where each stored file and the summary can be fetched."""
+    lines = [f"  {name:<12} {client.base}{sub['artifact']['url']}"
+             for name, sub in task.get("subtasks", {}).items() if "artifact" in sub]
+    article = task.get("subtasks", {}).get("readability", {})
+    if "artifact" in article:
+        summary = task.get("summary_url") or f"{API}/summaries/{task['task_id']}"
+        lines += [f"  {'text':<12} {client.base}{article['artifact']['url']}?format=txt",
+                  f"  {'summary':<12} {client.base}{summary}"]
+    return ["fetch:", *lines] if lines else []
+
+
+def archive(client: Client, url: str, archivers: list[str] | None, wait: bool, timeout: float) -> int:
     body: dict = {"url": url}
     if archivers:
         body["archivers"] = archivers
-    try:
-        response = requests.post(f"{api}/api/v2/archive", json=body, timeout=30)
-    except requests.ConnectionError:
-        print(f"no htbase answers at {api}; start one with `htbase serve`", file=sys.stderr)
-        return 2
-    if response.status_code != 202:
-        print(f"refused ({response.status_code}): {response.json()['error']['message']}", file=sys.stderr)
-        return 2
-    accepted = response.json()
+    accepted = client.json("POST", f"{API}/archive", json=body)
     print(f"accepted: task {accepted['task_id']}")
     if not wait:
         return 0
     live, drawn, deadline = sys.stdout.isatty(), [], time.monotonic() + timeout
     while True:
-        task = requests.get(f"{api}{accepted['status_url']}", timeout=30).json()
+        task = client.json("GET", accepted["status_url"])
         lines = _render(task)
         if lines != drawn:
             if live and drawn:
@@ -105,6 +189,7 @@ def archive(api: str, url: str, archivers: list[str] | None, wait: bool, timeout
             print("\n".join(lines), flush=True)
             drawn = lines
         if task["status"] in TERMINAL:
+            print("\n".join(_fetchable(client, task)), flush=True)
             return 0 if task["status"] == "success" else 1
         if time.monotonic() > deadline:
             print(f"still {task['status']} after {timeout:.0f}s", file=sys.stderr)
@@ -112,41 +197,144 @@ def archive(api: str, url: str, archivers: list[str] | None, wait: bool, timeout
         time.sleep(0.3)
 
 
-def main(argv: list[str] | None = None) -> int:
+def list_tasks(client: Client, limit: int) -> int:
+    page = client.json("GET", f"{API}/tasks", params={"limit": limit})
+    for task in page["tasks"]:
+        what = task.get("url") or f"batch of {task.get('items_count', 0)}"
+        print(f"{task['task_id']}  {task['status']:<10} {int(task['progress'] * 100):>3}%  "
+              f"{task['created_at']}  {what}")
+    print(f"{len(page['tasks'])} of {page['total']}")
+    return 0
+
+
+def show(client: Client, task_id: str) -> int:
+    task = client.json("GET", f"{API}/tasks/{task_id}")
+    for member in task.get("items") or [task]:
+        print("\n".join(_render(member) + _fetchable(client, member)))
+    return 0
+
+
+def get(client: Client, archive_id: str, name: str, output: str | None) -> int:
+    """One file: FORMAT is an archiver, ``all`` (a zip) or ``readability.txt`` (a format stored beside one)."""
+    archiver, _, extra = name.partition(".")
+    response = client.call("GET", f"{API}/archives/{archive_id}/{archiver}",
+                           params={"format": extra} if extra else None, stream=True)
+    if output is None:
+        found = re.search(r'filename="([^"]+)"', response.headers.get("Content-Disposition", ""))
+        output = found[1] if found else f"{archive_id}-{name}"
+    with response, nullcontext(sys.stdout.buffer) if output == "-" else open(output, "wb") as target:
+        for chunk in response.iter_content(64 * 1024):
+            target.write(chunk)
+    if output != "-":
+        print(f"saved {Path(output).stat().st_size:,} bytes to {output}")
+    return 0
+
+
+def cancel(client: Client, task_id: str) -> int:
+    task = client.json("POST", f"{API}/tasks/{task_id}/cancel")
+    print(f"task {task_id}: {task.get('status', 'cancelled')}")
+    return 0
+
+
+def delete(client: Client, task_id: str) -> int:
+    client.call("DELETE", f"{API}/tasks/{task_id}")
+    print(f"deleted task {task_id}")
+    return 0
+
+
+def import_file(client: Client, path: str, recapture: bool, wait: bool) -> int:
+    """Upload a bookmark file; with ``--wait``, show its progress until every capture it started ended."""
+    with open(path, "rb") as data:
+        found = client.json("POST", f"{API}/import", files={"file": (Path(path).name, data)},
+                            data={"recapture": str(recapture).lower()})
+    print(f"import {found['import_id']}: {found['total']} URLs, " +
+          ", ".join(f"{n} {outcome}" for outcome, n in found["counts"].items()))
+    while wait and found["status"] != "done":
+        time.sleep(2)
+        found = client.json("GET", found["status_url"], params={"limit": 1})
+        print(f"  started {found['counts'].get('started', 0)}, queued {found['counts'].get('queued', 0)}; "
+              f"captures running {found['captures'].get('running', 0)}, "
+              f"finished {found['captures'].get('finished', 0)}", flush=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="htbase", description="Archive web pages five ways.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the all-in-one service (API, archivers, summarizer)")
     serve_cmd.add_argument("--port", type=int, help="port (default $PORT or 8080)")
     serve_cmd.add_argument("--host", help="address to bind (default $HOST or 127.0.0.1)")
     commands.add_parser("migrate", help="bring the ledger's schema to the newest revision (the Cloud Run job)")
-    archive_cmd = commands.add_parser("archive", help="archive a URL through a running htbase")
+    keys_cmd = commands.add_parser("keys", help="API keys in the ledger that DATABASE_URL names")
+    keys_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    create_cmd = keys_commands.add_parser("create", help="make a key; it is printed once, as the last line")
+    create_cmd.add_argument("--name", required=True, help="who or what holds it")
+    create_cmd.add_argument("--scope", required=True, choices=("read", "write", "admin"),
+                            help="read: GET; write: also submit; admin: also delete and manage keys")
+    keys_commands.add_parser("list", help="every key made (never the keys themselves)")
+    revoke_cmd = keys_commands.add_parser("revoke", help="refuse a key from now on")
+    revoke_cmd.add_argument("prefix", help="the 8 characters after htb_")
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--api", help="htbase base URL (default $HTBASE_URL, else http://127.0.0.1:$PORT)")
+    archive_cmd = commands.add_parser("archive", parents=[client], help="archive a URL through a running htbase")
     archive_cmd.add_argument("url")
     archive_cmd.add_argument("--archivers", help="comma-separated (default: all)")
     archive_cmd.add_argument("--wait", action="store_true", help="show live progress until the task ends")
     archive_cmd.add_argument("--timeout", type=float, default=600, help="seconds to wait (default 600)")
-    archive_cmd.add_argument("--api", help="htbase base URL (default http://127.0.0.1:$PORT)")
-    args = parser.parse_args(argv)
+    list_cmd = commands.add_parser("list", parents=[client], help="the newest tasks")
+    list_cmd.add_argument("--limit", type=int, default=20)
+    commands.add_parser("show", parents=[client], help="a task and where its files are").add_argument("id")
+    get_cmd = commands.add_parser("get", parents=[client], help="download a file of a task or item")
+    get_cmd.add_argument("id", help="a task id or an item id")
+    get_cmd.add_argument("format", help="an archiver, `all` (a zip) or `readability.txt` (the article's text)")
+    get_cmd.add_argument("-o", "--output", help="the file to write (default: the served name; - for stdout)")
+    import_cmd = commands.add_parser("import", parents=[client], help="import a bookmark file (browser HTML, "
+                                     "Pocket CSV, a list of URLs) and capture what is new")
+    import_cmd.add_argument("file")
+    import_cmd.add_argument("--recapture", action="store_true", help="capture URLs already archived once more")
+    import_cmd.add_argument("--wait", action="store_true", help="show progress until every capture ended")
+    commands.add_parser("cancel", parents=[client], help="cancel a task's pending captures").add_argument("id")
+    commands.add_parser("delete", parents=[client], help="delete a task and its files (admin)").add_argument("id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        if args.command in ("serve", "migrate", "keys"):
+            settings = with_project(settings)
+            setup_logging(settings)
+        if args.command == "migrate":
+            from infra.db import migrate_database
+
+            migrate_database(settings)
+            return 0
+        if args.command == "serve":
+            return serve(settings.with_(port=args.port or settings.port, host=args.host or settings.host))
+        if args.command == "keys":
+            return keys(settings, args)
+        client = Client(args.api or settings.htbase_url or f"http://127.0.0.1:{settings.port}",
+                        settings.htbase_api_key)
+        if args.command == "archive":
+            archivers = [a.strip() for a in args.archivers.split(",")] if args.archivers else None
+            return archive(client, args.url, archivers, args.wait, args.timeout)
+        if args.command == "list":
+            return list_tasks(client, args.limit)
+        if args.command == "show":
+            return show(client, args.id)
+        if args.command == "get":
+            return get(client, args.id, args.format, args.output)
+        if args.command == "import":
+            return import_file(client, args.file, args.recapture, args.wait)
+        return cancel(client, args.id) if args.command == "cancel" else delete(client, args.id)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("serve", "migrate"):
-        try:
-            settings = with_project(settings)
-            setup_logging(settings)
-            if args.command == "migrate":
-                from infra.db import migrate_database
-
-                migrate_database(settings)
-                return 0
-            return serve(settings.with_(port=args.port or settings.port, host=args.host or settings.host))
-        except ConfigError as exc:
-            print(f"configuration error: {exc}", file=sys.stderr)
-            return 2
-    api = (args.api or f"http://127.0.0.1:{settings.port}").rstrip("/")
-    archivers = [a.strip() for a in args.archivers.split(",")] if args.archivers else None
-    return archive(api, args.url, archivers, args.wait, args.timeout)
+    except Refused as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

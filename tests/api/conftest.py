@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from werkzeug.serving import make_server
@@ -41,12 +43,20 @@ def error_of(response) -> tuple[int, str]:
     return response.status_code, response.get_json()["error"]["code"]
 
 
-@pytest.fixture
-def served_api(service):
-    """The API on a real HTTP server on loopback, as `htbase serve` runs it; its base URL."""
-    server = make_server("127.0.0.1", 0, service.api, threaded=True)
+@contextmanager
+def served(app) -> Iterator[str]:
+    """``app`` on a real HTTP server on loopback, as `htbase serve` runs it; its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.fixture
+def served_api(service):
+    with served(service.api) as url:
+        yield url
