@@ -25,8 +25,8 @@ from htbase.topology import ACK_DEADLINE_S
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ROLES = ("all-in-one", "api", "archiver", "summarizer")
 # The subsystems a setting belongs to, in the README's order.
-GROUPS = ("process", "api keys", "client", "ledger", "files", "captures", "delivery", "messaging", "push auth", "webhooks", "replica", "summaries",
-          "telemetry")
+GROUPS = ("process", "api keys", "client", "ledger", "files", "captures", "delivery", "messaging", "push auth",
+          "webhooks", "replica", "summaries", "telemetry")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 CLOUD_SQL_IP_TYPES = ("public", "private", "psc")
 TELEMETRY_EXPORTERS = ("none", "otlp", "gcp")
