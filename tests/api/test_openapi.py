@@ -100,11 +100,14 @@ def test_the_live_api_keeps_to_its_document(live_api):
 
     for operation in operations:
         checks = CONFORMANCE if operation.path in PROBES else [not_a_server_error, *CONFORMANCE]
+        keeps_to_it(operation, headers, checks)()
 
-        @given(case=operation.as_strategy())
-        @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck))
-        def keeps_to_it(case):
-            case.call_and_validate(headers=headers, checks=checks)
 
-        keeps_to_it()
+def keeps_to_it(operation, headers: dict[str, str], checks: list):
+    """A hypothesis test of one operation: requests made from its document, each answer checked."""
+    @given(case=operation.as_strategy())
+    @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def run(case):
+        case.call_and_validate(headers=headers, checks=checks)
+
+    return run
