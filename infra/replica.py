@@ -10,6 +10,7 @@ caller: a Firestore outage costs a capture at most one bounded write.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Callable, Mapping, Protocol
 
@@ -84,7 +85,7 @@ def task_documents(ledger: Ledger, summaries: Summaries) -> Render:
     def document(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
         view = task_view(task, children)
         summary = summaries.get(task.summary_key) if task.summary_key else None
-        if summary is not None:
+        if summary is not None and summary.status != "pending":  # as the API shows it: once it has a result
             view["summary"] = summary_view(task.task_id, summary)
         return view
 
@@ -114,6 +115,10 @@ class ReplicaSync:
         self.pause_s, self.backoff_s, self.max_backoff_s, self.rounds = pause_s, backoff_s, max_backoff_s, rounds
         # (until when syncs queue without trying, why): one tuple, so threads swap it whole.
         self._outage: tuple[float, str] = (0.0, "")
+        # Tasks neither written nor queued because the ledger itself was down; a thread queues them
+        # once it answers again.
+        self._unqueued: dict[str, str] = {}
+        self._unqueued_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -184,5 +189,28 @@ class ReplicaSync:
         log(logger, logging.WARNING, "replica write failed; queued for retry", task_id=task_id, error=error)
         try:
             self.queue.add(task_id, error)
-        except Exception:  # the ledger is down too: its own outage handling covers the task
-            logger.exception("could not queue the replica write of task %s", task_id)
+        except Exception as exc:  # the ledger is down (a change committed just before): keep it here meanwhile
+            log(logger, logging.WARNING, "replica write not queued: the ledger is down; queued when it answers",
+                task_id=task_id, error=f"{type(exc).__name__}: {exc}")
+            with self._unqueued_lock:
+                first = not self._unqueued
+                self._unqueued[task_id] = error
+            if first:
+                threading.Thread(target=self._queue_when_the_ledger_answers, name="replica-requeue",
+                                 daemon=True).start()
+
+    def _queue_when_the_ledger_answers(self, interval_s: float = 2.0) -> None:
+        while True:
+            time.sleep(interval_s)
+            with self._unqueued_lock:
+                waiting = dict(self._unqueued)
+            try:
+                for task_id, error in waiting.items():
+                    self.queue.add(task_id, error)
+                    with self._unqueued_lock:
+                        self._unqueued.pop(task_id, None)
+            except Exception:  # still down
+                continue
+            with self._unqueued_lock:
+                if not self._unqueued:
+                    return

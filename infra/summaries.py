@@ -33,7 +33,7 @@ class Summaries:
         made = select(Summary.cache_key).where(Summary.status == SUCCESS)
         with new_session(self.engine) as s, s.begin():
             row = self._locked(s, cache_key, now, model=model, prompt_version=prompt_version)
-            row.deliveries, row.updated_at = row.deliveries + 1, now
+            row.deliveries += 1  # bookkeeping: the summary itself has not changed
             s.execute(update(Task).where(Task.task_id == task_id,
                                          or_(Task.summary_key.is_(None), Task.summary_key.not_in(made)))
                       .values(summary_key=cache_key))
@@ -43,7 +43,7 @@ class Summaries:
         """A delivery ends without a result: keep why, for the dead letter (a summary already made keeps its)."""
         with new_session(self.engine) as s, s.begin():
             s.execute(update(Summary).where(Summary.cache_key == cache_key, Summary.status != SUCCESS)
-                      .values(error=reason[:4000], updated_at=utcnow()))
+                      .values(error=reason[:4000]))
 
     def save(self, task_id: str, cache_key: str, *, status: str, model: str, prompt_version: str,
              result: dict[str, Any] | None = None, error: str | None = None, raw_text: str | None = None,
@@ -64,12 +64,17 @@ class Summaries:
         now = utcnow()
         with new_session(self.engine) as s, s.begin():
             row = self._locked(s, cache_key, now, model=model, prompt_version=prompt_version)
-            row.deliveries, row.updated_at = 0, now  # the request is over either way
+            row.deliveries = 0  # the request is over either way
             s.execute(update(Task).where(Task.task_id == task_id).values(summary_key=cache_key))
             if row.status == SUCCESS:
                 return False
-            row.status, row.error = FAILED, error[:4000]
+            row.status, row.error, row.updated_at = FAILED, error[:4000], now
             return True
+
+    def tasks_showing(self, cache_key: str) -> list[str]:
+        """The tasks pointing at this summary: each shows it in its document."""
+        with new_session(self.engine) as s:
+            return list(s.scalars(select(Task.task_id).where(Task.summary_key == cache_key)))
 
     def attach(self, task_id: str, cache_key: str) -> None:
         """Point a task at a summary that already exists (the same article, captured again)."""

@@ -66,7 +66,7 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
             return Delivery(False, exc.reason)
         runtime.summaries.save(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
                                model=summarizer.model_id, prompt_version=summarizer.prompt_version)
-        runtime.replica.sync(request.task_id)
+        _sync_every_task_showing(runtime, key)
         log(logger, logging.WARNING, "summary failed", error=exc.reason, **fields)
         return Delivery(True, "failed")
     # Filed under the model that wrote it: a fallback's summary never poses as the primary model's,
@@ -74,7 +74,7 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
     written_by = cache_key(text_sha256, summary.model, summary.prompt_version)
     runtime.summaries.save(request.task_id, written_by, status="success", result=summary.to_dict(),
                            model=summary.model, prompt_version=summary.prompt_version, requested_key=key)
-    runtime.replica.sync(request.task_id)
+    _sync_every_task_showing(runtime, written_by)
     runtime.search.try_refresh(task_id=request.task_id)
     log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
         duration_ms=summary.duration_ms, **fields)
@@ -105,9 +105,15 @@ def dead_letter(runtime: Worker, request: SummarizeRequest, deliveries: str) -> 
     error = f"undeliverable after {deliveries} delivery attempts" + (f"; last error: {last}" if last else "")
     failed = runtime.summaries.fail_undelivered(request.task_id, key, error, model=summarizer.model_id,
                                                 prompt_version=summarizer.prompt_version)
-    runtime.replica.sync(request.task_id)
+    _sync_every_task_showing(runtime, key)
     log(logger, logging.ERROR, "summary dead letter recorded", marked_failed=failed, error=error, **fields)
     return Delivery(True, "dead-lettered")
+
+
+def _sync_every_task_showing(runtime: Worker, cache_key: str) -> None:
+    """A summary changed: every task showing it (the same article, captured more than once) has a new document."""
+    for task_id in runtime.summaries.tasks_showing(cache_key):
+        runtime.replica.sync(task_id)
 
 
 def _readable_article(task: Task | None) -> Artifact | None:

@@ -9,12 +9,15 @@ import pytest
 from sqlalchemy import select
 
 from emulators.firestore import FirestoreEmulator
+from emulators.postgres import ThrowawayPostgres
 from htbase.config import Settings
+from infra.db import make_engine, migrate
+from infra.ledger import Ledger
 from infra.replica_queue import PendingReplica, ReplicaQueue
 from infra.summaries import Summaries
 from infra.models import ReplicaPending
 from infra.replica import FirestoreReplica, ReplicaSync, firestore_client, make_replica, task_documents
-from tests.helpers import new_item, stored
+from tests.helpers import new_item, stored, wait_for
 
 PROJECT = "htbase-replica-test"
 # The client on its own retries an unreachable Firestore for a minute; with the replica's one-second
@@ -215,3 +218,24 @@ def test_pending_rows_are_one_per_task_versioned_and_backed_off(ledger):
     queue.add("t2", "down again")  # a new failure keeps the backoff
     assert queue.due() == [] and queued(ledger)["t2"].attempts == 3
 
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # unused: the test brings its own Postgres
+def test_a_change_the_ledger_went_down_right_after_is_queued_once_it_answers(replica_settings, read):
+    """The capture committed, then the ledger went down before its document was written or queued:
+    the process keeps the task and queues it when the ledger is back, so housekeeping writes it."""
+    with ThrowawayPostgres() as server:
+        engine = make_engine(replica_settings.with_(database_url=server.url))
+        migrate(engine)
+        ledger = Ledger(engine)
+        replica_sync = ReplicaSync(ReplicaQueue(engine), make_replica(replica_settings),
+                                   task_documents(ledger, Summaries(engine)), backoff_s=0)
+        task_id = create(ledger).task_id
+        finish(ledger, task_id)
+        server.halt()
+        replica_sync.sync(task_id)  # neither written nor queued: the ledger is down
+        server.start()
+        wait_for(lambda: task_id in queued(ledger), 60, "the task to be queued")
+        assert replica_sync.retry_pending()["written"] == 1
+        assert read(task_id)["subtasks"]["pdf"]["status"] == "success"
+        engine.dispose()
