@@ -8,7 +8,7 @@ export PORT
 FAST_TESTS := not browser and not emulators and not postgres
 
 .PHONY: run test test-fast lint fmt typecheck setup setup-run system-deps test-system-deps \
-	bench bench-accept clean stack-up stack-down
+	bench bench-accept bench-chaos clean stack-up stack-down
 
 run: setup-run
 	$(VENV)/bin/htbase serve
@@ -78,6 +78,10 @@ bench: setup
 
 bench-accept: setup
 	$(PY) bench/accept.py
+
+# The emulator stack under kills and outages, verified from outside (CHAOS_ARGS=--reduced: make test's form).
+bench-chaos: setup
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules data

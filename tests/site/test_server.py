@@ -61,7 +61,7 @@ def test_slow_never_finishes(test_site):
         assert resp.raw.read(20).startswith(b"<!DOCTYPE html>")  # part of the body arrives...
         with pytest.raises(urllib3.exceptions.ReadTimeoutError):  # ...the rest never does
             resp.raw.read(100000)
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 30  # the read timeout ended it: /slow itself never would
 
 
 def test_many_concurrent_connections(test_site):
