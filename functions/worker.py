@@ -31,19 +31,19 @@ class Worker(Runtime):
         self._browser: Browser | None = None
 
     @cached_property
-    def egress_policy(self) -> "EgressPolicy":
+    def egress_policy(self) -> EgressPolicy:
         from infra.egress.policy import EgressPolicy
 
         return EgressPolicy.from_settings(self.settings)
 
-    def archiver(self, name: str) -> "Archiver":
+    def archiver(self, name: str) -> Archiver:
         """The archiver called ``name``, built on first use and then reused."""
         with self._lock:
             if name not in self._archivers:
                 self._archivers[name] = self._build_archiver(name)
             return self._archivers[name]
 
-    def _build_archiver(self, name: str) -> "Archiver":
+    def _build_archiver(self, name: str) -> Archiver:
         from functions.archivers import build_archiver
 
         if self._proxy is None:
@@ -77,7 +77,7 @@ class Worker(Runtime):
         return {"ledger": ledger, "browser": self.browser_alive()}
 
     @cached_property
-    def summarizer(self) -> "Summarizer":
+    def summarizer(self) -> Summarizer:
         from functions.summarizer.pipeline import Summarizer
 
         return Summarizer(self.settings)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 
 import pytest
 from PIL import Image

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from functions.archivers.browser import Browser
 
 
-def build_archiver(name: str, settings: Settings, *, browser: "Browser | None", proxy_url: str | None) -> "Archiver":
+def build_archiver(name: str, settings: Settings, *, browser: Browser | None, proxy_url: str | None) -> Archiver:
     # Imported here so a process loads only the tools it serves.
     if name == "monolith":
         from functions.archivers.monolith import MonolithArchiver

@@ -6,8 +6,9 @@ for what might work next time (timeouts, 5xx, 429, a tool that flaked).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from htbase.urls import InvalidURL, validate_url
 

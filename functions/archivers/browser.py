@@ -38,24 +38,35 @@ import logging
 import socket
 import threading
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Mapping, TypeVar
+from typing import Any, Literal, TypeVar
 
 from playwright.async_api import Browser as PlaywrightBrowser
 from playwright.async_api import BrowserContext, Frame, Page, Playwright, Request, Response, async_playwright
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
-from functions.archivers.base import (Capture, CaptureError, CaptureTimeout, PermanentCaptureError,
-                                     TransientCaptureError, capture_timeout, check_size, check_url, http_failure)
+from functions.archivers.base import (
+    Capture,
+    CaptureError,
+    CaptureTimeout,
+    PermanentCaptureError,
+    TransientCaptureError,
+    capture_timeout,
+    check_size,
+    check_url,
+    http_failure,
+)
 from htbase.logs import log
 from infra.egress.proxy import REFUSED_HEADER
 
 logger = logging.getLogger("htbase.browser")
 
 T = TypeVar("T")
+WaitUntil = Literal["load", "commit"]
 
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -164,8 +175,9 @@ class PageWatch:
         """``work``'s result, unless a failure comes first (or with it): then
         ``work`` is cancelled and the failure raised."""
         task = asyncio.ensure_future(work)
+        racing: set[asyncio.Future[Any]] = {task, self.failure}
         try:
-            await asyncio.wait({task, self.failure}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not task.done():
                 task.cancel()
@@ -233,8 +245,8 @@ class PageWatch:
 
 @dataclass
 class LoadedPage:
-    """A capture's page in its own browser context, watched; loaded unless the
-    capture asked for a blank one (``navigate=False``: SingleFile loads it)."""
+    """A capture's page in its own browser context, watched, and loaded as far
+    as the capture asked (``wait_until``)."""
 
     page: Page
     watch: PageWatch
@@ -287,7 +299,7 @@ class LoadedPage:
                 "webSocketDebuggerUrl": self.devtools_url.replace("http://", "ws://") + f"/devtools/page/{target_id}"}
 
 
-async def _load(page: Page, url: str, timeout: float) -> None:
+async def _load(page: Page, url: str, timeout: float, wait_until: WaitUntil) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     remaining_ms = lambda: max(1.0, (deadline - loop.time()) * 1000)  # noqa: E731
@@ -296,6 +308,8 @@ async def _load(page: Page, url: str, timeout: float) -> None:
     response = await page.goto(url, wait_until="commit", timeout=remaining_ms())
     if response is None:
         raise PermanentCaptureError(f"no document was loaded for {url}")
+    if wait_until == "commit":
+        return
     await page.wait_for_load_state("load", timeout=remaining_ms())
     with contextlib.suppress(PlaywrightTimeoutError):
         await page.wait_for_load_state("networkidle", timeout=min(SETTLE_CAP_S * 1000, remaining_ms()))
@@ -489,15 +503,15 @@ class Browser:
                 await asyncio.wait_for(context.close(), 5)
 
     def capture(self, url: str, render: Callable[[LoadedPage], Awaitable[T]], *, timeout: float,
-                max_bytes: int, navigate: bool = True) -> T:
-        """Load ``url`` (unless ``navigate`` is False: ``render`` does) and hand
-        the page to ``render``, all within ``timeout`` seconds. More than
-        ``max_bytes`` received fails the capture."""
+                max_bytes: int, wait_until: WaitUntil = "load") -> T:
+        """Load ``url`` (up to its load event and a moment to settle, or only its
+        main document's answer with ``wait_until="commit"``) and hand the page
+        to ``render``, all within ``timeout`` seconds. More than ``max_bytes``
+        received fails the capture."""
         check_url(url)
 
         async def load_and_render(loaded: LoadedPage) -> T:
-            if navigate:
-                await _load(loaded.page, url, timeout)
+            await _load(loaded.page, url, timeout, wait_until)
             return await render(loaded)
 
         async def job() -> T:
@@ -528,7 +542,7 @@ class Browser:
         thread.join(10)
         loop.close()
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -537,11 +551,11 @@ class Browser:
 
 class PageArchiver:
     """An archiver that renders a page loaded in the shared browser: subclasses
-    set ``name`` and implement ``render``; ``navigate = False`` hands ``render``
-    a blank page to load itself."""
+    set ``name`` and implement ``render``, and may wait for less than the load
+    event (``wait_until``)."""
 
     name: str
-    navigate = True
+    wait_until: WaitUntil = "load"
 
     def __init__(self, settings, browser: Browser):
         self.settings = settings
@@ -549,7 +563,7 @@ class PageArchiver:
 
     def capture(self, url: str, options: dict[str, Any]) -> Capture:
         return self.browser.capture(url, self.render, timeout=capture_timeout(self.settings, options),
-                                    max_bytes=self.settings.max_capture_bytes, navigate=self.navigate)
+                                    max_bytes=self.settings.max_capture_bytes, wait_until=self.wait_until)
 
     async def render(self, loaded: LoadedPage) -> Capture:
         raise NotImplementedError

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import re
 
-from functions.archivers.base import Capture
-from functions.archivers.base import check_size
+from functions.archivers.base import Capture, check_size
 from functions.archivers.browser import LoadedPage, PageArchiver
 
 # Chromium writes each page as an uncompressed "/Type /Page" dictionary.

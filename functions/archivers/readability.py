@@ -16,8 +16,7 @@ from lxml import etree
 from trafilatura.htmlprocessing import convert_to_html
 from trafilatura.xml import xmltotxt
 
-from functions.archivers.base import Capture, PermanentCaptureError
-from functions.archivers.base import check_size
+from functions.archivers.base import Capture, PermanentCaptureError, check_size
 from functions.archivers.browser import LoadedPage, PageArchiver
 
 # trafilatura falls back to whatever text a page has (menus, link lists); fewer
@@ -84,7 +83,8 @@ def _article_html(body: etree._Element, meta: dict[str, Any]) -> str:
         f"<title>{esc(meta['title'])}</title>\n"
         + (f'<meta name="author" content="{esc(meta["author"])}">\n' if meta["author"] else "")
         + (f'<meta name="date" content="{esc(meta["date"])}">\n' if meta["date"] else "")
-        + f'<link rel="canonical" href="{esc(meta["final_url"])}">\n<style>{STYLE}</style>\n</head>\n<body>\n<article>\n'
+        + f'<link rel="canonical" href="{esc(meta["final_url"])}">\n<style>{STYLE}</style>\n</head>\n'
+        "<body>\n<article>\n"
         f"<header>\n<h1>{esc(meta['title'])}</h1>\n"
         + (f'<p class="byline">{byline}</p>\n' if byline else "")
         + f'<p class="source">Source: <a href="{esc(meta["final_url"])}">{esc(meta["final_url"])}</a></p>\n'

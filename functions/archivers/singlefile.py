@@ -2,9 +2,9 @@
 
 The SingleFile CLI runs as a subprocess attached to the shared Chromium over its
 DevTools endpoint (``--browser-server``), so it neither launches a browser nor
-escapes the browser's egress proxy. It works in a tab this archiver prepares in
-the capture's own browser context: when SingleFile asks the endpoint for a new
-tab (``/json/new``), a preload script hands it that one instead. So, like every
+escapes the browser's egress proxy. It works in the capture's tab, in the
+capture's own browser context: when SingleFile asks the endpoint for a new tab
+(``/json/new``), a preload script hands it that one instead. So, like every
 other capture, it starts with an empty cookie jar and storage, and the capture's
 ``PageWatch`` follows its load (size limit, refusals, HTTP errors) and stops
 SingleFile as soon as that fails. Two things it does outside the browser are
@@ -98,7 +98,9 @@ def _last_line(text: str) -> str:
 
 class SingleFileArchiver(PageArchiver):
     name = "singlefile"
-    navigate = False  # SingleFile loads the page in the tab it is given
+    # The main document's answer in the tab first: a 404, a refusal or an oversized
+    # page fails at once, before SingleFile (a second or more to start) loads it again.
+    wait_until = "commit"
 
     def __init__(self, settings, browser: Browser):
         super().__init__(settings, browser)
@@ -177,7 +179,8 @@ class SingleFileArchiver(PageArchiver):
             if self.undici.is_dir():
                 env["HTBASE_UNDICI"] = str(self.undici)
         # NODE_OPTIONS splits on spaces unless a value is double-quoted.
-        env["NODE_OPTIONS"] = " ".join('"%s"' % o.replace("\\", "\\\\").replace('"', '\\"') for o in node_options)
+        quoted = (option.replace("\\", "\\\\").replace('"', '\\"') for option in node_options)
+        env["NODE_OPTIONS"] = " ".join(f'"{option}"' for option in quoted)
         return env
 
     def _to_capture(self, loaded: LoadedPage, result: dict, attempts: int) -> Capture:

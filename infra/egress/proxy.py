@@ -15,6 +15,7 @@ HTTPS tunnel is opaque: it carries at most the limit in bytes, either way.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import select
@@ -142,7 +143,7 @@ class _Message:
     headers: list[tuple[str, str]]
 
     @classmethod
-    def parse(cls, head: bytes) -> "_Message":
+    def parse(cls, head: bytes) -> _Message:
         lines = head.decode("latin-1").split("\r\n")
         start = lines[0].split(" ", 2)
         if len(start) < 2:
@@ -327,7 +328,7 @@ class EgressProxy:
         host, port = self._listener.getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "EgressProxy":
+    def start(self) -> EgressProxy:
         listener = socket.create_server(("127.0.0.1", 0), backlog=256)
         self._listener = listener
         threading.Thread(target=self._accept_loop, args=(listener,), name="egress-proxy", daemon=True).start()
@@ -337,17 +338,15 @@ class EgressProxy:
         listener, self._listener = self._listener, None
         if listener is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        except OSError:
-            pass
         listener.close()
         with self._lock:
             open_sockets, self._sockets = self._sockets, set()
         for sock in open_sockets:
             self._close(sock)
 
-    def __enter__(self) -> "EgressProxy":
+    def __enter__(self) -> EgressProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -374,10 +373,8 @@ class EgressProxy:
     def _close(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.discard(sock)
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         sock.close()
 
     def _serve(self, client: socket.socket) -> None:
@@ -401,10 +398,8 @@ class EgressProxy:
         data = body.encode("utf-8")
         head = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
                 ("Connection", "close"), *headers]
-        try:
+        with contextlib.suppress(OSError):
             client.sendall(_encode_head(f"HTTP/1.1 {status} {_header_safe(phrase)}", head) + data)
-        except OSError:
-            pass
 
     def _open(self, client: socket.socket, host: str, port: int) -> socket.socket | None:
         """Resolve once, vet, connect to a vetted address; or answer 403/502."""

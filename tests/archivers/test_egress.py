@@ -5,7 +5,7 @@ and localhost); a second site on 127.0.0.2 plays the forbidden internal host."""
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

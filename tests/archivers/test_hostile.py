@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import select
 import socket
-import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -17,6 +16,7 @@ from playwright.sync_api import sync_playwright
 from functions.archivers.base import PermanentCaptureError
 from functions.archivers.browser import CHROMIUM_FLAGS, LoadedPage
 from tests.archivers.conftest import BROWSER_ARCHIVERS
+from tests.helpers import wait_for
 
 MB = 1024 * 1024
 ARTICLE_TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
@@ -27,19 +27,16 @@ ARTICLE_TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
 def test_a_gzip_bomb_is_refused_as_too_large_and_the_next_capture_succeeds(make_archiver, test_site, name,
                                                                             megabytes):
     archiver = make_archiver(name)  # the default limit: 50 MB, far below what the bomb inflates to
-    start = time.monotonic()
     with pytest.raises(PermanentCaptureError, match=r"page is at least \d+ bytes, over the limit of 52428800"):
         archiver.capture(test_site.url(f"/gzip-bomb?mb={megabytes}"), {})
-    assert time.monotonic() - start < 20
     assert archiver.capture(test_site.url("/article.html"), {}).metadata["title"] == ARTICLE_TITLE
 
 
 @pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
 def test_a_page_that_never_ends_is_stopped_at_the_size_limit(make_archiver, test_site, name):
-    start = time.monotonic()
+    # Stopped by its size (a permanent failure), not by its time (a CaptureTimeout).
     with pytest.raises(PermanentCaptureError, match=r"page is at least \d+ bytes, over the limit of 2097152"):
         make_archiver(name, max_capture_bytes=2 * MB).capture(test_site.url("/endless"), {"timeout": 60})
-    assert time.monotonic() - start < 30  # stopped by its size, long before its time is up
 
 
 @pytest.fixture
@@ -83,13 +80,6 @@ def served(test_site, path: str) -> bool:
     return any(request[1] == path for request in test_site.requests)
 
 
-def wait_until(condition, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
 def test_a_cookie_set_in_one_capture_is_not_sent_in_another(make_archiver, test_site, name):
     """One capture sets cookies (by header and by script) and stays open; another
@@ -98,7 +88,7 @@ def test_a_cookie_set_in_one_capture_is_not_sent_in_another(make_archiver, test_
     with ThreadPoolExecutor(1) as pool:
         setting = pool.submit(archiver.capture, test_site.url(f"/cookie/set?value={secret}&hold=5"), {})
         # The setter's page has its cookies and waits for its slow image.
-        wait_until(lambda: served(test_site, f"/delay?s=5&cookie={secret}"))
+        wait_for(lambda: served(test_site, f"/delay?s=5&cookie={secret}"), 30, "the setter's slow image")
         read = archiver.capture(test_site.url(f"/cookie/read?after={secret}"), {})
         setting.result()
     sent = [header for path, header in test_site.cookies if path == f"/cookie/read?after={secret}"]

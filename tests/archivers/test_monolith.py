@@ -9,7 +9,7 @@ import random
 import re
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import lxml.html
 import pytest

@@ -2,7 +2,7 @@
 try is worth it. The monolith archiver against the local test site (no browser)."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

@@ -293,7 +293,7 @@ def test_stop_closes_open_connections(connections, serve):
     assert sock.recv(1) == b""  # the tunnel was torn down
     sock.close()
     with pytest.raises(RuntimeError, match="not running"):
-        running.url
+        assert running.url
 
 
 def test_chromium_loads_an_allowed_page_but_not_its_loopback_resources(proxy, serve, connections):

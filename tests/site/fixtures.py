@@ -1,7 +1,7 @@
 """Pytest plugin (registered in tests/conftest.py): the local test site, one per session."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -41,10 +41,10 @@ import struct
 import sys
 import threading
 import zlib
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -93,7 +93,7 @@ def gzip_bomb(megabytes: int) -> Iterator[bytes]:
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     # An idle connection (e.g. a browser's speculative preconnect) gives up after this long.
     timeout = 15
 
@@ -191,8 +191,8 @@ class _Handler(SimpleHTTPRequestHandler):
     def _embed(self) -> None:
         src = html.escape(self._query().get("img", ""), quote=True)
         body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Embed test</title></head>"
-                f"<body><h1>Embed test</h1><p>The image below comes from elsewhere.</p><img src=\"{src}\" alt=\"embedded\">"
-                "</body></html>")
+                "<body><h1>Embed test</h1><p>The image below comes from elsewhere.</p>"
+                f"<img src=\"{src}\" alt=\"embedded\"></body></html>")
         self._send(200, body.encode())
 
     def _huge(self) -> None:
