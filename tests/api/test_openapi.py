@@ -27,6 +27,14 @@ CONFORMANCE = [status_code_conformance, content_type_conformance, response_heade
                response_schema_conformance]
 # Probes answer a documented 503 while a part is down (here the broker: the dispatcher is stopped).
 PROBES = {"/healthz", f"{API}/health", f"{API}/ready"}
+# Here no capture ever finishes, so a request that waits for one waits its whole `timeout`: a second at most.
+WAITING = {f"{API}/archive/sync"}
+
+
+def waits_briefly(case):
+    if isinstance(case.body, dict) and isinstance(case.body.get("timeout", 1), (int, float)):
+        case.body["timeout"] = min(case.body.get("timeout", 1), 1)
+    return case
 
 
 def test_the_document_is_valid_openapi_3_1_and_names_every_route(client, service):
@@ -105,7 +113,9 @@ def test_the_live_api_keeps_to_its_document(live_api):
 
 def keeps_to_it(operation, headers: dict[str, str], checks: list):
     """A hypothesis test of one operation: requests made from its document, each answer checked."""
-    @given(case=operation.as_strategy())
+    cases = operation.as_strategy()
+
+    @given(case=cases.map(waits_briefly) if operation.path in WAITING else cases)
     @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def run(case):
         case.call_and_validate(headers=headers, checks=checks)
