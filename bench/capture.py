@@ -1,4 +1,4 @@
-"""Capture benchmark: N pages of the local test site, all five archivers, through the API.
+"""Capture benchmark: N pages of the local test site, all five archivers (or ``--archivers``), through the API.
 
 Prints per archiver and end to end the median and p95 wall time, pages per
 minute and peak memory (this process and its children: Chromium, SingleFile),
@@ -6,7 +6,7 @@ then the same captures run bare — the archivers called directly on the same
 warm browser, no API, ledger, dispatcher or storage — and the ratio between
 the two, which is the pipeline's own overhead.
 
-    .venv/bin/python bench/capture.py [--pages 10] [--path /article.html] [--tracing]
+    .venv/bin/python bench/capture.py [--pages 10] [--path /article.html] [--archivers monolith] [--tracing]
 
 ``--tracing`` records every span and exports traces and metrics over OTLP (to a sink that
 discards them); without it no span is recorded. The difference is tracing's overhead.
@@ -87,17 +87,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--path", default="/article.html")
+    parser.add_argument("--archivers", default=",".join(ARCHIVERS), help="comma-separated (default: all five)")
     parser.add_argument("--tracing", action="store_true", help="record and export every span (OTLP)")
     args = parser.parse_args()
+    names = tuple(args.archivers.split(","))
 
     from werkzeug.serving import make_server
 
     root = Path(tempfile.mkdtemp(prefix="htbase-bench-"))
-    sink = ExitStack()  # closed when the run ends
+    sink = ExitStack()  # left open: the last export, at exit, goes to it too
     settings = Settings.from_env({
         "DATABASE_URL": f"sqlite:///{root / 'htbase.db'}", "LOCAL_STORAGE_PATH": str(root / "files"),
-        "ALLOW_PRIVATE_URLS": "1", "WORKER_CONCURRENCY": str(len(ARCHIVERS)), "SWEEP_INTERVAL_SECONDS": "3600",
-        "LOG_LEVEL": "WARNING", **telemetry_settings(args.tracing, sink.enter_context(otlp_sink()))})
+        "ALLOW_PRIVATE_URLS": "1", "ARCHIVERS": args.archivers, "WORKER_CONCURRENCY": str(len(names)),
+        "SWEEP_INTERVAL_SECONDS": "3600", "LOG_LEVEL": "WARNING",
+        **telemetry_settings(args.tracing, sink.enter_context(otlp_sink()))})
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     memory = PeakMemory()
     memory.start()
@@ -108,7 +111,7 @@ def main() -> None:
         pages = [site.url(f"{args.path}?page={n}") for n in range(args.pages)]
 
         archive_through_api(base, site.url(f"{args.path}?warmup"))  # starts Chromium, the proxy, the tools
-        per_archiver: dict[str, list[float]] = {name: [] for name in ARCHIVERS}
+        per_archiver: dict[str, list[float]] = {name: [] for name in names}
         end_to_end: list[float] = []
         started, own_cpu = time.perf_counter(), time.process_time()
         for url in pages:
@@ -124,8 +127,8 @@ def main() -> None:
         own_cpu_per_page = (time.process_time() - own_cpu) / len(pages)
 
         # Bare: the same five captures of each page, concurrently, straight into the archivers.
-        archivers = {name: service.runtime.archiver(name) for name in ARCHIVERS}
-        bare_per_archiver: dict[str, list[float]] = {name: [] for name in ARCHIVERS}
+        archivers = {name: service.runtime.archiver(name) for name in names}
+        bare_per_archiver: dict[str, list[float]] = {name: [] for name in names}
         bare_end_to_end: list[float] = []
 
         def bare_capture(name: str, url: str) -> None:
@@ -133,19 +136,18 @@ def main() -> None:
             archivers[name].capture(url, {})
             bare_per_archiver[name].append(time.perf_counter() - began)
 
-        with ThreadPoolExecutor(len(ARCHIVERS)) as pool:
+        with ThreadPoolExecutor(len(names)) as pool:
             for url in pages:
                 began = time.perf_counter()
-                list(pool.map(bare_capture, ARCHIVERS, [url] * len(ARCHIVERS)))
+                list(pool.map(bare_capture, names, [url] * len(names)))
                 bare_end_to_end.append(time.perf_counter() - began)
         server.shutdown()
     memory.running = False
-    sink.close()
 
-    print(f"\n{args.pages} pages of {args.path}, all five archivers, {os.cpu_count()} cores, "
+    print(f"\n{args.pages} pages of {args.path}, archivers {args.archivers}, {os.cpu_count()} cores, "
           f"tracing {'on (OTLP)' if args.tracing else 'off'}\n")
     print(f"{'':14}{'pipeline median':>16}{'p95':>8}{'bare median':>13}{'p95':>8}{'ratio':>8}")
-    for name in ARCHIVERS:
+    for name in names:
         median, p95 = quantiles(per_archiver[name])
         bare_median, bare_p95 = quantiles(bare_per_archiver[name])
         print(f"{name:14}{median:15.2f}s{p95:7.2f}s{bare_median:12.2f}s{bare_p95:7.2f}s{median / bare_median:8.2f}")
@@ -153,7 +155,7 @@ def main() -> None:
     bare_median, bare_p95 = quantiles(bare_end_to_end)
     print(f"{'end to end':14}{median:15.2f}s{p95:7.2f}s{bare_median:12.2f}s{bare_p95:7.2f}s{median / bare_median:8.2f}")
     print(f"\npages per minute: {args.pages / pipeline_minutes:.1f} through the API "
-          f"(one page at a time, all five captures in parallel)")
+          f"(one page at a time, its captures in parallel)")
     print(f"pipeline overhead: {100 * (median / bare_median - 1):+.1f}% of bare tool time (end-to-end medians)")
     print(f"htbase process CPU per page (API, dispatcher, ledger, storage, telemetry): "
           f"{1000 * own_cpu_per_page:.0f} ms")

@@ -183,10 +183,16 @@ def consuming(name: str, carrier: Mapping[str, str], attributes: Mapping[str, An
 
 def publishing(topic: str, carrier: Mapping[str, str]) -> tuple[Span, dict[str, str]]:
     """A started publish span, continuing the trace the outbox row carries, and the attributes to
-    send: ``carrier`` with the publish span as the receiver's parent. End it when the broker answers."""
+    send: ``carrier`` with the publish span as the receiver's parent. End it when the broker answers.
+
+    A row written outside any trace (a sweep's republish) is sent as it is: its delivery starts a
+    trace of its own, rather than a trace of one publish span."""
+    parent = context_of(carrier)
+    if not trace.get_current_span(parent).get_span_context().is_valid:
+        return trace.INVALID_SPAN, dict(carrier)
     span = TRACER.start_span(
         f"publish {topic}",
-        context=context_of(carrier),
+        context=parent,
         kind=SpanKind.PRODUCER,
         attributes={"messaging.system": "gcp_pubsub", "messaging.destination.name": topic},
     )

@@ -74,10 +74,13 @@ def test_one_submission_is_one_trace_from_the_api_through_every_capture_to_the_s
     assert root.kind is SpanKind.SERVER and root.name == "POST /api/v2/archive"
     assert root.attributes["http.response.status_code"] == 202
 
-    captures = {s.attributes["archiver"]: s for s in found if s.name.startswith("capture ")}
+    # One capture span per attempt (SingleFile flakes now and then, and is tried again), the last a success.
+    attempts = sorted((s for s in found if s.name.startswith("capture ")), key=lambda s: s.attributes["attempt"])
+    captures = {s.attributes["archiver"]: s for s in attempts}
+    assert all(s.attributes["outcome"] == "retried" for s in attempts if s not in captures.values())
     assert set(captures) == set(ARCHIVERS)
     for archiver, capture in captures.items():
-        assert capture.attributes["attempt"] == 1 and capture.attributes["outcome"] == "success"
+        assert capture.attributes["outcome"] == "success"
         chain = ancestors(capture, by_id)
         assert chain[-1] is root
         # capture <- deliver (the push, a consumer) <- publish (a producer) <- ... <- the API's request
