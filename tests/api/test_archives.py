@@ -63,6 +63,21 @@ def test_each_archive_is_served_with_deliberate_headers(client, archived, archiv
     assert response.headers.get("Content-Security-Policy") == (ARCHIVE_POLICY if sandboxed else None)
 
 
+def test_the_article_text_is_served_on_its_own(client, archived):
+    response = client.get(f"{API}/archives/{archived}/readability?format=txt")
+    assert response.status_code == 200 and response.data == b"Nothing to see here\n"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{archived}-readability.txt"'
+    assert response.headers["Content-Security-Policy"] == ARCHIVE_POLICY
+    assert client.get(f"{API}/archives/{archived}/pdf?format=txt").status_code == 404
+    assert client.get(f"{API}/archives/{archived}/readability?format=xml").status_code == 400
+
+
+def test_the_task_document_names_downloads_never_storage(client, archived):
+    for name, subtask in client.get(f"{API}/tasks/{archived}").get_json()["subtasks"].items():
+        assert subtask["artifact"]["url"] == f"{API}/archives/{archived}/{name}" and "uri" not in subtask["artifact"]
+
+
 def test_the_policy_is_a_sandbox_that_keeps_the_origin_opaque_and_loads_nothing():
     directives = dict((d.split(" ", 1) + [""])[:2] for d in ARCHIVE_POLICY.split("; "))
     assert directives["sandbox"] == ""  # no allow-scripts, no allow-same-origin, no allow-forms

@@ -85,6 +85,12 @@ def test_a_valid_request_with_every_field_is_accepted(client):
     assert response.status_code == 202 and response.get_json()["item_id"] == "Item-1.2_x~y:z@w+v=u"
 
 
+def test_a_bare_host_is_taken_as_https(client):
+    response = client.post(f"{API}/archive", json={"url": "Example.org/page"})
+    assert response.status_code == 202
+    assert client.get(response.headers["Location"]).get_json()["url"] == "https://example.org/page"
+
+
 def test_a_body_over_the_limit_gets_413_and_writes_nothing(client, service):
     huge = {"url": URL, "options": {"timeout": 5, "padding": "x" * (11 * 1024 * 1024)}}
     assert error_of(client.post(f"{API}/archive", json=huge)) == (413, "request_entity_too_large")
