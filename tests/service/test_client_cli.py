@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from emulators import free_port
+from emulators.process import http_answers
 from infra.keys import ApiKeys
 from service.embedded import EmbeddedService
 from tests.api.conftest import served
+from tests.helpers import wait_for
 
 HTBASE = str(Path(sys.executable).parent / "htbase")
 KEY = re.compile(r"htb_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
@@ -48,6 +52,22 @@ def test_a_start_that_needs_a_key_is_refused_and_says_how_to_make_one(tmp_path):
     refused = htbase("serve", "--host", "0.0.0.0", "--port", "0", env=env)
     assert refused.returncode == 2
     assert "HOST=0.0.0.0 is not loopback" in refused.stderr and "htbase keys create" in refused.stderr
+
+
+def test_on_loopback_with_no_key_htbase_serves_openly_and_says_so(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'htbase.db'}", "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
+           "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HTBASE_")}
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen([HTBASE, "serve"], env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for(lambda: http_answers(f"http://127.0.0.1:{env['PORT']}/api/v2/tasks", lambda status: status == 200),
+                 60, "htbase serve to answer without a key")
+        assert "no API key exists: the API is open to anyone" in (tmp_path / "serve.log").read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 @pytest.fixture
