@@ -21,6 +21,7 @@ and prints a table of it.
     .venv/bin/python bench/chaos.py              # 1,000 URLs, every archiver, outages of 30-60 s
     .venv/bin/python bench/chaos.py --reduced    # 100 URLs, monolith and readability, one of each fault,
                                                  # 8-10 s outages: the form `make test` runs
+    .venv/bin/python bench/chaos.py --archivers monolith   # the full faults, no browser
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 import sqlalchemy as sa
@@ -93,7 +95,7 @@ class Plan:
 KILL = Fault("kill")
 OUTAGES = (("pubsub", 30), ("postgres", 30), ("firestore", 60), ("gcs", 30))
 FULL = Plan(1000, ARCHIVERS, (*(f for name, s in OUTAGES for f in (KILL, KILL, Fault("stop", name, s))), KILL, KILL),
-            pause_s=15, lease_s=60, drain_timeout_s=3 * 3600)
+            pause_s=15, lease_s=300, drain_timeout_s=3 * 3600)  # the production lease
 # Monolith needs no browser; readability (Chromium) for one submission in five brings summaries in.
 REDUCED = Plan(100, ("monolith",),
                (KILL, Fault("stop", "pubsub", 8), Fault("stop", "postgres", 8), Fault("stop", "firestore", 10),
@@ -297,10 +299,11 @@ def check_replica(stack: Stack, engine: sa.Engine, result: Result) -> None:
                                  if expected.get(doc_id) != stored.get(doc_id)]
 
 
-def difference(expected: dict | None, stored: dict | None, path: str = "") -> str:
+def difference(expected: Any, stored: Any, path: str = "") -> str:
     """Where a replica document differs from the ledger's: the first few fields, ledger -> replica."""
     if isinstance(expected, list) and isinstance(stored, list) and len(expected) == len(stored):
-        return "; ".join(difference(e, s, f"{path}[{n}]") for n, (e, s) in enumerate(zip(expected, stored, strict=True)) if e != s)
+        pairs = enumerate(zip(expected, stored, strict=True))
+        return "; ".join(difference(e, s, f"{path}[{n}]") for n, (e, s) in pairs if e != s)
     if not isinstance(expected, dict) or not isinstance(stored, dict):
         shown = (json.dumps(value, default=str)[:80] for value in (expected, stored))
         return f"{path or 'document'}: " + " -> ".join(shown)
@@ -404,10 +407,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reduced", action="store_true", help="100 URLs, cheap archivers, one of each fault")
     parser.add_argument("--urls", type=int, help="how many URLs (default: the plan's)")
+    parser.add_argument("--archivers", help="which archivers every submission asks for (comma-separated; "
+                                            "default: the plan's)")
     args = parser.parse_args()
     plan = REDUCED if args.reduced else FULL
     if args.urls:
         plan = dataclasses.replace(plan, urls=args.urls)
+    if args.archivers:
+        plan = dataclasses.replace(plan, archivers=tuple(args.archivers.split(",")), also=())
     from tests.site.server import serve_test_site
 
     with serve_test_site() as site:
