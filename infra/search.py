@@ -195,18 +195,25 @@ class PostgresEngine:
     HEADLINE = (f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=12, "
                 "MaxFragments=1, FragmentDelimiter=\" … \"")
 
+    ROWS_PER_STATEMENT = 100  # pg8000 takes at most 32,767 parameters a statement
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._configs: tuple[frozenset[str], float] = (frozenset(), 0.0)
 
     def put(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Upsert the rows, many to a statement (one round trip per row would be most of the time)."""
         rows = [{**row, "config": PG_CONFIGS.get(row["language"], "simple")} for row in rows]
         names = list(rows[0])
-        connection.execute(text(
-            f"INSERT INTO search_documents ({', '.join(names)}, document) "
-            f"VALUES ({', '.join(':' + n for n in names)}, {self.DOCUMENT}) "
-            f"ON CONFLICT (item_id) DO UPDATE SET "
-            f"{', '.join(f'{n} = excluded.{n}' for n in names)}, document = excluded.document"), rows)
+        for start in range(0, len(rows), self.ROWS_PER_STATEMENT):
+            batch = rows[start:start + self.ROWS_PER_STATEMENT]
+            values = ", ".join("(" + ", ".join(f":{n}_{i}" for n in names) + ", "
+                               + re.sub(r":(\w+)", rf":\1_{i}", self.DOCUMENT) + ")" for i in range(len(batch)))
+            connection.execute(text(
+                f"INSERT INTO search_documents ({', '.join(names)}, document) VALUES {values} "
+                f"ON CONFLICT (item_id) DO UPDATE SET "
+                f"{', '.join(f'{n} = excluded.{n}' for n in names)}, document = excluded.document"),
+                {f"{name}_{i}": value for i, row in enumerate(batch) for name, value in row.items()})
         configs, checked = self._configs
         self._configs = (configs | {row["config"] for row in rows}, checked)
 
@@ -222,26 +229,26 @@ class PostgresEngine:
     def search(self, terms: list[Term], limit: int, offset: int) -> Results:
         tsquery = " & ".join("(" + " <-> ".join(term.words) + (":*" if term.prefix else "") + ")" for term in terms)
         configs = sorted(self.configs())
-        query = " || ".join(f"to_tsquery(CAST(:config{i} AS regconfig), :tsquery)" for i in range(len(configs)))
+        # The query is written out where it is used, not in a CTE: compared with a constant, the GIN index
+        # finds the matches; compared with a CTE's column, the planner may scan every row instead.
+        query = "(" + " || ".join(f"to_tsquery(CAST(:config{i} AS regconfig), :tsquery)"
+                                  for i in range(len(configs))) + ")"
         parameters = {f"config{i}": config for i, config in enumerate(configs)}
         with self.engine.connect() as connection:
             rows = connection.execute(text(
-                f"WITH q AS (SELECT {query} AS query), "
-                f"ranked AS (SELECT d.id, ts_rank_cd(d.document, q.query) AS score, count(*) OVER () AS total "
-                f"  FROM search_documents d, q WHERE d.document @@ q.query "
-                f"  ORDER BY score DESC, d.captured_at DESC LIMIT :limit OFFSET :offset) "
                 f"SELECT d.item_id, d.task_id, d.url, d.title, d.site, d.captured_at, ranked.score, ranked.total, "
                 f"ts_headline(CAST(d.config AS regconfig), "
-                f"  coalesce(nullif(d.body, ''), nullif(d.summary, ''), d.title), q.query, :headline) AS snippet "
-                f"FROM ranked JOIN search_documents d ON d.id = ranked.id, q "
-                f"ORDER BY ranked.score DESC, d.captured_at DESC"),
+                f"  coalesce(nullif(d.body, ''), nullif(d.summary, ''), d.title), {query}, :headline) AS snippet "
+                f"FROM (SELECT d.id, ts_rank_cd(d.document, {query}) AS score, count(*) OVER () AS total "
+                f"  FROM search_documents d WHERE d.document @@ {query} "
+                f"  ORDER BY score DESC, d.captured_at DESC LIMIT :limit OFFSET :offset) ranked "
+                f"JOIN search_documents d ON d.id = ranked.id ORDER BY ranked.score DESC, d.captured_at DESC"),
                 {**parameters, "tsquery": tsquery, "limit": limit, "offset": offset,
                  "headline": self.HEADLINE}).all()
             total = rows[0].total if rows else 0
             if not rows and offset:  # past the last page: count alone
-                total = connection.scalar(text(f"WITH q AS (SELECT {query} AS query) SELECT count(*) "
-                                               f"FROM search_documents d, q WHERE d.document @@ q.query"),
-                                          {**parameters, "tsquery": tsquery})
+                total = connection.scalar(text(f"SELECT count(*) FROM search_documents d "
+                                               f"WHERE d.document @@ {query}"), {**parameters, "tsquery": tsquery})
         return Results([_hit(row, row.score) for row in rows], total or 0)
 
 
