@@ -515,17 +515,17 @@ class Browser:
             return await render(loaded)
 
         async def job() -> T:
-            await self._ensure_browser()  # starting Chromium is not part of the page's time
             try:
-                async with asyncio.timeout(timeout):
-                    async with self.open_page(url, timeout=timeout, max_bytes=max_bytes) as loaded:
+                # Starting Chromium and setting up the page are not part of the page's time.
+                async with self.open_page(url, timeout=timeout, max_bytes=max_bytes) as loaded:
+                    async with asyncio.timeout(timeout):
                         return await loaded.watch.guard(load_and_render(loaded))
             except (PlaywrightTimeoutError, TimeoutError):
                 raise timed_out(timeout, url) from None
             except PlaywrightError as exc:  # e.g. Chromium died while rendering
                 raise navigation_failure(str(exc), url) from None
 
-        # The loop enforces the timeout; the extra seconds cover launching Chromium.
+        # The loop enforces the timeout; the extra seconds cover launching Chromium and the set-up.
         return self.run(job(), timeout + LAUNCH_TIMEOUT_S)
 
     def close(self) -> None:
