@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Response
 from flask_openapi3 import OpenAPI
 
-from api import archives, auth, health, keys, metrics, submissions, summaries, tasks
+from api import archives, auth, health, items, keys, metrics, progress, submissions, summaries, tasks
 from api.bodies import MAX_BODY_BYTES, JsonBodyRequest
 from api.context import attach
 from api.errors import register_error_handlers, validation_error
@@ -21,7 +21,8 @@ from api.openapi import INFO, register_docs
 from infra.keys import ApiKeys
 from infra.runtime import Runtime
 
-BLUEPRINTS = (submissions.bp, tasks.bp, archives.bp, summaries.bp, keys.bp, health.bp, metrics.bp)
+BLUEPRINTS = (submissions.bp, tasks.bp, progress.bp, items.bp, archives.bp, summaries.bp, keys.bp, health.bp,
+              metrics.bp)
 
 
 def create_app(runtime: Runtime) -> OpenAPI:

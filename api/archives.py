@@ -10,6 +10,7 @@ import io
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 
 from flask import Response, redirect
 from werkzeug.http import parse_options_header
@@ -18,8 +19,9 @@ from api.context import runtime
 from api.errors import ApiError
 from api.openapi import blueprint
 from api.schemas import ArchiveFilePath, ArchivePath, DownloadQuery, ErrorBody
-from api.tasks import task_for_archive
+from api.tasks import task_for_archive, utc
 from htbase.messages import ARCHIVERS
+from infra.models import Artifact, Task
 from infra.storage import FileStore
 
 bp = blueprint("archives", "Download what was captured")
@@ -115,20 +117,43 @@ def download_all(path: ArchivePath) -> Response:
                     headers=archive_headers("application/zip", f"{task.task_id}.zip"))
 
 
-@bp.get("/archives/<archive_id>/<archiver>", responses=FILE_RESPONSES)
-def download(path: ArchiveFilePath, query: DownloadQuery) -> Response:
-    """One archiver's file of a task (or of an item's newest task); `?format=txt`: readability's plain text."""
-    archiver, store = path.archiver, runtime().store
-    if archiver not in ARCHIVERS:
-        raise ApiError(404, "not_found", f"unknown archiver {archiver!r}")
-    task = task_for_archive(path.archive_id)
+def _capture(archive_id: str, archiver: str, at: datetime | None) -> tuple[Task, Artifact]:
+    """A task's capture by ``archiver``; for an item id, the item's newest successful one (taken at or
+    before ``at``)."""
+    process = runtime()
+    task = process.ledger.task(archive_id)
+    if task is None:
+        found = process.items.newest_success(archive_id, archiver, at)
+        if found is not None:
+            return found
+        task = process.ledger.latest_task_for_item(archive_id)
+        if task is None:
+            raise ApiError(404, "not_found", f"no archive {archive_id}")
+        artifact = task.artifact(archiver)
+        if at is None and artifact is not None and artifact.status in ("pending", "processing"):
+            raise ApiError(409, "not_ready", f"{archiver} is {artifact.status}")
+        when = f" taken at or before {at.isoformat()}Z" if at else ""
+        raise ApiError(404, "not_found", f"item {archive_id} holds no successful {archiver} capture{when}")
+    if at is not None:
+        raise ApiError(400, "bad_request", "'at' picks a snapshot of an item: give an item id, not a task id")
     artifact = task.artifact(archiver)
-    if artifact is None:
+    if task.kind == "batch" or artifact is None:
         raise ApiError(404, "not_found", f"task {task.task_id} did not ask for {archiver}")
     if artifact.status in ("pending", "processing"):
         raise ApiError(409, "not_ready", f"{archiver} is {artifact.status}")
     if artifact.status != "success":
         raise ApiError(404, "capture_failed", f"{archiver} {artifact.status}: {artifact.error}")
+    return task, artifact
+
+
+@bp.get("/archives/<archive_id>/<archiver>", responses=FILE_RESPONSES)
+def download(path: ArchiveFilePath, query: DownloadQuery) -> Response:
+    """One archiver's file of a task, or the newest successful one of an item (`?at=`: taken at or before
+    then); `?format=txt`: readability's plain text."""
+    archiver, store = path.archiver, runtime().store
+    if archiver not in ARCHIVERS:
+        raise ApiError(404, "not_found", f"unknown archiver {archiver!r}")
+    task, artifact = _capture(path.archive_id, archiver, utc(query.at))
     key, content_type = artifact.storage_key, artifact.content_type
     if query.format:
         key = (artifact.meta.get("extras") or {}).get(query.format)

@@ -109,6 +109,8 @@ class ArchiveFilePath(BaseModel):
 class DownloadQuery(BaseModel):
     format: Literal["txt"] | None = Field(None, description="a format stored beside the main file: "
                                                             "`txt`, readability's plain text")
+    at: datetime | None = Field(None, description="for an item id: the newest capture taken at or before this "
+                                                  "time (ISO 8601; without a zone, UTC)")
 
 
 class KeyRequest(BaseModel):
@@ -125,6 +127,9 @@ class KeyPath(BaseModel):
 class TaskListQuery(BaseModel):
     limit: int = Field(20, description="page size, held to 1..100")
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    status: Literal["pending", "processing", "success", "partial", "failed", "cancelled"] | None = None
+    item_id: Id | None = Field(None, description="that item's snapshots (a batch's tasks among them)")
+    since: datetime | None = Field(None, description="created at or after (ISO 8601; without a zone, UTC)")
 
 
 # Responses
@@ -171,8 +176,20 @@ class Subtask(BaseModel):
     status: str
     attempts: int
     error: str | None = None
+    next_attempt_at: datetime | None = Field(None, description="waiting for a retry: when it is due")
     artifact: StoredFile | None = None
     metadata: dict[str, Any] | None = None
+
+
+class WebhookState(BaseModel):
+    status: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="waiting: the task has not ended; pending: being delivered")
+    attempts: int
+    id: str | None = Field(None, description="the `webhook-id` every attempt carries")
+    last_status: int | None = Field(None, description="the receiver's last HTTP status; null: no answer")
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
 
 
 class TaskDocument(BaseModel):
@@ -186,11 +203,13 @@ class TaskDocument(BaseModel):
     request_id: str | None = None
     url: str | None = None
     item_id: str | None = None
+    title: str | None = None
     subtasks: dict[str, Subtask] | None = None
     summary_url: str | None = None
     items: list[TaskDocument] | None = Field(None, description="a batch's tasks")
     items_count: int | None = Field(None, description="in a list: how many tasks a batch holds")
     items_url: str | None = Field(None, description="in a list: where a batch's tasks are shown")
+    webhook: WebhookState | None = Field(None, description="with a `webhook_url`: how its delivery went")
 
 
 class TaskList(BaseModel):

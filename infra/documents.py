@@ -6,7 +6,8 @@ from typing import Any, Iterable
 
 from htbase.messages import ArtifactStatus, derive_task_status
 from infra.ledger import BatchSummary
-from infra.models import Artifact, Item, Schedule, Summary, Task, WebhookDelivery
+from infra.catalog import Entry
+from infra.models import Artifact, Schedule, Summary, Task, WebhookDelivery
 
 API = "/api/v2"
 # Where a snapshot's title is read from, the best first.
@@ -92,22 +93,19 @@ def snapshot_view(task: Task) -> dict[str, Any]:
             "status_url": f"{API}/tasks/{task.task_id}"}
 
 
-def item_view(item: Item, snapshots: list[Task], schedule: Schedule | None) -> dict[str, Any]:
-    """An item with every snapshot, the newest first."""
-    return {**_item_head(item, snapshots), "snapshots_count": len(snapshots),
+def item_view(entry: Entry, snapshots: list[Task], schedule: Schedule | None) -> dict[str, Any]:
+    """An item with every snapshot, the newest first, its title the newest any snapshot found, and its
+    re-capture schedule."""
+    return {**item_summary_view(entry), "title": next(filter(None, map(title, snapshots)), None),
             "snapshots": [snapshot_view(task) for task in snapshots],
             "schedule": schedule_view(schedule) if schedule else None}
 
 
-def item_summary_view(item: Item, snapshots: int, latest: Task) -> dict[str, Any]:
-    """An item in a list: its newest snapshot, and how many there are."""
-    return {**_item_head(item, [latest]), "snapshots_count": snapshots, "latest": snapshot_view(latest)}
-
-
-def _item_head(item: Item, newest_first: list[Task]) -> dict[str, Any]:
-    return {"item_id": item.item_id, "url": item.url,
-            "title": next(filter(None, (title(task) for task in newest_first)), None),
-            "created_at": isoformat(item.created_at), "item_url": f"{API}/items/{item.item_id}"}
+def item_summary_view(entry: Entry) -> dict[str, Any]:
+    """An item in a list: what it is, and its newest snapshot."""
+    return {"item_id": entry.item_id, "url": entry.url, "title": entry.title or None, "tags": entry.tags,
+            "created_at": isoformat(entry.created_at), "item_url": f"{API}/items/{entry.item_id}",
+            "snapshots_count": entry.snapshots, "latest": snapshot_view(entry.snapshot)}
 
 
 def schedule_view(schedule: Schedule) -> dict[str, Any]:

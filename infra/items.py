@@ -1,18 +1,17 @@
 """Items over time: an item is one URL (or a client's item_id), each capture of it a snapshot (a task).
 
-Reads: a page of items, an item's snapshots, the newest successful capture of a format at a time.
-Re-capture schedules: ``every`` seconds housekeeping adds a snapshot to the item (Cloud Scheduler's
-tick in the cloud, the housekeeper's timer in one process), in the transaction that moves the
-schedule on, so a snapshot is added once per period however many housekeepers run.
+Here: the newest successful capture of a format at a time, and re-capture schedules (a page of
+items and an item's snapshots are ``infra.catalog``'s). Every ``every`` seconds housekeeping adds a
+snapshot to a scheduled item (Cloud Scheduler's tick in the cloud, the housekeeper's timer in one
+process), in the transaction that moves the schedule on: one snapshot per period, however many
+housekeepers run.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import select
 
 from infra.ledger import SUCCESS, Ledger
 from infra.models import Artifact, Item, OutboxMessage, Schedule, Task, utcnow
@@ -34,56 +33,18 @@ def parse_every(text: str) -> int:
     return seconds
 
 
-@dataclass(frozen=True)
-class ItemSummary:
-    item: Item
-    snapshots: int
-    latest: Task  # its newest snapshot, artifacts loaded
-
-
 class Items:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    def page(self, *, limit: int, offset: int, url_hash: str | None = None) -> tuple[list[ItemSummary], int]:
-        """Items, the most recently captured first; ``url_hash``: the items of one URL."""
-        counted = (select(Task.item_id, func.count().label("snapshots"), func.max(Task.created_at).label("latest"))
-                   .where(Task.item_id.is_not(None)).group_by(Task.item_id).subquery())
-        query = select(Item, counted.c.snapshots).join(counted, counted.c.item_id == Item.item_id)
-        if url_hash:
-            query = query.where(Item.url_hash == url_hash)
-        with self.ledger.session() as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.execute(query.order_by(counted.c.latest.desc(), Item.item_id).limit(limit).offset(offset)).all()
-            latest = self._newest_snapshots(session, [item.item_id for item, _ in rows])
-        return [ItemSummary(item, count, latest[item.item_id]) for item, count in rows], total
-
-    @staticmethod
-    def _newest_snapshots(session, item_ids: list[str]) -> dict[str, Task]:
-        newest = (select(Task.item_id, func.max(Task.created_at).label("at")).where(Task.item_id.in_(item_ids))
-                  .group_by(Task.item_id).subquery())
-        tasks = session.scalars(select(Task).join(newest, (newest.c.item_id == Task.item_id)
-                                                  & (newest.c.at == Task.created_at))
-                                .options(selectinload(Task.artifacts)).order_by(Task.task_id))
-        return {task.item_id: task for task in tasks}
-
-    def get(self, item_id: str) -> Item | None:
-        with self.ledger.session() as session:
-            return session.get(Item, item_id)
-
-    def snapshots(self, item_id: str) -> list[Task]:
-        """Every snapshot of the item, the newest first."""
-        with self.ledger.session() as session:
-            return list(session.scalars(select(Task).where(Task.item_id == item_id)
-                                        .options(selectinload(Task.artifacts))
-                                        .order_by(Task.created_at.desc(), Task.task_id)))
-
     def newest_success(self, item_id: str, archiver: str, at: datetime | None = None) -> tuple[Task, Artifact] | None:
-        """The newest snapshot of the item that holds ``archiver``'s capture, taken at or before ``at``."""
+        """The newest snapshot of the item that holds ``archiver``'s capture, taken at or before ``at``
+        (to the millisecond, as documents show times: a snapshot's own time picks it)."""
         query = (select(Task, Artifact).join(Artifact, Artifact.task_id == Task.task_id)
                  .where(Task.item_id == item_id, Artifact.archiver == archiver, Artifact.status == SUCCESS))
         if at is not None:
-            query = query.where(Task.created_at <= at)
+            end_of_millisecond = at.replace(microsecond=at.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
+            query = query.where(Task.created_at < end_of_millisecond)
         with self.ledger.session() as session:
             found = session.execute(query.order_by(Task.created_at.desc(), Task.task_id).limit(1)).first()
         return (found[0], found[1]) if found else None

@@ -83,12 +83,14 @@ class Runtime:
         if rows and self.publisher is not None:
             self.relay.send(rows)
 
-    def forget(self, changed: list[str]) -> None:
-        """After rows were deleted: their files go, and the documents of these tasks (deleted, or a
-        batch that lost a child) are written again. Whatever fails is retried by housekeeping."""
-        self.deletions.purge()
+    def forget(self, changed: list[str]) -> dict[str, int]:
+        """After rows were deleted: the files of deleted rows go (how many prefixes went, and failed), and
+        the documents of these tasks (deleted, or a batch that lost a child) are written again. Whatever
+        fails is retried by housekeeping."""
+        removed = self.deletions.purge()
         for task_id in changed:
             self.replica.sync(task_id)
+        return removed
 
     def _fail_unpublished(self, task_id: str, archiver: str, error: str) -> None:
         """The broker will never take this capture's request: fail the capture so its task ends."""
@@ -128,11 +130,10 @@ class Runtime:
         imported = self.imports.advance()  # also where no API process paces imports (an idle Cloud Run)
         self.relay.send(recaptures + lost + imported)
         expired = self.deletions.expire(self.settings.retention_days) if self.settings.retention_days else []
-        self.forget(expired)
         counts = {"recaptured": len(recaptures), "webhooks_resent": len(lost), "expired": len(expired),
                   "import_captures_started": len(imported)}
+        counts.update({f"files_{k}": v for k, v in self.forget(expired).items()})
         counts.update(housekeep(self.ledger, self.relay))
-        counts.update({f"files_{k}": v for k, v in self.deletions.purge().items()})
         if self.replica.enabled:
             counts.update({f"replica_{k}": v for k, v in self.replica.retry_pending().items()})
         return counts

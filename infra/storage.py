@@ -23,6 +23,7 @@ from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.auth.credentials import AnonymousCredentials, Signing
 from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from htbase.config import Settings
 from htbase.logs import log
@@ -35,6 +36,7 @@ logger = logging.getLogger("htbase.storage")
 COMPRESSIBLE_TYPES = frozenset({"text/html", "text/plain", "text/css", "application/json", "image/svg+xml"})
 # How much of an object a streaming read fetches at once from GCS.
 STREAM_CHUNK_BYTES = 1024 * 1024
+DELETE_TIMEOUT_S = 5.0
 
 
 class ObjectNotFound(KeyError):
@@ -214,9 +216,12 @@ class GcsFileStore:
     def delete_prefix(self, prefix: str) -> int:
         check_key(prefix.rstrip("/"))
         removed = 0
-        for blob in self.bucket.client.list_blobs(self.bucket, prefix=prefix):
+        # Bounded: a removal that fails is retried later, so an outage must not hold the caller for
+        # the client's default two minutes of retries.
+        calls = {"retry": DEFAULT_RETRY.with_timeout(DELETE_TIMEOUT_S), "timeout": DELETE_TIMEOUT_S}
+        for blob in self.bucket.client.list_blobs(self.bucket, prefix=prefix, **calls):
             with suppress(NotFound):  # removed meanwhile: gone all the same
-                blob.delete()
+                blob.delete(**calls)
                 removed += 1
         return removed
 

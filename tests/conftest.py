@@ -18,6 +18,7 @@ from emulators.postgres import ThrowawayPostgres
 from htbase.config import Settings
 from infra.db import make_engine, migrate
 from infra.ledger import Ledger
+from tests.receiver import SECRET as WEBHOOK_SECRET
 
 pytest_plugins = ["tests.site.fixtures", "tests.egress_fixtures"]
 
@@ -80,6 +81,7 @@ def embedded_settings(tmp_path) -> Settings:
         max_attempts=3,
         retry_backoff_s=0.2,
         sweep_interval_s=3600,
+        webhook_secret=WEBHOOK_SECRET,  # webhooks on, as `make run` has them with WEBHOOK_SECRET set
     )
 
 

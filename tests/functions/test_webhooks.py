@@ -1,6 +1,7 @@
 """Webhooks on the embedded service (its dispatcher, the push handler Cloud Run runs), on SQLite and Postgres:
 one signed delivery per task once everything it reports is stored, retried on 5xx and 429 only, and never
 sent where the egress guard refuses."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,17 @@ def receiver():
 def embedded(settings, **changes) -> EmbeddedService:
     """The embedded service (``with`` starts it); nothing is captured unless a test sends the archive
     messages itself."""
-    return EmbeddedService(settings.with_(**{"webhook_secret": SECRET, "retry_backoff_s": 0.05,
-                                             "sweep_interval_s": 3600, "archivers": ARCHIVERS, **changes}))
+    return EmbeddedService(
+        settings.with_(
+            **{
+                "webhook_secret": SECRET,
+                "retry_backoff_s": 0.05,
+                "sweep_interval_s": 3600,
+                "archivers": ARCHIVERS,
+                **changes,
+            }
+        )
+    )
 
 
 @pytest.fixture
@@ -41,8 +51,9 @@ def service(settings):
 
 
 def accept(service, webhook_url: str, url: str = "https://example.org/page", archivers=ARCHIVERS) -> str:
-    return service.runtime.ledger.create_task([NewItem(url, url.rsplit("/", 1)[-1] * 8)], archivers,
-                                              webhook_url=webhook_url).task_id
+    return service.runtime.ledger.create_task(
+        [NewItem(url, url.rsplit("/", 1)[-1] * 8)], archivers, webhook_url=webhook_url
+    ).task_id
 
 
 def finish(service, task_id: str, archiver: str) -> None:
@@ -148,8 +159,12 @@ def test_the_egress_guard_refuses_a_private_receiver(settings, receiver):
 
 def test_a_batch_sends_one_webhook_when_its_last_task_ends(service, receiver):
     ledger = service.runtime.ledger
-    batch = ledger.create_task([NewItem(f"https://example.org/{n}", f"{n}" * 8) for n in "abc"], ["pdf"],
-                               webhook_url=receiver.url("/batch"), batch=True)
+    batch = ledger.create_task(
+        [NewItem(f"https://example.org/{n}", f"{n}" * 8) for n in "abc"],
+        ["pdf"],
+        webhook_url=receiver.url("/batch"),
+        batch=True,
+    )
     for child in batch.children:
         finish(service, child["task_id"], "pdf")
     [hook] = receiver.wait("/batch")
@@ -181,8 +196,11 @@ def test_formats_ending_at_once_announce_the_task_once(service, receiver):
             thread.join()
     hooks = receiver.wait("/race", len(tasks))
     settled(service)
-    assert sorted(verified(hook)["task_id"] for hook in receiver.at("/race")) == sorted(tasks) == sorted(
-        hook.body["task_id"] for hook in hooks)
+    assert (
+        sorted(verified(hook)["task_id"] for hook in receiver.at("/race"))
+        == sorted(tasks)
+        == sorted(hook.body["task_id"] for hook in hooks)
+    )
     with service.runtime.ledger.session() as session:
         assert session.query(WebhookDelivery).count() == len(tasks)
 
@@ -199,10 +217,27 @@ def test_a_redelivered_push_sends_no_second_webhook(settings, receiver, test_sit
         child = created.children[0]
         request = ArchiveRequest(created.task_id, child["item_id"], url, "monolith")
         push = create_push_app(service.runtime, authenticator=None).test_client()
-        envelope = build_push_envelope(request.to_json(), archive_outgoing(request).attributes,
-                                       subscription="projects/local/subscriptions/archive-monolith")
+        envelope = build_push_envelope(
+            request.to_json(),
+            archive_outgoing(request).attributes,
+            subscription="projects/local/subscriptions/archive-monolith",
+        )
         for _ in range(2):
-            assert push.post("/push/archive", data=json.dumps(envelope), content_type="application/json").status_code == 200
+            assert (
+                push.post("/push/archive", data=json.dumps(envelope), content_type="application/json").status_code
+                == 200
+            )
         settled(service)
         assert len(receiver.at("/once")) == 1
         assert document(service, created.task_id)["webhook"]["attempts"] == 1
+
+
+def test_a_webhook_url_is_refused_where_no_webhook_can_be_signed(settings, receiver):
+    body = {"url": "https://example.org/page", "archivers": ["pdf"], "webhook_url": receiver.url("/hook")}
+    with embedded(settings, webhook_secret="") as service:
+        refused = service.api.test_client().post("/api/v2/archive", json=body)
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "webhooks_off"
+    assert "WEBHOOK_SECRET" in refused.get_json()["error"]["message"]
+    with embedded(settings) as service:
+        service.dispatcher.close()  # accepted, and never captured
+        assert service.api.test_client().post("/api/v2/archive", json=body).status_code == 202
