@@ -23,6 +23,7 @@ Put the decorator under the route's: ``@bp.post(...)`` then ``@requires("admin")
 without a word, and ``document_scopes`` writes each operation's scope into the OpenAPI
 document from the same declarations.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -98,8 +99,13 @@ def start_notice(settings: Settings, keys: ApiKeys) -> str:
     if keys.any_made():
         return "API keys: every request but health and the API's document needs one"
     if keys_required(settings):
-        reason = ("API_KEYS_REQUIRED is on" if settings.api_keys_required else
-                  f"HOST={settings.host} is not loopback" if not _loopback(settings.host) else "this is a cloud role")
+        reason = (
+            "API_KEYS_REQUIRED is on"
+            if settings.api_keys_required
+            else f"HOST={settings.host} is not loopback"
+            if not _loopback(settings.host)
+            else "this is a cloud role"
+        )
         raise ConfigError(f"API keys are required ({reason}) and none exists: {CREATE_ONE}")
     return f"no API key exists: the API is open to anyone who can reach {settings.host}:{settings.port}; {CREATE_ONE}"
 
@@ -146,11 +152,16 @@ class Gate:
             return
         key = self._key()
         if not key.grants(scope):
-            raise ApiError(403, "forbidden", f"this key's scope is {key.scope}; {request.method} {request.path} "
-                                             f"needs {scope}")
+            raise ApiError(
+                403, "forbidden", f"this key's scope is {key.scope}; {request.method} {request.path} needs {scope}"
+            )
         if _declared(view, "submission") and (wait := self.buckets.take(key.prefix)):
-            raise ApiError(429, "rate_limited", f"key {key.prefix} is over its submission rate; retry in "
-                                                f"{math.ceil(wait)} s", {"Retry-After": str(math.ceil(wait))})
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"key {key.prefix} is over its submission rate; retry in {math.ceil(wait)} s",
+                {"Retry-After": str(math.ceil(wait))},
+            )
 
     def _key(self) -> KeyInfo:
         bearer = re.fullmatch(r"Bearer\s+(\S+)\s*", request.headers.get("Authorization", ""), re.IGNORECASE)
@@ -159,8 +170,12 @@ class Gate:
             presented = request.args.get("key", "").strip()
         challenge = {"WWW-Authenticate": 'Bearer realm="htbase"'}
         if not presented:
-            raise ApiError(401, "unauthorized", "an API key is required: send Authorization: Bearer KEY or "
-                                                "X-API-Key: KEY", challenge)
+            raise ApiError(
+                401,
+                "unauthorized",
+                "an API key is required: send Authorization: Bearer KEY or X-API-Key: KEY",
+                challenge,
+            )
         key = self.keys.find(presented)
         if key is None:
             raise ApiError(401, "unauthorized", "unknown or revoked API key", challenge)
@@ -191,7 +206,12 @@ def document_scopes(app: Flask, document: dict[str, Any]) -> dict[str, Any]:
             operation["responses"].setdefault("401", {"description": "no key, or an unknown or revoked one", **error})
             operation["responses"].setdefault("403", {"description": f"the key lacks the {scope} scope", **error})
             if _declared(view, "submission"):
-                operation["responses"].setdefault("429", {
-                    "description": "over the key's submission rate", **error,
-                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}})
+                operation["responses"].setdefault(
+                    "429",
+                    {
+                        "description": "over the key's submission rate",
+                        **error,
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+                    },
+                )
     return document

@@ -5,6 +5,7 @@ reads the body here: 413 for one of ``MAX_BODY_BYTES`` or more (also when it com
 chunked), 400 for one that is not JSON (``NaN`` included), is nested past Python's limit
 or is not an object. An empty body is an empty object.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """What a handler reaches from its request: the process's ``Runtime`` and API keys, the caller's request id."""
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ Handlers raise ``ApiError``; a request the schemas refuse (pydantic's ``Validati
 answers 400 with the code its field stands for; a database that does not answer is a 503
 (nothing was written); anything unforeseen is a logged 500.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
 """Health (open to all, as load balancers and probes call it): liveness, whether this API's ledger
 answers; readiness, whether every part a request needs answers now (infra/health.py)."""
+
 from __future__ import annotations
 
 from flask import Response, jsonify

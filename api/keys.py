@@ -1,4 +1,5 @@
 """API keys over HTTP (the admin scope): make one, list them, revoke one. ``htbase keys`` does the same locally."""
+
 from __future__ import annotations
 
 from flask import Response, jsonify
@@ -15,8 +16,13 @@ bp = blueprint("keys", "API keys (admin)")
 
 
 def key_view(info: KeyInfo) -> dict:
-    return {"prefix": info.prefix, "name": info.name, "scope": info.scope,
-            "created_at": isoformat(info.created_at), "revoked_at": isoformat(info.revoked_at)}
+    return {
+        "prefix": info.prefix,
+        "name": info.name,
+        "scope": info.scope,
+        "created_at": isoformat(info.created_at),
+        "revoked_at": isoformat(info.revoked_at),
+    }
 
 
 @bp.post("/keys", responses={201: NewKey})

@@ -17,8 +17,13 @@ from infra.telemetry import prometheus_text
 bp = blueprint("metrics", "This process's metrics, in the Prometheus text format", url_prefix="")
 
 
-@bp.get("/metrics", responses={200: {"description": "Prometheus text",
-                                     "content": {"text/plain": {"schema": {"type": "string"}}}}, 404: ErrorBody})
+@bp.get(
+    "/metrics",
+    responses={
+        200: {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        404: ErrorBody,
+    },
+)
 def metrics() -> Response:
     """Counters, histograms and gauges (infra/metrics.py), as Prometheus scrapes them."""
     if not runtime().settings.prometheus_metrics:

@@ -7,6 +7,7 @@ appears in ``/api/v2/openapi.json``; ``auth.document_scopes`` adds who may call 
 page at ``/api/v2/docs`` is Redoc from its wheel: no CDN, no inline script, so it works
 offline and under a strict policy.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,23 +20,36 @@ from api.auth import public
 from api.schemas import ErrorBody
 from infra.documents import API
 
-INFO = Info(title="htbase", version="2", description=(
-    "Archive web pages five ways (SingleFile, monolith, readability, PDF, screenshot) and summarize them. "
-    "Errors are JSON `{\"error\": {\"code\", \"message\"}}`."))
+INFO = Info(
+    title="htbase",
+    version="2",
+    description=(
+        "Archive web pages five ways (SingleFile, monolith, readability, PDF, screenshot) and summarize them. "
+        'Errors are JSON `{"error": {"code", "message"}}`.'
+    ),
+)
 # Every operation may meet these; each declares its own others (404, 409, 413, ...).
 COMMON_RESPONSES = {400: ErrorBody, 503: ErrorBody}
 REDOC_ASSETS = Path(flask_openapi3_redoc.__file__).parent / "templates" / "redoc" / "js"
 DOCS_PAGE = (Path(__file__).parent / "docs" / "index.html").read_text()
 # The page's own script only; Redoc styles with inline <style> and searches in a blob: worker.
-DOCS_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-               "font-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'none'; "
-               "frame-ancestors 'none'")
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 
 
 def blueprint(name: str, description: str, url_prefix: str = API) -> APIBlueprint:
     """Routes (under /api/v2) tagged ``name`` in the document; each operation is named after its function."""
-    return APIBlueprint(name, f"api.{name}", url_prefix=url_prefix, abp_tags=[Tag(name=name, description=description)],
-                        abp_responses=COMMON_RESPONSES, operation_id_callback=lambda *, name, **_: name)
+    return APIBlueprint(
+        name,
+        f"api.{name}",
+        url_prefix=url_prefix,
+        abp_tags=[Tag(name=name, description=description)],
+        abp_responses=COMMON_RESPONSES,
+        operation_id_callback=lambda *, name, **_: name,
+    )
 
 
 docs = Blueprint("docs", __name__, url_prefix=API)

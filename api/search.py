@@ -1,4 +1,5 @@
 """Search: the archive's items ranked by how well their text matches, each with a marked snippet."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -18,9 +19,14 @@ bp = blueprint("search", "Find archived pages by their words")
 
 
 class SearchQuery(BaseModel):
-    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description=(
-        'words (all must match), "quoted phrases" and prefixes (`archiv*`), in title, URL, site, article text, '
-        "summary, key points and tags"))
+    q: str = Field(
+        min_length=1,
+        max_length=MAX_QUERY_CHARS,
+        description=(
+            'words (all must match), "quoted phrases" and prefixes (`archiv*`), in title, URL, site, article text, '
+            "summary, key points and tags"
+        ),
+    )
     limit: int = Field(20, description="page size, held to 1..100")
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
@@ -54,11 +60,27 @@ def search(query: SearchQuery) -> Response:
     except InvalidQuery as exc:
         raise ApiError(400, "bad_query", str(exc)) from None
     following = query.offset + limit
-    return jsonify({
-        "query": query.q,
-        "results": [{"item_id": h.item_id, "task_id": h.task_id, "url": h.url, "title": h.title, "site": h.site,
-                     "snippet": h.snippet, "score": round(h.score, 6), "captured_at": isoformat(h.captured_at)}
-                    for h in found.hits],
-        "total": found.total, "limit": limit, "offset": query.offset,
-        "next": f"{API}/search?{urlencode({'q': query.q, 'limit': limit, 'offset': following})}"
-        if following < found.total else None})
+    return jsonify(
+        {
+            "query": query.q,
+            "results": [
+                {
+                    "item_id": h.item_id,
+                    "task_id": h.task_id,
+                    "url": h.url,
+                    "title": h.title,
+                    "site": h.site,
+                    "snippet": h.snippet,
+                    "score": round(h.score, 6),
+                    "captured_at": isoformat(h.captured_at),
+                }
+                for h in found.hits
+            ],
+            "total": found.total,
+            "limit": limit,
+            "offset": query.offset,
+            "next": f"{API}/search?{urlencode({'q': query.q, 'limit': limit, 'offset': following})}"
+            if following < found.total
+            else None,
+        }
+    )

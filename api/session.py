@@ -12,6 +12,7 @@ of the page's own sends it as ``X-CSRF-Token``. An unsafe request that the
 cookie authenticates, or any form post to the page, must carry it; another
 site can neither read the cookie nor make a browser send it.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -45,8 +46,10 @@ class CookieKeys:
                 token = cookies.get(CSRF_COOKIE)
                 if not token or not hmac.compare_digest(token.value, environ.get("HTTP_X_CSRF_TOKEN", "")):
                     start_response("403 FORBIDDEN", [("Content-Type", "application/json")])
-                    return [b'{"error": {"code": "csrf", "message": "a request the sign-in cookie authenticates '
-                            b'must carry the X-CSRF-Token header"}}']
+                    return [
+                        b'{"error": {"code": "csrf", "message": "a request the sign-in cookie authenticates '
+                        b'must carry the X-CSRF-Token header"}}'
+                    ]
         return self.app(environ, start_response)
 
 
@@ -76,8 +79,9 @@ def keep_csrf_cookie(response: Response) -> Response:
 
 
 def sign_in(response: Response, key: str) -> Response:
-    response.set_cookie(KEY_COOKIE, key, max_age=SESSION_DAYS * 86400, httponly=True, samesite="Strict",
-                        secure=_secure(), path="/")
+    response.set_cookie(
+        KEY_COOKIE, key, max_age=SESSION_DAYS * 86400, httponly=True, samesite="Strict", secure=_secure(), path="/"
+    )
     return response
 
 

@@ -1,4 +1,5 @@
 """Summaries: ask for one (again), and read it."""
+
 from __future__ import annotations
 
 from flask import Response, jsonify

@@ -1,4 +1,5 @@
 """Tags: the user's own on each item (the summary's are suggestions), and every tag with its count."""
+
 from __future__ import annotations
 
 from typing import Annotated

@@ -1,4 +1,5 @@
 """Import and export: bookmark files in (as items, captured at a pace), bookmarks and whole archives out."""
+
 from __future__ import annotations
 
 import html
@@ -31,8 +32,9 @@ SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class ImportForm(BaseModel):
-    file: FileStorage = Field(description="a browser's bookmark HTML, Pocket's CSV, our JSON or CSV export, "
-                                          "or a list of URLs (one a line)")
+    file: FileStorage = Field(
+        description="a browser's bookmark HTML, Pocket's CSV, our JSON or CSV export, or a list of URLs (one a line)"
+    )
     archivers: str | None = Field(None, description="comma-separated; absent: every enabled archiver")
     recapture: bool = Field(False, description="capture URLs that are items already once more")
 
@@ -100,15 +102,30 @@ def import_view(found: Import, entries: bool = False, limit: int = 100, offset: 
     captures = imports.capture_counts(found.import_id)
     done = found.finished_at is not None and not captures.get("running")
     view: dict[str, Any] = {
-        "import_id": found.import_id, "status": "done" if done else "capturing", "filename": found.filename,
-        "total": found.total, "counts": found.counts, "captures": dict(captures),
-        "created_at": isoformat(found.created_at), "status_url": f"{API}/imports/{found.import_id}"}
+        "import_id": found.import_id,
+        "status": "done" if done else "capturing",
+        "filename": found.filename,
+        "total": found.total,
+        "counts": found.counts,
+        "captures": dict(captures),
+        "created_at": isoformat(found.created_at),
+        "status_url": f"{API}/imports/{found.import_id}",
+    }
     if entries:
         page = imports.entries(found.import_id, limit=limit, offset=offset)
         statuses = _task_statuses([e.task_id for e in page if e.task_id])
-        view["entries"] = [{"position": e.position, "url": e.url, "outcome": e.outcome, "item_id": e.item_id,
-                            "task_id": e.task_id, "error": e.error, "status": statuses.get(e.task_id or "")}
-                           for e in page]
+        view["entries"] = [
+            {
+                "position": e.position,
+                "url": e.url,
+                "outcome": e.outcome,
+                "item_id": e.item_id,
+                "task_id": e.task_id,
+                "error": e.error,
+                "status": statuses.get(e.task_id or ""),
+            }
+            for e in page
+        ]
     return view
 
 
@@ -162,24 +179,43 @@ def bookmarks(entries: list[Entry]) -> list[Bookmark]:
     return [Bookmark(e.url, e.title, tuple(e.tags), e.created_at, e.captured_at) for e in entries]
 
 
-@bp.get("/export", responses={200: {"description": "the bookmark file", "content": {
-    media: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()}}})
+@bp.get(
+    "/export",
+    responses={
+        200: {
+            "description": "the bookmark file",
+            "content": {media: {"schema": {"type": "string"}} for media in MEDIA_TYPES.values()},
+        }
+    },
+)
 def export(query: ExportQuery) -> Response:
     """Every item as a bookmark (URL, title, tags, when saved and last captured): browsers import the HTML."""
     catalog = runtime().catalog
     every = [entry for ids in catalog.every_item_id() for entry in catalog.entries(ids)]
-    return Response(RENDERERS[query.format](bookmarks(every)), headers={
-        "Content-Type": MEDIA_TYPES[query.format],
-        "Content-Disposition": f'attachment; filename="htbase-bookmarks.{query.format}"'})
+    return Response(
+        RENDERERS[query.format](bookmarks(every)),
+        headers={
+            "Content-Type": MEDIA_TYPES[query.format],
+            "Content-Disposition": f'attachment; filename="htbase-bookmarks.{query.format}"',
+        },
+    )
 
 
-@bp.get("/export/archive", responses={200: {"description": "a zip, made as it streams",
-                                            "content": {"application/zip": {"schema": {"type": "string",
-                                                                                       "format": "binary"}}}}})
+@bp.get(
+    "/export/archive",
+    responses={
+        200: {
+            "description": "a zip, made as it streams",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def export_archive() -> Response:
     """Every item's newest files in one zip, with an index.html that opens offline."""
-    return Response(_zip_stream(runtime().store, _archive_entries(runtime().catalog)),
-                    headers=archive_headers("application/zip", "htbase-archive.zip"))
+    return Response(
+        _zip_stream(runtime().store, _archive_entries(runtime().catalog)),
+        headers=archive_headers("application/zip", "htbase-archive.zip"),
+    )
 
 
 def _archive_entries(catalog: Catalog) -> Iterator[tuple[str, str | bytes]]:
@@ -207,13 +243,18 @@ def _index_page(listed: list[tuple[Entry, list[str]]]) -> str:
     for entry, files in listed:
         links = " ".join(f'<a href="{esc(name)}">{esc(name.rsplit("/", 1)[1])}</a>' for name in files)
         captured = isoformat(entry.captured_at) or ""
-        rows.append(f"<li><h2>{esc(entry.title or entry.url)}</h2>"
-                    f'<p><a href="{esc(entry.url)}">{esc(entry.url)}</a> · captured {esc(captured)}'
-                    + (f" · tags: {esc(', '.join(entry.tags))}" if entry.tags else "")
-                    + f"</p><p>{links or 'nothing was captured'}</p></li>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>htbase archive</title>"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:50em;margin:auto;padding:1em}"
-            "li{margin-bottom:1em}h2{font-size:1.1em;margin:0}</style></head><body>"
-            f"<h1>htbase archive</h1><p>{len(listed)} items, newest capture first.</p><ol>"
-            + "".join(rows) + "</ol></body></html>\n")
+        rows.append(
+            f"<li><h2>{esc(entry.title or entry.url)}</h2>"
+            f'<p><a href="{esc(entry.url)}">{esc(entry.url)}</a> · captured {esc(captured)}'
+            + (f" · tags: {esc(', '.join(entry.tags))}" if entry.tags else "")
+            + f"</p><p>{links or 'nothing was captured'}</p></li>"
+        )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>htbase archive</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:50em;margin:auto;padding:1em}"
+        "li{margin-bottom:1em}h2{font-size:1.1em;margin:0}</style></head><body>"
+        f"<h1>htbase archive</h1><p>{len(listed)} items, newest capture first.</p><ol>"
+        + "".join(rows)
+        + "</ol></body></html>\n"
+    )

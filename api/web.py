@@ -8,6 +8,7 @@ strict policy (its own script and style only); captured pages are only ever
 linked to, served by the archives route under its sandbox, and the reader
 view is the readability HTML sanitized (nh3).
 """
+
 from __future__ import annotations
 
 import re
@@ -37,16 +38,60 @@ from infra.tags import InvalidTag
 bp = Blueprint("web", __name__, template_folder="templates")
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 30
-PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-READER_TAGS = {"a", "p", "br", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "blockquote", "pre", "code",
-               "em", "strong", "b", "i", "u", "s", "sub", "sup", "table", "thead", "tbody", "tr", "th", "td",
-               "hr", "figure", "figcaption", "dl", "dt", "dd", "q", "cite", "time", "abbr", "mark", "small", "span"}
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+READER_TAGS = {
+    "a",
+    "p",
+    "br",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "pre",
+    "code",
+    "em",
+    "strong",
+    "b",
+    "i",
+    "u",
+    "s",
+    "sub",
+    "sup",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "hr",
+    "figure",
+    "figcaption",
+    "dl",
+    "dt",
+    "dd",
+    "q",
+    "cite",
+    "time",
+    "abbr",
+    "mark",
+    "small",
+    "span",
+}
 ARTICLE = re.compile(r"<article>(.*)</article>", re.S)
 
 
 def form_post(view):
     """A form the page posts: it must carry this browser's CSRF token."""
+
     @wraps(view)
     def checked(*args: Any, **kwargs: Any):
         if not csrf_valid(request):
@@ -65,8 +110,12 @@ def page_headers(response: Response) -> Response:
 
 @bp.app_context_processor
 def page_context() -> dict[str, Any]:
-    return {"csrf_field": CSRF_FIELD, "csrf_token": csrf_token, "isoformat": isoformat,
-            "signed_in": signed_in_by_cookie}
+    return {
+        "csrf_field": CSRF_FIELD,
+        "csrf_token": csrf_token,
+        "isoformat": isoformat,
+        "signed_in": signed_in_by_cookie,
+    }
 
 
 @bp.errorhandler(ApiError)
@@ -131,13 +180,23 @@ def home():
         snippets = {hit.item_id: hit.snippet for hit in found.hits} if found else {}
         total = found.total if found else 0
     else:
-        entries, total = runtime().catalog.page(limit=PAGE_SIZE, offset=offset, tag=tag or None,
-                                                failed=status == "failed")
+        entries, total = runtime().catalog.page(
+            limit=PAGE_SIZE, offset=offset, tag=tag or None, failed=status == "failed"
+        )
     following = {k: v for k, v in {"q": q, "tag": tag, "status": status, "offset": offset + PAGE_SIZE}.items() if v}
-    return render_template("home.html", entries=entries, total=total, q=q, tag=tag, status=status, error=error,
-                           snippets=snippets, tags=runtime().tags.counts(),
-                           next_page=f"/?{urlencode(following)}" if offset + PAGE_SIZE < total else None,
-                           bookmarklet=bookmarklet())
+    return render_template(
+        "home.html",
+        entries=entries,
+        total=total,
+        q=q,
+        tag=tag,
+        status=status,
+        error=error,
+        snippets=snippets,
+        tags=runtime().tags.counts(),
+        next_page=f"/?{urlencode(following)}" if offset + PAGE_SIZE < total else None,
+        bookmarklet=bookmarklet(),
+    )
 
 
 def bookmarklet() -> str:
@@ -184,9 +243,15 @@ def item_page(item_id: str):
     entry = entry_or_404(item_id)
     snapshots = runtime().catalog.snapshots(item_id)
     chosen = next((s for s in snapshots if s.task_id == request.args.get("snapshot")), snapshots[0])
-    return render_template("item.html", entry=entry, snapshots=snapshots, snapshot=chosen,
-                           reader=reader_view(chosen), summary=snapshot_summary(chosen, entry),
-                           archivers=[a for a in ARCHIVERS if chosen.artifact(a) is not None])
+    return render_template(
+        "item.html",
+        entry=entry,
+        snapshots=snapshots,
+        snapshot=chosen,
+        reader=reader_view(chosen),
+        summary=snapshot_summary(chosen, entry),
+        archivers=[a for a in ARCHIVERS if chosen.artifact(a) is not None],
+    )
 
 
 def snapshot_summary(snapshot, entry: Entry) -> dict[str, Any]:
@@ -203,10 +268,19 @@ def reader_view(snapshot) -> str | None:
         return None
     document = runtime().store.get(article.storage_key).decode("utf-8", "replace")
     found = ARTICLE.search(document)
-    return nh3.clean(found[1] if found else document, tags=READER_TAGS, attributes={"a": {"href", "title"},
-                     "time": {"datetime"}, "abbr": {"title"}, "td": {"colspan", "rowspan"},
-                     "th": {"colspan", "rowspan"}}, url_schemes={"http", "https"},
-                     link_rel="noopener noreferrer nofollow")
+    return nh3.clean(
+        found[1] if found else document,
+        tags=READER_TAGS,
+        attributes={
+            "a": {"href", "title"},
+            "time": {"datetime"},
+            "abbr": {"title"},
+            "td": {"colspan", "rowspan"},
+            "th": {"colspan", "rowspan"},
+        },
+        url_schemes={"http", "https"},
+        link_rel="noopener noreferrer nofollow",
+    )
 
 
 @bp.post("/items/<item_id>/recapture")
@@ -297,5 +371,6 @@ def import_progress(import_id: str):
     found = runtime().imports.get(import_id)
     if found is None:
         abort(404, f"no import {import_id}")
-    return render_template("import_progress.html", found=found,
-                           entries=runtime().imports.entries(import_id, limit=500, offset=0))
+    return render_template(
+        "import_progress.html", found=found, entries=runtime().imports.entries(import_id, limit=500, offset=0)
+    )

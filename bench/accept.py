@@ -14,6 +14,7 @@ latency probe afterwards asks an idle monolith service, one request at a time.
 ``--tracing`` records every span and exports traces and metrics over OTLP (to a sink that
 discards them); without it no span is recorded. The difference is tracing's overhead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,14 +75,21 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="htbase-accept-"))
-    with otlp_sink() as sink, serve_test_site() as site, Stack(
-            root, services=("api", "archiver-monolith"),
+    with (
+        otlp_sink() as sink,
+        serve_test_site() as site,
+        Stack(
+            root,
+            services=("api", "archiver-monolith"),
             overrides={"ALLOW_PRIVATE_URLS": "1", "LOG_LEVEL": "WARNING", **telemetry_settings(args.tracing, sink)},
-    ) as stack:
+        ) as stack,
+    ):
         url = site.url("/missing")  # a cheap capture for the probe: one request, a permanent 404
         results = multiprocessing.Queue()
-        workers = [multiprocessing.Process(target=client, args=(stack.api_url, url, args.seconds, results))
-                   for _ in range(args.clients)]
+        workers = [
+            multiprocessing.Process(target=client, args=(stack.api_url, url, args.seconds, results))
+            for _ in range(args.clients)
+        ]
         api = family(stack.pids()["api"])  # gunicorn and its workers
         started, api_cpu = time.perf_counter(), cpu_seconds(api)
         for worker in workers:
@@ -95,27 +103,42 @@ def main() -> None:
 
         probes = []
         for _ in range(20):
-            probes.append(requests.post(f"{stack.api_url}/api/v2/archive",
-                                        json={"url": url, "archivers": ["monolith"]}, timeout=30).json()["task_id"])
+            probes.append(
+                requests.post(
+                    f"{stack.api_url}/api/v2/archive", json={"url": url, "archivers": ["monolith"]}, timeout=30
+                ).json()["task_id"]
+            )
             time.sleep(0.3)
         time.sleep(3)  # let the last pushes land
         engine = sa.create_engine(stack.env["DATABASE_URL"])
         with engine.connect() as connection:
-            waits = [float(row[0]) for row in connection.execute(sa.text(
-                "SELECT EXTRACT(EPOCH FROM a.started_at - t.created_at) FROM artifacts a "
-                "JOIN tasks t USING (task_id) WHERE a.started_at IS NOT NULL AND t.task_id IN :ids")
-                .bindparams(sa.bindparam("ids", expanding=True)), {"ids": probes})]
+            waits = [
+                float(row[0])
+                for row in connection.execute(
+                    sa.text(
+                        "SELECT EXTRACT(EPOCH FROM a.started_at - t.created_at) FROM artifacts a "
+                        "JOIN tasks t USING (task_id) WHERE a.started_at IS NOT NULL AND t.task_id IN :ids"
+                    ).bindparams(sa.bindparam("ids", expanding=True)),
+                    {"ids": probes},
+                )
+            ]
         engine.dispose()
 
-    print(f"\n{args.clients} clients for {args.seconds:.0f}s against the API on the emulator stack, "
-          f"tracing {'on (OTLP)' if args.tracing else 'off'}")
+    print(
+        f"\n{args.clients} clients for {args.seconds:.0f}s against the API on the emulator stack, "
+        f"tracing {'on (OTLP)' if args.tracing else 'off'}"
+    )
     print(f"accepted: {len(latencies)} ({len(latencies) / elapsed:.0f} requests/s), errors: {errors}")
-    print(f"accept latency: p50 {1000 * statistics.median(latencies):.1f} ms, "
-          f"p99 {1000 * percentile(latencies, 0.99):.1f} ms")
+    print(
+        f"accept latency: p50 {1000 * statistics.median(latencies):.1f} ms, "
+        f"p99 {1000 * percentile(latencies, 0.99):.1f} ms"
+    )
     print(f"API CPU per accepted request: {1000 * api_cpu / max(1, len(latencies)):.2f} ms")
     if waits:
-        print(f"accept to first push at the archiver: median {1000 * statistics.median(waits):.0f} ms "
-              f"over {len(waits)} probes (p90 {1000 * percentile(waits, 0.9):.0f} ms)")
+        print(
+            f"accept to first push at the archiver: median {1000 * statistics.median(waits):.0f} ms "
+            f"over {len(waits)} probes (p90 {1000 * percentile(waits, 0.9):.0f} ms)"
+        )
 
 
 if __name__ == "__main__":

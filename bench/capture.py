@@ -11,6 +11,7 @@ the two, which is the pipeline's own overhead.
 ``--tracing`` records every span and exports traces and metrics over OTLP (to a sink that
 discards them); without it no span is recorded. The difference is tracing's overhead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,11 +97,18 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="htbase-bench-"))
     sink = ExitStack()  # left open: the last export, at exit, goes to it too
-    settings = Settings.from_env({
-        "DATABASE_URL": f"sqlite:///{root / 'htbase.db'}", "LOCAL_STORAGE_PATH": str(root / "files"),
-        "ALLOW_PRIVATE_URLS": "1", "ARCHIVERS": args.archivers, "WORKER_CONCURRENCY": str(len(names)),
-        "SWEEP_INTERVAL_SECONDS": "3600", "LOG_LEVEL": "WARNING",
-        **telemetry_settings(args.tracing, sink.enter_context(otlp_sink()))})
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": f"sqlite:///{root / 'htbase.db'}",
+            "LOCAL_STORAGE_PATH": str(root / "files"),
+            "ALLOW_PRIVATE_URLS": "1",
+            "ARCHIVERS": args.archivers,
+            "WORKER_CONCURRENCY": str(len(names)),
+            "SWEEP_INTERVAL_SECONDS": "3600",
+            "LOG_LEVEL": "WARNING",
+            **telemetry_settings(args.tracing, sink.enter_context(otlp_sink())),
+        }
+    )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     memory = PeakMemory()
     memory.start()
@@ -144,8 +152,10 @@ def main() -> None:
         server.shutdown()
     memory.running = False
 
-    print(f"\n{args.pages} pages of {args.path}, archivers {args.archivers}, {os.cpu_count()} cores, "
-          f"tracing {'on (OTLP)' if args.tracing else 'off'}\n")
+    print(
+        f"\n{args.pages} pages of {args.path}, archivers {args.archivers}, {os.cpu_count()} cores, "
+        f"tracing {'on (OTLP)' if args.tracing else 'off'}\n"
+    )
     print(f"{'':14}{'pipeline median':>16}{'p95':>8}{'bare median':>13}{'p95':>8}{'ratio':>8}")
     for name in names:
         median, p95 = quantiles(per_archiver[name])
@@ -154,11 +164,14 @@ def main() -> None:
     median, p95 = quantiles(end_to_end)
     bare_median, bare_p95 = quantiles(bare_end_to_end)
     print(f"{'end to end':14}{median:15.2f}s{p95:7.2f}s{bare_median:12.2f}s{bare_p95:7.2f}s{median / bare_median:8.2f}")
-    print(f"\npages per minute: {args.pages / pipeline_minutes:.1f} through the API "
-          f"(one page at a time, its captures in parallel)")
+    print(
+        f"\npages per minute: {args.pages / pipeline_minutes:.1f} through the API "
+        f"(one page at a time, its captures in parallel)"
+    )
     print(f"pipeline overhead: {100 * (median / bare_median - 1):+.1f}% of bare tool time (end-to-end medians)")
-    print(f"htbase process CPU per page (API, dispatcher, ledger, storage, telemetry): "
-          f"{1000 * own_cpu_per_page:.0f} ms")
+    print(
+        f"htbase process CPU per page (API, dispatcher, ledger, storage, telemetry): {1000 * own_cpu_per_page:.0f} ms"
+    )
     print(f"peak memory (process tree): {memory.peak:.0f} MiB")
 
 

@@ -94,13 +94,31 @@ class Plan:
 
 KILL = Fault("kill")
 OUTAGES = (("pubsub", 30), ("postgres", 30), ("firestore", 60), ("gcs", 30))
-FULL = Plan(1000, ARCHIVERS, (*(f for name, s in OUTAGES for f in (KILL, KILL, Fault("stop", name, s))), KILL, KILL),
-            pause_s=15, lease_s=300, drain_timeout_s=3 * 3600)  # the production lease
+FULL = Plan(
+    1000,
+    ARCHIVERS,
+    (*(f for name, s in OUTAGES for f in (KILL, KILL, Fault("stop", name, s))), KILL, KILL),
+    pause_s=15,
+    lease_s=300,
+    drain_timeout_s=3 * 3600,
+)  # the production lease
 # Monolith needs no browser; readability (Chromium) for one submission in five brings summaries in.
-REDUCED = Plan(100, ("monolith",),
-               (KILL, Fault("stop", "pubsub", 8), Fault("stop", "postgres", 8), Fault("stop", "firestore", 10),
-                Fault("stop", "gcs", 8)),
-               pause_s=4, lease_s=30, drain_timeout_s=300, also=("readability",), also_every=5)
+REDUCED = Plan(
+    100,
+    ("monolith",),
+    (
+        KILL,
+        Fault("stop", "pubsub", 8),
+        Fault("stop", "postgres", 8),
+        Fault("stop", "firestore", 10),
+        Fault("stop", "gcs", 8),
+    ),
+    pause_s=4,
+    lease_s=30,
+    drain_timeout_s=300,
+    also=("readability",),
+    also_every=5,
+)
 
 
 @dataclass
@@ -131,9 +149,17 @@ class Result:
     @property
     def sound(self) -> bool:
         """Nothing lost, duplicated, corrupted or left behind."""
-        return (not self.lost and not self.storage_mismatches and not self.replica_mismatches
-                and self.stored_twice == 0 and self.drained_s is not None and self.outbox_unsent == 0
-                and self.replica_pending == 0 and self.messages_left == 0 and self.summaries["missing"] == 0)
+        return (
+            not self.lost
+            and not self.storage_mismatches
+            and not self.replica_mismatches
+            and self.stored_twice == 0
+            and self.drained_s is not None
+            and self.outbox_unsent == 0
+            and self.replica_pending == 0
+            and self.messages_left == 0
+            and self.summaries["missing"] == 0
+        )
 
 
 # --- the load ---------------------------------------------------------------------------------
@@ -142,13 +168,14 @@ class Result:
 def units(plan: Plan, site_url) -> list[list[str]]:
     """The submissions: lists of URLs, singles and batches (a third of the URLs), shuffled. Most pages
     are the test article; one in twenty has no article, one in twenty is missing (HTTP 404)."""
+
     def url(n: int) -> str:
         page = "/missing" if n % 20 == 7 else "/no-article.html" if n % 20 == 13 else "/article.html"
         return site_url(f"{page}?chaos={n}")
 
     urls = [url(n) for n in range(plan.urls)]
     in_batches = (plan.urls // 3) // BATCH_SIZE * BATCH_SIZE
-    batches = [urls[i:i + BATCH_SIZE] for i in range(0, in_batches, BATCH_SIZE)]
+    batches = [urls[i : i + BATCH_SIZE] for i in range(0, in_batches, BATCH_SIZE)]
     submissions = batches + [[u] for u in urls[in_batches:]]
     random.Random(12).shuffle(submissions)
     return submissions
@@ -157,8 +184,7 @@ def units(plan: Plan, site_url) -> list[list[str]]:
 class Submitter(threading.Thread):
     """Submits every unit, evenly over ``duration_s``; what is refused (Postgres down: 503) is sent again."""
 
-    def __init__(self, api: str, submissions: list[list[str]], plan: Plan, duration_s: float,
-                 result: Result) -> None:
+    def __init__(self, api: str, submissions: list[list[str]], plan: Plan, duration_s: float, result: Result) -> None:
         super().__init__(name="submitter", daemon=True)
         self.api, self.submissions, self.plan, self.duration_s = api, submissions, plan, duration_s
         self.result = result
@@ -173,8 +199,9 @@ class Submitter(threading.Thread):
             else:
                 path, body = "/archive/batch", {"items": [{"url": u} for u in urls], "archivers": archivers}
             answer = self.submit(session, path, body)
-            self.result.accepted += [t["task_id"] for t in answer["tasks"]] if "tasks" in answer \
-                else [answer["task_id"]]
+            self.result.accepted += (
+                [t["task_id"] for t in answer["tasks"]] if "tasks" in answer else [answer["task_id"]]
+            )
             self.result.submitted_urls += len(urls)
 
     def submit(self, session: requests.Session, path: str, body: dict) -> dict:
@@ -254,13 +281,16 @@ def check_tasks(api: str, engine: sa.Engine, result: Result) -> None:
         for (error,) in connection.execute(sa.text("SELECT error FROM artifacts WHERE status = 'failed'")):
             result.failed[reason(error)] += 1
         result.claims = connection.execute(sa.text("SELECT coalesce(sum(attempts), 0) FROM artifacts")).scalar()
-        summaries = connection.execute(sa.text("""
+        summaries = connection.execute(
+            sa.text("""
             SELECT coalesce(s.status, 'missing') FROM artifacts a JOIN tasks t ON t.task_id = a.task_id
             LEFT JOIN summaries s ON s.cache_key = t.summary_key
-            WHERE a.archiver = 'readability' AND a.status = 'success'"""))
+            WHERE a.archiver = 'readability' AND a.status = 'success'""")
+        )
         result.summaries.update(status if status != "pending" else "missing" for (status,) in summaries)
         result.outbox_unsent = connection.execute(
-            sa.text("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")).scalar()
+            sa.text("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")
+        ).scalar()
         result.replica_pending = connection.execute(sa.text("SELECT count(*) FROM replica_pending")).scalar()
 
 
@@ -270,8 +300,9 @@ def check_storage(stack: Stack, engine: sa.Engine, result: Result) -> None:
     objects = {blob.name for blob in gcs_client(stack.settings).list_blobs(stack.settings.gcs_bucket)}
     expected: set[str] = set()
     with engine.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT task_id, archiver, storage_key, sha256, size, meta FROM artifacts WHERE status = 'success'"))
+        rows = connection.execute(
+            sa.text("SELECT task_id, archiver, storage_key, sha256, size, meta FROM artifacts WHERE status = 'success'")
+        )
         for task_id, archiver, key, sha256, size, meta in rows:
             meta = json.loads(meta) if isinstance(meta, str) else meta
             extras = set((meta or {}).get("extras", {}).values())
@@ -294,9 +325,11 @@ def check_replica(stack: Stack, engine: sa.Engine, result: Result) -> None:
         expected.update(render(task_id))
     collection = firestore_client(stack.settings).collection(stack.settings.firestore_collection)
     stored = {snapshot.id: snapshot.to_dict() for snapshot in collection.stream(timeout=60)}
-    result.replica_mismatches = [f"{doc_id}: {difference(expected.get(doc_id), stored.get(doc_id))}"
-                                 for doc_id in sorted(expected.keys() | stored.keys())
-                                 if expected.get(doc_id) != stored.get(doc_id)]
+    result.replica_mismatches = [
+        f"{doc_id}: {difference(expected.get(doc_id), stored.get(doc_id))}"
+        for doc_id in sorted(expected.keys() | stored.keys())
+        if expected.get(doc_id) != stored.get(doc_id)
+    ]
 
 
 def difference(expected: Any, stored: Any, path: str = "") -> str:
@@ -307,8 +340,11 @@ def difference(expected: Any, stored: Any, path: str = "") -> str:
     if not isinstance(expected, dict) or not isinstance(stored, dict):
         shown = (json.dumps(value, default=str)[:80] for value in (expected, stored))
         return f"{path or 'document'}: " + " -> ".join(shown)
-    return "; ".join(difference(expected.get(key), stored.get(key), f"{path}.{key}".lstrip("."))
-                     for key in sorted(expected.keys() | stored.keys()) if expected.get(key) != stored.get(key))[:400]
+    return "; ".join(
+        difference(expected.get(key), stored.get(key), f"{path}.{key}".lstrip("."))
+        for key in sorted(expected.keys() | stored.keys())
+        if expected.get(key) != stored.get(key)
+    )[:400]
 
 
 def check_subscriptions(stack: Stack, result: Result) -> None:
@@ -316,12 +352,14 @@ def check_subscriptions(stack: Stack, result: Result) -> None:
     settings = stack.settings
     _, subscriber = pubsub_clients(settings.pubsub_emulator_host)
     for route in ROUTES:
-        path = subscriber.subscription_path(settings.pubsub_project_id,
-                                            f"{topic_name(settings.topic_prefix, route.topic)}-push")
+        path = subscriber.subscription_path(
+            settings.pubsub_project_id, f"{topic_name(settings.topic_prefix, route.topic)}-push"
+        )
         response = subscriber.pull(subscription=path, max_messages=1000, return_immediately=True, timeout=30)
         if response.received_messages:  # hand them back
-            subscriber.modify_ack_deadline(subscription=path, ack_deadline_seconds=0,
-                                           ack_ids=[m.ack_id for m in response.received_messages])
+            subscriber.modify_ack_deadline(
+                subscription=path, ack_deadline_seconds=0, ack_ids=[m.ack_id for m in response.received_messages]
+            )
         result.messages_left += len(response.received_messages)
 
 
@@ -340,8 +378,9 @@ def check_captures(stack: Stack, result: Result) -> None:
         result.started += starts
         result.stored_twice += messages.count("capture stored") > 1
         result.retried_after_failure += messages.count("capture failed; will retry")
-        ends = sum(m.startswith(("capture stored", "capture failed", "capture finished after losing"))
-                   for m in messages)
+        ends = sum(
+            m.startswith(("capture stored", "capture failed", "capture finished after losing")) for m in messages
+        )
         result.taken_over += max(0, starts - ends)  # a capture that died with its process
         result.taken_over += messages.count("capture finished after losing its lease; discarded")
 
@@ -354,11 +393,19 @@ def run(plan: Plan, site, root: Path | None = None, seed: int = 7) -> Result:
     root = root or Path(tempfile.mkdtemp(prefix="htbase-chaos-"))
     result, began = Result(), time.monotonic()
     services = ("api", *plan.services, "summarizer", "dead-letter")
-    overrides = {"ALLOW_PRIVATE_URLS": "1", "LEASE_SECONDS": str(plan.lease_s), "SWEEP_INTERVAL_SECONDS": "2",
-                 "RETRY_BACKOFF_SECONDS": "1", "LOG_LEVEL": "INFO"}
+    overrides = {
+        "ALLOW_PRIVATE_URLS": "1",
+        "LEASE_SECONDS": str(plan.lease_s),
+        "SWEEP_INTERVAL_SECONDS": "2",
+        "RETRY_BACKOFF_SECONDS": "1",
+        "LOG_LEVEL": "INFO",
+    }
     with Stack(root, overrides=overrides, services=services) as stack:
-        print(f"stack up in {time.monotonic() - began:.0f}s ({root}); {plan.urls} URLs, faults: "
-              + ", ".join(map(str, plan.faults)), flush=True)
+        print(
+            f"stack up in {time.monotonic() - began:.0f}s ({root}); {plan.urls} URLs, faults: "
+            + ", ".join(map(str, plan.faults)),
+            flush=True,
+        )
         schedule_s = sum(plan.pause_s + f.seconds for f in plan.faults)
         submitter = Submitter(stack.api_url, units(plan, site.url), plan, schedule_s, result)
         submitter.start()
@@ -380,8 +427,11 @@ def run(plan: Plan, site, root: Path | None = None, seed: int = 7) -> Result:
 
 def table(plan: Plan, result: Result) -> str:
     rows = [
-        ("submitted URLs", f"{result.submitted_urls} ({len(result.accepted)} tasks accepted, "
-                           f"{plan.urls // 3 // BATCH_SIZE} of them batches of {BATCH_SIZE})"),
+        (
+            "submitted URLs",
+            f"{result.submitted_urls} ({len(result.accepted)} tasks accepted, "
+            f"{plan.urls // 3 // BATCH_SIZE} of them batches of {BATCH_SIZE})",
+        ),
         ("sent again (refused while down)", ", ".join(f"{n} × {why}" for why, n in result.refused.items()) or "0"),
         ("artifacts", ", ".join(f"{n} {status}" for status, n in sorted(result.artifacts.items()))),
         *((f"  failed: {why}", str(n)) for why, n in result.failed.most_common()),
@@ -407,8 +457,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reduced", action="store_true", help="100 URLs, cheap archivers, one of each fault")
     parser.add_argument("--urls", type=int, help="how many URLs (default: the plan's)")
-    parser.add_argument("--archivers", help="which archivers every submission asks for (comma-separated; "
-                                            "default: the plan's)")
+    parser.add_argument(
+        "--archivers", help="which archivers every submission asks for (comma-separated; default: the plan's)"
+    )
     args = parser.parse_args()
     plan = REDUCED if args.reduced else FULL
     if args.urls:

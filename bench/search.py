@@ -17,6 +17,7 @@ The load average is printed beside them.
 
     .venv/bin/python bench/search.py [--articles 100000] [--words 300] [--queries 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,17 +56,26 @@ def vocabulary(rng: random.Random) -> list[str]:
 def articles(count: int, length: int, seed: int = 7):
     rng = random.Random(seed)
     words = vocabulary(rng)
-    weights = list(itertools.accumulate(1 / rank ** 1.07 for rank in range(1, VOCABULARY + 1)))
+    weights = list(itertools.accumulate(1 / rank**1.07 for rank in range(1, VOCABULARY + 1)))
     start = datetime(2025, 1, 1)
 
     def some(k: int) -> str:
         return " ".join(rng.choices(words, cum_weights=weights, k=k))
 
     for n in range(count):
-        yield Document(item_id=f"item-{n}", task_id=f"task-{n:030d}", captured_at=start + timedelta(minutes=n),
-                       url=f"https://site{n % 500}.example/{n}", title=some(6), site=f"site{n % 500}.example",
-                       body=some(length), summary=some(40), key_points=(some(8), some(8), some(8)),
-                       tags=tuple(rng.sample(words[:300], 2)), language="en")
+        yield Document(
+            item_id=f"item-{n}",
+            task_id=f"task-{n:030d}",
+            captured_at=start + timedelta(minutes=n),
+            url=f"https://site{n % 500}.example/{n}",
+            title=some(6),
+            site=f"site{n % 500}.example",
+            body=some(length),
+            summary=some(40),
+            key_points=(some(8), some(8), some(8)),
+            tags=tuple(rng.sample(words[:300], 2)),
+            language="en",
+        )
 
 
 def load(engine, search: Search, count: int, length: int) -> float:
@@ -85,13 +95,17 @@ def write(engine, search: Search, documents: list[Document]) -> None:
     if not documents:
         return
     with engine.begin() as connection:  # the rows a search document points at
-        connection.execute(text("INSERT INTO items (item_id, url, url_hash, created_at) "
-                                "VALUES (:item_id, :url, 'x', :captured_at)"),
-                           [{"item_id": d.item_id, "url": d.url, "captured_at": d.captured_at} for d in documents])
-        connection.execute(text("INSERT INTO tasks (task_id, kind, item_id, request_id, options, created_at) "
-                                "VALUES (:task_id, 'single', :item_id, '', '{}', :captured_at)"),
-                           [{"task_id": d.task_id, "item_id": d.item_id, "captured_at": d.captured_at}
-                            for d in documents])
+        connection.execute(
+            text("INSERT INTO items (item_id, url, url_hash, created_at) VALUES (:item_id, :url, 'x', :captured_at)"),
+            [{"item_id": d.item_id, "url": d.url, "captured_at": d.captured_at} for d in documents],
+        )
+        connection.execute(
+            text(
+                "INSERT INTO tasks (task_id, kind, item_id, request_id, options, created_at) "
+                "VALUES (:task_id, 'single', :item_id, '', '{}', :captured_at)"
+            ),
+            [{"task_id": d.task_id, "item_id": d.item_id, "captured_at": d.captured_at} for d in documents],
+        )
     search.put(documents)
 
 
@@ -141,9 +155,12 @@ def run(name: str, url: str, args, root: Path, server_pid: int | None = None) ->
             connection.execute(text("ANALYZE search_documents"))
     walls, cpus, hits = measure(search, args.queries, server_pid)
     (wall50, wall95), (cpu50, cpu95) = percentiles(walls), percentiles(cpus)
-    print(f"{name:<10} {args.articles:>8,} articles  indexed {rate:>7,.0f}/s  two-word query: wall p50 "
-          f"{wall50:6.1f} ms p95 {wall95:6.1f} ms, CPU p50 {cpu50:6.1f} ms p95 {cpu95:6.1f} ms  "
-          f"(mean {hits:,.0f} matches; load average {os.getloadavg()[0]:.1f})", flush=True)
+    print(
+        f"{name:<10} {args.articles:>8,} articles  indexed {rate:>7,.0f}/s  two-word query: wall p50 "
+        f"{wall50:6.1f} ms p95 {wall95:6.1f} ms, CPU p50 {cpu50:6.1f} ms p95 {cpu95:6.1f} ms  "
+        f"(mean {hits:,.0f} matches; load average {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
     engine.dispose()
 
 

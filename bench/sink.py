@@ -1,5 +1,6 @@
 """An OTLP/HTTP endpoint that takes every export and keeps nothing: what ``--tracing`` exports to,
 so a benchmark pays for making and sending spans and metrics, not for a collector's work."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Local stand-ins for Google Cloud services, run as real subprocesses on 127.0.0.1."""
+
 from __future__ import annotations
 
 import socket

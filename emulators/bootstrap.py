@@ -12,13 +12,14 @@ reached by its name (the default ``--endpoints``):
 
     python -m emulators.bootstrap --tasks-host tasks:8123 --schema
 """
+
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Mapping
 from urllib.parse import urlencode
 
 from htbase.config import Settings
@@ -72,24 +73,32 @@ def topology(settings: Settings, endpoints: Mapping[str, str]) -> Topology:
             # The emulator sends no Authorization header: the shared token rides in the URL instead.
             endpoint += ("&" if "?" in endpoint else "?") + urlencode({"token": settings.push_auth_token})
         return PushSubscription(
-            name=f"{topic}-push", topic=topic, service=service, push_endpoint=endpoint,
-            ack_deadline_s=ACK_DEADLINE_S, min_backoff_s=settings.retry_backoff_s,
+            name=f"{topic}-push",
+            topic=topic,
+            service=service,
+            push_endpoint=endpoint,
+            ack_deadline_s=ACK_DEADLINE_S,
+            min_backoff_s=settings.retry_backoff_s,
             max_backoff_s=max(MAX_BACKOFF_S, settings.retry_backoff_s),
-            dead_letter_topic=dead_letter, max_delivery_attempts=attempts if dead_letter else 0,
+            dead_letter_topic=dead_letter,
+            max_delivery_attempts=attempts if dead_letter else 0,
             oidc_service_account="" if emulated else settings.push_service_account,
             oidc_audience="" if emulated else settings.push_audience,
         )
 
-    subscriptions = [push(topic_name(prefix, r.topic), r.service, dead_letter_topic if r.dead_lettered else "")
-                     for r in ROUTES]
+    subscriptions = [
+        push(topic_name(prefix, r.topic), r.service, dead_letter_topic if r.dead_lettered else "") for r in ROUTES
+    ]
     return Topology(
         project=settings.pubsub_project_id,
         topics=tuple(topic_name(prefix, r.topic) for r in ROUTES),
         subscriptions=tuple(subscriptions),
         tasks_project=settings.google_cloud_project or settings.pubsub_project_id,
         tasks_location=settings.tasks_location,
-        queues=tuple(Queue(f"{prefix}{q.name}", q.max_dispatches_per_second, settings.max_attempts,
-                           settings.retry_backoff_s) for q in QUEUES),
+        queues=tuple(
+            Queue(f"{prefix}{q.name}", q.max_dispatches_per_second, settings.max_attempts, settings.retry_backoff_s)
+            for q in QUEUES
+        ),
         bucket=settings.gcs_bucket,
     )
 
@@ -114,12 +123,17 @@ def apply(plan: Topology, settings: Settings, *, tasks_host: str = "") -> None:
         parent = f"projects/{plan.tasks_project}/locations/{plan.tasks_location}"
         for queue in plan.queues:
             with suppress(AlreadyExists):  # (the emulator returns the existing queue instead)
-                tasks.create_queue(parent=parent, queue={
-                    "name": f"{parent}/queues/{queue.name}",
-                    "rate_limits": {"max_dispatches_per_second": queue.max_dispatches_per_second},
-                    "retry_config": {"max_attempts": queue.max_attempts,
-                                     "min_backoff": timedelta(seconds=queue.min_backoff_s)},
-                })
+                tasks.create_queue(
+                    parent=parent,
+                    queue={
+                        "name": f"{parent}/queues/{queue.name}",
+                        "rate_limits": {"max_dispatches_per_second": queue.max_dispatches_per_second},
+                        "retry_config": {
+                            "max_attempts": queue.max_attempts,
+                            "min_backoff": timedelta(seconds=queue.min_backoff_s),
+                        },
+                    },
+                )
     if plan.bucket and settings.storage_emulator_host:
         from infra.storage import gcs_client
 
@@ -136,20 +150,26 @@ def bootstrap(settings: Settings, endpoints: Mapping[str, str], *, tasks_host: s
 def subscription_request(project: str, sub: PushSubscription) -> dict:
     push_config: dict = {"push_endpoint": sub.push_endpoint}
     if sub.oidc_service_account:
-        push_config["oidc_token"] = {"service_account_email": sub.oidc_service_account,
-                                     "audience": sub.oidc_audience or sub.push_endpoint}
+        push_config["oidc_token"] = {
+            "service_account_email": sub.oidc_service_account,
+            "audience": sub.oidc_audience or sub.push_endpoint,
+        }
     request = {
         "name": f"projects/{project}/subscriptions/{sub.name}",
         "topic": f"projects/{project}/topics/{sub.topic}",
         "push_config": push_config,
         "ack_deadline_seconds": sub.ack_deadline_s,
-        "retry_policy": {"minimum_backoff": timedelta(seconds=sub.min_backoff_s),
-                         "maximum_backoff": timedelta(seconds=sub.max_backoff_s)},
+        "retry_policy": {
+            "minimum_backoff": timedelta(seconds=sub.min_backoff_s),
+            "maximum_backoff": timedelta(seconds=sub.max_backoff_s),
+        },
         "expiration_policy": {},  # no TTL: never expire (the cloud's default is 31 days idle)
     }
     if sub.dead_letter_topic:
-        request["dead_letter_policy"] = {"dead_letter_topic": f"projects/{project}/topics/{sub.dead_letter_topic}",
-                                         "max_delivery_attempts": sub.max_delivery_attempts}
+        request["dead_letter_policy"] = {
+            "dead_letter_topic": f"projects/{project}/topics/{sub.dead_letter_topic}",
+            "max_delivery_attempts": sub.max_delivery_attempts,
+        }
     return request
 
 
@@ -165,21 +185,24 @@ def pubsub_clients(host: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulators.bootstrap", description=__doc__.split("\n")[0])
-    parser.add_argument("--endpoints", default="http://{service}:8080/",
-                        help="push URL template with {service} (default: %(default)s)")
+    parser.add_argument(
+        "--endpoints", default="http://{service}:8080/", help="push URL template with {service} (default: %(default)s)"
+    )
     parser.add_argument("--tasks-host", default="", help="Cloud Tasks emulator HOST:PORT (queues skipped if unset)")
-    parser.add_argument("--schema", action="store_true",
-                        help="also create or upgrade the ledger schema (unless RUN_MIGRATIONS=false)")
+    parser.add_argument(
+        "--schema", action="store_true", help="also create or upgrade the ledger schema (unless RUN_MIGRATIONS=false)"
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.schema and settings.run_migrations:
         from infra.db import migrate_database
 
         migrate_database(settings)
-    plan = bootstrap(settings, {s: args.endpoints.format(service=s) for s in PUSH_SERVICES},
-                     tasks_host=args.tasks_host)
-    print(f"bootstrapped {len(plan.topics)} topics, {len(plan.subscriptions)} push subscriptions, "
-          f"{len(plan.queues) if args.tasks_host else 0} queues" + (f", bucket {plan.bucket}" if plan.bucket else ""))
+    plan = bootstrap(settings, {s: args.endpoints.format(service=s) for s in PUSH_SERVICES}, tasks_host=args.tasks_host)
+    print(
+        f"bootstrapped {len(plan.topics)} topics, {len(plan.subscriptions)} push subscriptions, "
+        f"{len(plan.queues) if args.tasks_host else 0} queues" + (f", bucket {plan.bucket}" if plan.bucket else "")
+    )
     return 0
 
 

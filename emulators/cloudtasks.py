@@ -10,6 +10,7 @@ once per machine). It binds every interface; the launcher below makes it bind
     with CloudTasksEmulator() as tasks:
         client = tasks_client(tasks.host)
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -68,9 +69,10 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not marker.exists() or marker.read_text() != wanted:
             print(f"creating {venv} for the Cloud Tasks emulator (once, about a minute)", file=sys.stderr)
-            for command in ([sys.executable, "-m", "venv", "--clear", str(venv)],
-                            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                             *REQUIREMENTS]):
+            for command in (
+                [sys.executable, "-m", "venv", "--clear", str(venv)],
+                [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS],
+            ):
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode:
                     raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
@@ -78,7 +80,7 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
     return python
 
 
-def tasks_client(host: str) -> "CloudTasksClient":
+def tasks_client(host: str) -> CloudTasksClient:
     """A Cloud Tasks client for the emulator at ``host`` ("127.0.0.1:PORT")."""
     # Imported here: the client library takes seconds to load, and `stack down` never needs it.
     import grpc
@@ -91,9 +93,14 @@ def tasks_client(host: str) -> "CloudTasksClient":
 class CloudTasksEmulator(ManagedProcess):
     def __init__(self, port: int | None = None, log_path: Path | None = None, venv: Path = DEFAULT_VENV) -> None:
         port = port or free_port()
-        super().__init__("tasks", [str(ensure_venv(venv)), "-c", _LAUNCHER, str(port)], port=port,
-                         log_path=log_path, probe=self._answers)
-        self._client: "CloudTasksClient | None" = None
+        super().__init__(
+            "tasks",
+            [str(ensure_venv(venv)), "-c", _LAUNCHER, str(port)],
+            port=port,
+            log_path=log_path,
+            probe=self._answers,
+        )
+        self._client: CloudTasksClient | None = None
 
     @property
     def host(self) -> str:

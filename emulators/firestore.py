@@ -9,6 +9,7 @@
 The emulator keeps its data in memory: a restart comes back empty. Its output
 goes to ``log_path`` if given (appended across restarts), else to a temp file.
 """
+
 from __future__ import annotations
 
 import glob
@@ -34,20 +35,31 @@ def find_jar() -> Path:
         found = sorted(glob.glob(f"{root}/platform/cloud-firestore-emulator/cloud-firestore-emulator*.jar"))
         if found:
             return Path(found[-1])
-    raise RuntimeError("the Firestore emulator is not installed "
-                       "(gcloud components install cloud-firestore-emulator)")
+    raise RuntimeError("the Firestore emulator is not installed (gcloud components install cloud-firestore-emulator)")
 
 
 class FirestoreEmulator(FreePortProcess):
     """``start`` returns once the emulator serves writes. The first start picks a free port (a fixed
     port gets a single attempt); a start after ``stop`` reuses the port, as a service coming back would."""
 
-    def __init__(self, port: int | None = None, jar: Path | str | None = None, java: str = "java",
-                 start_timeout_s: float = 60.0, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        jar: Path | str | None = None,
+        java: str = "java",
+        start_timeout_s: float = 60.0,
+        log_path: Path | None = None,
+    ) -> None:
         self.jar = Path(jar) if jar else find_jar()
         self.java = java
-        super().__init__("firestore", self._command, port=port, start_timeout_s=start_timeout_s,
-                         log_path=log_path, probe=lambda: http_answers(self.endpoint, lambda status: status < 400))
+        super().__init__(
+            "firestore",
+            self._command,
+            port=port,
+            start_timeout_s=start_timeout_s,
+            log_path=log_path,
+            probe=lambda: http_answers(self.endpoint, lambda status: status < 400),
+        )
 
     def _command(self, port: int) -> list[str]:
         return [self.java, "-cp", str(self.jar), MAIN_CLASS, "start", "--host=127.0.0.1", f"--port={port}"]
@@ -65,7 +77,7 @@ class FirestoreEmulator(FreePortProcess):
     def running(self) -> bool:
         return self.alive
 
-    def wait_ready(self) -> "FirestoreEmulator":
+    def wait_ready(self) -> FirestoreEmulator:
         """Until the emulator serves writes (a start fails, and stops it, if it does not in time)."""
         deadline = time.monotonic() + self.start_timeout_s
         super().wait_ready()
@@ -80,13 +92,17 @@ class FirestoreEmulator(FreePortProcess):
         # write takes seconds (the JVM loads and compiles the document path).
         # Pay that here, so that "started" means a client's write is fast.
         name = f"projects/{WARMUP_PROJECT}/databases/(default)/documents/warmup/warmup"
-        request = urllib.request.Request(f"{self.endpoint}/v1/{urllib.parse.quote(name)}", data=b'{"fields": {}}',
-                                         method="PATCH", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.endpoint}/v1/{urllib.parse.quote(name)}",
+            data=b'{"fields": {}}',
+            method="PATCH",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=max(1.0, deadline - time.monotonic())):
             pass
         self.reset(WARMUP_PROJECT)
 
-    def restart(self) -> "FirestoreEmulator":
+    def restart(self) -> FirestoreEmulator:
         """Stop and start again on the same port (the data does not survive)."""
         self.stop()
         return self.start()

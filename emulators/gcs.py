@@ -14,6 +14,7 @@ Its output goes to ``log_path`` if given (appended across restarts), else to a t
 Objects live in memory unless ``data_dir`` is given: then on disk, so that they outlive a
 restart as they would outlive an outage of GCS itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,22 +40,46 @@ def find_binary() -> Path:
 
 
 class FakeGcsServer(FreePortProcess):
-    def __init__(self, port: int | None = None, binary: Path | str | None = None, start_timeout_s: float = 10.0,
-                 log_path: Path | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        binary: Path | str | None = None,
+        start_timeout_s: float = 10.0,
+        log_path: Path | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
         self.binary = Path(binary) if binary else find_binary()
         self.data_dir = data_dir
         if data_dir:
             data_dir.mkdir(parents=True, exist_ok=True)
         probe = lambda: http_answers(f"{self.endpoint}/storage/v1/b", lambda status: status < 400)  # noqa: E731
-        super().__init__("gcs", self._command, port=port, start_timeout_s=start_timeout_s, log_path=log_path,
-                         probe=probe)
+        super().__init__(
+            "gcs", self._command, port=port, start_timeout_s=start_timeout_s, log_path=log_path, probe=probe
+        )
 
     def _command(self, port: int) -> list[str]:
         # The server logs every request: ManagedProcess sends that to a file, never to a pipe.
-        backend = ["-backend", "filesystem", "-filesystem-root", str(self.data_dir)] if self.data_dir \
+        backend = (
+            ["-backend", "filesystem", "-filesystem-root", str(self.data_dir)]
+            if self.data_dir
             else ["-backend", "memory"]
-        return [str(self.binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), *backend,
-                "-external-url", f"http://127.0.0.1:{port}", "-public-host", f"127.0.0.1:{port}", "-log-level", "warn"]
+        )
+        return [
+            str(self.binary),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            *backend,
+            "-external-url",
+            f"http://127.0.0.1:{port}",
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-log-level",
+            "warn",
+        ]
 
     @property
     def endpoint(self) -> str:

@@ -3,6 +3,7 @@
 The suite never depends on a server someone else started: each run makes its
 own cluster (about a second) and removes it afterwards.
 """
+
 from __future__ import annotations
 
 import glob
@@ -53,20 +54,28 @@ class ThrowawayPostgres:
         command = ["runuser", "-u", self.user, "--", *args] if self.user else list(args)
         subprocess.run(command, check=True, capture_output=True, text=True)
 
-    def start(self) -> "ThrowawayPostgres":
+    def start(self) -> ThrowawayPostgres:
         """Create the cluster on first start; a later start resumes it after ``halt``."""
         fresh = not self.data.exists()
         if fresh:
             if self.user:
                 entry = pwd.getpwnam(self.user)
                 os.chown(self.root, entry.pw_uid, entry.pw_gid)
-            self._run(_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
-                      "-E", "UTF8")
+            self._run(_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         # fsync=off is safe for a throwaway (a halted server's data stays in the OS cache); synchronous
         # commit stays on so that an abrupt halt, as in the outage tests, loses no committed row.
-        self._run(_bin("pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.root / "log"), "start", "-o",
-                  f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                  "-c full_page_writes=off -c max_connections=200")
+        self._run(
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-w",
+            "-l",
+            str(self.root / "log"),
+            "start",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200",
+        )
         if fresh:
             self._run(_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.database)
         return self
@@ -80,7 +89,7 @@ class ThrowawayPostgres:
         self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "ThrowawayPostgres":
+    def __enter__(self) -> ThrowawayPostgres:
         return self.start()
 
     def __exit__(self, *exc) -> None:

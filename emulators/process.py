@@ -7,8 +7,10 @@ alone, so ``python -m emulators.stack down`` can stop what an earlier process
 started. ``FreePortProcess`` is one whose command names its port: it picks a
 free port itself. Linux only: it reads /proc.
 """
+
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -17,8 +19,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from emulators import free_port
 
@@ -112,10 +114,8 @@ def terminate_all(targets: Sequence[tuple[int, int | None, int]], timeout_s: flo
 
 
 def _signal(send: Callable[[int, int], None], pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # gone meanwhile
         send(pid, sig)
-    except ProcessLookupError:  # gone meanwhile
-        pass
 
 
 def listeners(port: int) -> dict[int, str]:
@@ -136,7 +136,7 @@ def listeners(port: int) -> dict[int, str]:
 
 def _address(hex_address: str, width: int) -> str:
     # /proc prints each 32-bit word of the address in host (little-endian) byte order.
-    raw = b"".join(bytes.fromhex(hex_address[i:i + 8])[::-1] for i in range(0, width, 8))
+    raw = b"".join(bytes.fromhex(hex_address[i : i + 8])[::-1] for i in range(0, width, 8))
     address = ipaddress.ip_address(raw)
     return str(getattr(address, "ipv4_mapped", None) or address)  # a dual-stack socket bound to 127.0.0.1
 
@@ -172,9 +172,18 @@ def http_answers(url: str, ok: Callable[[int], bool] = lambda status: True) -> b
 class ManagedProcess:
     """A command listening on 127.0.0.1:``port``; ``start`` again after ``stop`` reuses the port."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, port: int, probe: Callable[[], bool] = lambda: True,
-                 env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
-                 log_path: Path | None = None, start_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        port: int,
+        probe: Callable[[], bool] = lambda: True,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        log_path: Path | None = None,
+        start_timeout_s: float = 60.0,
+    ) -> None:
         self.name, self.argv, self.port, self.probe = name, list(argv), port, probe
         self.env, self.cwd, self.log_path = dict(env) if env is not None else None, cwd, log_path
         self.start_timeout_s = start_timeout_s
@@ -199,11 +208,11 @@ class ManagedProcess:
         """What ``terminate`` needs to stop this process from another process."""
         return {"pid": self.pid, "started": self.started, "port": self.port}
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.spawn()
         return self.wait_ready()
 
-    def spawn(self) -> "ManagedProcess":
+    def spawn(self) -> ManagedProcess:
         if self.alive:
             return self
         self.stop()  # reap a process that ended on its own, and close its log
@@ -211,8 +220,15 @@ class ManagedProcess:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab+") if self.log_path else tempfile.TemporaryFile()
-        self._popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                       stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._popen = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._started = start_ticks(self._popen.pid)
         return self
 
@@ -234,7 +250,7 @@ class ManagedProcess:
         if self.alive:
             _signal(os.killpg, self._popen.pid, sig)
 
-    def wait_ready(self) -> "ManagedProcess":
+    def wait_ready(self) -> ManagedProcess:
         """Until this process group listens on the port and the probe passes; stops it on failure."""
         deadline = time.monotonic() + self.start_timeout_s
         while True:
@@ -289,14 +305,21 @@ class FreePortProcess(ManagedProcess):
     Once started, the port is this process's: a start after ``stop`` reuses it.
     """
 
-    def __init__(self, name: str, command: Callable[[int], Sequence[str]], *, port: int | None = None,
-                 attempts: int = 3, **options) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: Callable[[int], Sequence[str]],
+        *,
+        port: int | None = None,
+        attempts: int = 3,
+        **options,
+    ) -> None:
         self.command = command
         self._attempts = 1 if port else attempts
         port = port or free_port()
         super().__init__(name, command(port), port=port, **options)
 
-    def start(self) -> "FreePortProcess":
+    def start(self) -> FreePortProcess:
         for attempt in range(self._attempts):
             try:
                 super().start()

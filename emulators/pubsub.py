@@ -6,6 +6,7 @@
 It keeps no state: after ``stop`` and ``start`` (same port) topics and
 subscriptions are gone, so run the bootstrap again.
 """
+
 from __future__ import annotations
 
 import glob
@@ -34,16 +35,22 @@ def find_jar() -> Path:
         found = sorted(glob.glob(str(root / _JAR)))
         if found:
             return Path(found[-1])
-    raise RuntimeError("the Pub/Sub emulator is not installed "
-                       "(Google Cloud SDK component `pubsub-emulator`, Debian: google-cloud-cli-pubsub-emulator)")
+    raise RuntimeError(
+        "the Pub/Sub emulator is not installed "
+        "(Google Cloud SDK component `pubsub-emulator`, Debian: google-cloud-cli-pubsub-emulator)"
+    )
 
 
 class PubSubEmulator(ManagedProcess):
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         port = port or free_port()
-        super().__init__("pubsub", ["java", "-jar", str(find_jar()), "--host=127.0.0.1", f"--port={port}"],
-                         port=port, log_path=log_path,
-                         probe=lambda: http_answers(f"http://127.0.0.1:{port}/", lambda status: status == 200))
+        super().__init__(
+            "pubsub",
+            ["java", "-jar", str(find_jar()), "--host=127.0.0.1", f"--port={port}"],
+            port=port,
+            log_path=log_path,
+            probe=lambda: http_answers(f"http://127.0.0.1:{port}/", lambda status: status == 200),
+        )
 
     @property
     def host(self) -> str:

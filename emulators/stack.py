@@ -20,9 +20,11 @@ In the root: ``stack.env`` (the settings every service gets; an operator can
 ``source`` it), ``logs/<name>.log`` (``supervisor.log``: every restart) and
 ``pids.json`` (what ``down`` stops, and in which order, if the supervisor is gone).
 """
+
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import json
@@ -37,9 +39,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from emulators import free_port
 from emulators.bootstrap import apply, topology
@@ -50,10 +52,10 @@ from emulators.postgres import ThrowawayPostgres
 from emulators.process import ManagedProcess, alive, family, http_answers, start_ticks, terminate_all
 from emulators.pubsub import PubSubEmulator
 from htbase.config import PROJECT_ROOT, Settings
-from htbase.topology import PUSH_SERVICES, ROUTES
+from htbase.topology import PUSH_SERVICES, QUEUE_SERVICES, QUEUES, ROUTES
 
 API = "api"
-SERVICES: tuple[str, ...] = (API, *PUSH_SERVICES)
+SERVICES: tuple[str, ...] = (API, *PUSH_SERVICES, *QUEUE_SERVICES)
 EMULATORS = ("pubsub", "firestore", "gcs", "tasks", "postgres")
 SUPERVISOR = "supervisor"
 PROJECT = "htbase-local"
@@ -68,13 +70,21 @@ FIRST_RESTART_DELAY_S, MAX_RESTART_DELAY_S, STABLE_S = 1.0, 30.0, 30.0
 
 def _push_targets() -> dict[str, tuple[str, dict[str, str]]]:
     """Push service -> (functions-framework target, its own env)."""
-    return {route.service: (route.target, route.service_env) for route in ROUTES}
+    return {route.service: (route.target, route.service_env) for route in (*ROUTES, *(q.route for q in QUEUES))}
 
 
 class Stack:
-    def __init__(self, root: Path | str, *, api_port: int | None = None, database_url: str = "",
-                 overrides: Mapping[str, str] | None = None, services: Iterable[str] = SERVICES,
-                 supervise: bool = True, daemon: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        api_port: int | None = None,
+        database_url: str = "",
+        overrides: Mapping[str, str] | None = None,
+        services: Iterable[str] = SERVICES,
+        supervise: bool = True,
+        daemon: bool = False,
+    ) -> None:
         """``supervise``: restart what exits on its own, from a thread of this process. ``daemon``: this
         process is the stack's supervisor process, recorded in pids.json so that ``down`` stops it first."""
         self.root = Path(root).resolve()
@@ -106,6 +116,8 @@ class Stack:
             "FIRESTORE_PROJECT_ID": PROJECT,
             "CLOUD_TASKS_EMULATOR_HOST": self.tasks.host,
             "PUSH_AUTH_TOKEN": secrets.token_urlsafe(24),
+            "WEBHOOK_SECRET": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+            "WEBHOOK_DELIVERY_URL": self.url("webhooks"),  # Cloud Tasks' target for webhook attempts
             "LOG_FORMAT": "json",
             "PORT": str(self.ports[API]),  # so that a shell that sourced stack.env finds the API
             **(overrides or {}),
@@ -120,8 +132,9 @@ class Stack:
         self._saving = threading.Lock()
         self._daemon = daemon
         self._supervising = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True) \
-            if supervise else None
+        self._supervisor = (
+            threading.Thread(target=self._supervise, name="stack-supervisor", daemon=True) if supervise else None
+        )
 
     # --- where things are -------------------------------------------------------------
 
@@ -139,13 +152,18 @@ class Stack:
     def describe(self) -> dict[str, str]:
         """Component -> where it listens."""
         where = {name: self.url(name).rstrip("/") for name in self.services}
-        where.update(pubsub=self.pubsub.host, firestore=self.firestore.host, gcs=self.gcs.endpoint,
-                     tasks=self.tasks.host, postgres=self.env["DATABASE_URL"])
+        where.update(
+            pubsub=self.pubsub.host,
+            firestore=self.firestore.host,
+            gcs=self.gcs.endpoint,
+            tasks=self.tasks.host,
+            postgres=self.env["DATABASE_URL"],
+        )
         return where
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def up(self) -> "Stack":
+    def up(self) -> Stack:
         """Start everything; on any failure stop what already started, then raise."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self._write_env()
@@ -174,10 +192,13 @@ class Stack:
         """Lay the topology on the emulators, or only on ``emulator``'s part of it."""
         plan = topology(self.settings, {name: self.url(name) for name in PUSH_SERVICES})
         if emulator:
-            plan = dataclasses.replace(plan, topics=plan.topics if emulator == "pubsub" else (),
-                                       subscriptions=plan.subscriptions if emulator == "pubsub" else (),
-                                       queues=plan.queues if emulator == "tasks" else (),
-                                       bucket=plan.bucket if emulator == "gcs" else "")
+            plan = dataclasses.replace(
+                plan,
+                topics=plan.topics if emulator == "pubsub" else (),
+                subscriptions=plan.subscriptions if emulator == "pubsub" else (),
+                queues=plan.queues if emulator == "tasks" else (),
+                bucket=plan.bucket if emulator == "gcs" else "",
+            )
         apply(plan, self.settings, tasks_host=self.tasks.host if emulator in ("", "tasks") else "")
 
     def down(self) -> None:
@@ -247,7 +268,7 @@ class Stack:
     def pids(self) -> dict[str, int]:
         return {name: record["pid"] for name, record in self._records().items()}
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.up()
 
     def __exit__(self, *exc: object) -> None:
@@ -308,8 +329,10 @@ class Stack:
             self._start(name)
         except Exception as exc:  # e.g. the API cannot answer while Postgres is down: try again later
             restarts.due = time.monotonic() + restarts.delay_s
-            self._note(f"{name} did not start ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                       f"next try in {restarts.delay_s:.0f}s")
+            self._note(
+                f"{name} did not start ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                f"next try in {restarts.delay_s:.0f}s"
+            )
             return False
         restarts.due, restarts.up_since = None, time.monotonic()
         self._note(f"{name} started again")
@@ -327,8 +350,17 @@ class Stack:
             probe = lambda: http_answers(f"{self.api_url}/healthz", lambda status: status == 200)  # noqa: E731
         else:
             target, own_env = _push_targets()[name]
-            argv = [str(BIN / "functions-framework"), "--source", str(PROJECT_ROOT / "functions" / "main.py"),
-                    "--target", target, "--host", "127.0.0.1", "--port", port]
+            argv = [
+                str(BIN / "functions-framework"),
+                "--source",
+                str(PROJECT_ROOT / "functions" / "main.py"),
+                "--target",
+                target,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+            ]
             # functions-framework answers /robots.txt itself (404): up, without a push reaching the handler.
             probe = lambda: http_answers(f"{self.url(name)}robots.txt")  # noqa: E731
         if name in self._own_env:  # exactly those settings: none of this shell's leaks in
@@ -336,8 +368,15 @@ class Stack:
         else:
             env = {**os.environ, **self.env, **own_env}
         env["PYTHONUNBUFFERED"] = "1"
-        return ManagedProcess(name, argv, port=self.ports[name], probe=probe, env=env, cwd=PROJECT_ROOT,
-                              log_path=self.logs / f"{name}.log")
+        return ManagedProcess(
+            name,
+            argv,
+            port=self.ports[name],
+            probe=probe,
+            env=env,
+            cwd=PROJECT_ROOT,
+            log_path=self.logs / f"{name}.log",
+        )
 
     def _records(self) -> dict[str, dict]:
         """What ``stop_recorded`` needs, in stop order for the supervisor and start order for the rest."""
@@ -354,8 +393,11 @@ class Stack:
 
     def _save(self) -> None:
         with self._saving:
-            state = {"processes": self._records(), "held": sorted(self.held),
-                     "remove": [str(path) for path in self._throwaway()]}
+            state = {
+                "processes": self._records(),
+                "held": sorted(self.held),
+                "remove": [str(path) for path in self._throwaway()],
+            }
             path = self.root / "pids.json"
             path.with_suffix(".tmp").write_text(json.dumps(state, indent=1))
             path.with_suffix(".tmp").replace(path)  # whole or not at all: `down` may read it any time
@@ -366,8 +408,9 @@ class Stack:
 
     def _write_env(self) -> None:
         lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env.items()]
-        (self.root / "stack.env").write_text("# the emulator stack's settings: source this file\n"
-                                             + "\n".join(lines) + "\n")
+        (self.root / "stack.env").write_text(
+            "# the emulator stack's settings: source this file\n" + "\n".join(lines) + "\n"
+        )
 
 
 @dataclasses.dataclass
@@ -400,8 +443,12 @@ def stop_recorded(root: Path) -> list[str]:
             time.sleep(0.02)
     phases = [[n for n in running if n in SERVICES], [n for n in running if n not in (*SERVICES, SUPERVISOR)]]
     for phase in phases:
-        terminate_all([(running[n]["pid"], running[n]["started"], getattr(signal, running[n].get("signal", "SIGTERM")))
-                       for n in phase])
+        terminate_all(
+            [
+                (running[n]["pid"], running[n]["started"], getattr(signal, running[n].get("signal", "SIGTERM")))
+                for n in phase
+            ]
+        )
     for path in state["remove"]:
         shutil.rmtree(path, ignore_errors=True)
     (Path(root) / "pids.json").unlink(missing_ok=True)
@@ -418,6 +465,7 @@ def recorded_family(root: Path) -> set[int]:
 
 
 # --- the command line: a supervisor process and its control socket ----------------------------------
+
 
 class ControlError(RuntimeError):
     pass
@@ -491,11 +539,30 @@ def up(args: argparse.Namespace, root: Path) -> int:
     stop_recorded(root)  # nothing runs, but a stale record (say, from before a reboot) may leave files
     (root / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    argv = [sys.executable, "-m", "emulators.stack", "supervise", "--root", str(root), "--port", str(args.port),
-            "--database-url", args.database_url, "--services", args.services, *(f"--set={s}" for s in args.set)]
+    argv = [
+        sys.executable,
+        "-m",
+        "emulators.stack",
+        "supervise",
+        "--root",
+        str(root),
+        "--port",
+        str(args.port),
+        "--database-url",
+        args.database_url,
+        "--services",
+        args.services,
+        *(f"--set={s}" for s in args.set),
+    ]
     with open(root / "logs" / "stack.log", "ab") as log:
-        daemon = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        daemon = subprocess.Popen(
+            argv,
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     while True:
         if daemon.poll() is not None:
             tail = (root / "logs" / "stack.log").read_text(errors="replace")[-3000:]
@@ -505,8 +572,10 @@ def up(args: argparse.Namespace, root: Path) -> int:
             where = control(root, "describe", timeout_s=2)
             break
         time.sleep(0.2)
-    print(f"emulator stack up in {time.monotonic() - started:.1f}s, supervised by pid {daemon.pid}; "
-          f"settings: source {root / 'stack.env'}; logs: {root / 'logs'}/")
+    print(
+        f"emulator stack up in {time.monotonic() - started:.1f}s, supervised by pid {daemon.pid}; "
+        f"settings: source {root / 'stack.env'}; logs: {root / 'logs'}/"
+    )
     for name, address in where.items():
         print(f"  {name:<22} {address}")
     print("stop it with: make stack-down")
@@ -515,24 +584,42 @@ def up(args: argparse.Namespace, root: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulators.stack", description="the emulator stack")
-    parser.add_argument("command", choices=("up", "down", "status", "kill", "stop", "start", "supervise"),
-                        help="supervise: run the stack in the foreground (what `up` starts and leaves running)")
+    parser.add_argument(
+        "command",
+        choices=("up", "down", "status", "kill", "stop", "start", "supervise"),
+        help="supervise: run the stack in the foreground (what `up` starts and leaves running)",
+    )
     parser.add_argument("name", nargs="?", default="", help="the component to kill, stop or start")
     parser.add_argument("--root", type=Path, default=PROJECT_ROOT / ".stack", help="state dir (default .stack)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8080), help="the API's port")
     parser.add_argument("--database-url", default="", help="an existing PostgreSQL (default: a throwaway one)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting for every service, e.g. --set ALLOW_PRIVATE_URLS=1")
-    parser.add_argument("--services", default=",".join(SERVICES),
-                        help="which services to start, comma-separated ('' for the emulators alone; default all)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for every service, e.g. --set ALLOW_PRIVATE_URLS=1",
+    )
+    parser.add_argument(
+        "--services",
+        default=",".join(SERVICES),
+        help="which services to start, comma-separated ('' for the emulators alone; default all)",
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "up":
         return up(args, root)
     if args.command == "supervise":
-        supervise(Stack(root, api_port=args.port, database_url=args.database_url,
-                        overrides=dict(item.split("=", 1) for item in args.set),
-                        services=[name for name in args.services.split(",") if name], daemon=True))
+        supervise(
+            Stack(
+                root,
+                api_port=args.port,
+                database_url=args.database_url,
+                overrides=dict(item.split("=", 1) for item in args.set),
+                services=[name for name in args.services.split(",") if name],
+                daemon=True,
+            )
+        )
         return 0
     if args.command in ("kill", "stop", "start"):
         try:

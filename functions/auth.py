@@ -13,6 +13,7 @@
 
 ``verify`` takes any Flask request, so other internal endpoints can reuse it.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -20,7 +21,7 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import requests
 from flask import Request
@@ -58,13 +59,15 @@ class PushAuthenticator:
         raise NotImplementedError
 
     @staticmethod
-    def from_settings(settings: Settings) -> "PushAuthenticator":
+    def from_settings(settings: Settings) -> PushAuthenticator:
         if settings.push_audience:
             allowed = frozenset(filter(None, (settings.push_service_account, *settings.push_allowed_service_accounts)))
             if not allowed:
                 # Without one any Google service account could mint a token for our audience.
-                raise ConfigError("PUSH_AUDIENCE needs PUSH_SERVICE_ACCOUNT or PUSH_ALLOWED_SERVICE_ACCOUNTS "
-                                  "(the identities whose pushes are accepted)")
+                raise ConfigError(
+                    "PUSH_AUDIENCE needs PUSH_SERVICE_ACCOUNT or PUSH_ALLOWED_SERVICE_ACCOUNTS "
+                    "(the identities whose pushes are accepted)"
+                )
             return GoogleOidcAuthenticator(settings.push_audience, allowed, GoogleCerts(settings.oidc_certs_url))
         if settings.push_auth_token:
             return SharedTokenAuthenticator(settings.push_auth_token)
@@ -90,7 +93,7 @@ class SharedTokenAuthenticator(PushAuthenticator):
 
 
 class GoogleOidcAuthenticator(PushAuthenticator):
-    def __init__(self, audience: str, service_accounts: frozenset[str], certs: "GoogleCerts") -> None:
+    def __init__(self, audience: str, service_accounts: frozenset[str], certs: GoogleCerts) -> None:
         self.audience, self.service_accounts, self.certs = audience, service_accounts, certs
 
     def verify(self, request: Request) -> None:
@@ -102,8 +105,9 @@ class GoogleOidcAuthenticator(PushAuthenticator):
         try:
             # google.oauth2.id_token.verify_token does exactly this for Google's PEM certs, but
             # fetches them on every call; ours come from a cache.
-            claims = jwt.decode(token, certs=self.certs.get(), audience=self.audience,
-                                clock_skew_in_seconds=CLOCK_SKEW_S)
+            claims = jwt.decode(
+                token, certs=self.certs.get(), audience=self.audience, clock_skew_in_seconds=CLOCK_SKEW_S
+            )
         except (ValueError, TypeError, auth_exceptions.GoogleAuthError) as exc:
             raise PushUnauthorized(f"invalid OIDC token: {str(exc)[:200]}") from None
         if claims.get("iss") not in GOOGLE_ISSUERS:
@@ -145,8 +149,14 @@ class GoogleCerts:
         except (requests.RequestException, ValueError) as exc:
             if not self._certs:
                 raise PushUnauthorized(f"cannot fetch the OIDC signing certificates from {self.url}: {exc}") from None
-            log(logger, logging.WARNING, "OIDC certificate refresh failed; keeping the ones we have",
-                url=self.url, error=str(exc), retry_in_s=FAILED_FETCH_RETRY_S)
+            log(
+                logger,
+                logging.WARNING,
+                "OIDC certificate refresh failed; keeping the ones we have",
+                url=self.url,
+                error=str(exc),
+                retry_in_s=FAILED_FETCH_RETRY_S,
+            )
             self._expires = now + FAILED_FETCH_RETRY_S
             return
         self._certs, self._expires = certs, now + _max_age(response.headers.get("Cache-Control", ""))

@@ -10,21 +10,22 @@ the ledger answers and the service's browser works (or none is needed), else 503
 ``GET /ready``, readiness: the ledger, the broker, storage and the browser, each with its state.
 The settings are read when the module loads.
 """
+
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 from flask import Request, Response, jsonify
 
 from functions.auth import PushAuthenticator
 from functions.push import handle_archive, handle_dead_letter, handle_summarize, handle_webhook, refuse_unauthenticated
+from functions.worker import Worker
 from htbase.config import Settings
 from htbase.logs import setup_logging
-from functions.worker import Worker
-from infra.identity import with_project
 from infra.health import readiness
+from infra.identity import with_project
 from infra.metrics import watch_backlogs
 from infra.replica_queue import ReplicaQueue
 from infra.runtime import make_publisher

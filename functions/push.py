@@ -6,21 +6,30 @@ log: it can never succeed, so the dead-letter policy takes it (the dead-letter
 handler itself acknowledges and drops it). A push that
 fails authentication answers 401 (see functions/auth.py).
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
-from flask import Flask, Request, Response, request as current_request
+from flask import Flask, Request, Response
+from flask import request as current_request
 
-from functions.deliveries import Delivery, archive, summary, webhook
 from functions.auth import PushAuthenticator, PushUnauthorized
-from htbase.logs import log
-from htbase.messages import (ArchiveRequest, MessageError, PushMessage, SummarizeRequest, WebhookRequest,
-                             parse_push_envelope, parse_request)
+from functions.deliveries import Delivery, archive, summary, webhook
 from functions.worker import Worker
+from htbase.logs import log
+from htbase.messages import (
+    ArchiveRequest,
+    MessageError,
+    PushMessage,
+    SummarizeRequest,
+    WebhookRequest,
+    parse_push_envelope,
+    parse_request,
+)
 from htbase.topology import ARCHIVE_PATH, DEAD_LETTER_PATH, SUMMARIZE_PATH, WEBHOOK_PATH
 from infra.metrics import record_delivery
 from infra.telemetry import consuming
@@ -59,17 +68,24 @@ def handle(request: Request, work: Callable[[PushMessage], Delivery], *, drop_ma
         return _answer_malformed(request, exc, drop_malformed)
     # The delivery continues the trace its message carries; its answer is the span's outcome.
     subscription = message.subscription.rsplit("/", 1)[-1]
-    with consuming(f"deliver {subscription}", message.attributes, {
-            "messaging.destination.subscription.name": subscription, "messaging.message.id": message.message_id,
-            "delivery_attempt": message.delivery_attempt or 0}) as span:
+    with consuming(
+        f"deliver {subscription}",
+        message.attributes,
+        {
+            "messaging.destination.subscription.name": subscription,
+            "messaging.message.id": message.message_id,
+            "delivery_attempt": message.delivery_attempt or 0,
+        },
+    ) as span:
         response = _deliver(request, work, message, drop_malformed)
         span.set_attribute("http.response.status_code", response.status_code)
     record_delivery(request.path, message, response.status_code)
     return response
 
 
-def _deliver(request: Request, work: Callable[[PushMessage], Delivery], message: PushMessage,
-             drop_malformed: bool) -> Response:
+def _deliver(
+    request: Request, work: Callable[[PushMessage], Delivery], message: PushMessage, drop_malformed: bool
+) -> Response:
     try:
         delivery = work(message)
     except MessageError as exc:
@@ -80,8 +96,11 @@ def _deliver(request: Request, work: Callable[[PushMessage], Delivery], message:
     if delivery.ack:
         return _answer(200, {"status": delivery.reason})
     if delivery.retry_after_s is not None:
-        return _answer(429, {"status": "retry", "reason": delivery.reason},
-                       {"Retry-After": str(max(1, round(delivery.retry_after_s)))})
+        return _answer(
+            429,
+            {"status": "retry", "reason": delivery.reason},
+            {"Retry-After": str(max(1, round(delivery.retry_after_s)))},
+        )
     return _answer(503, {"status": "retry", "reason": delivery.reason})
 
 
@@ -89,8 +108,13 @@ def _answer_malformed(request: Request, exc: MessageError, drop_malformed: bool)
     if drop_malformed:
         log(logger, logging.ERROR, "malformed push dropped", error=str(exc), path=request.path)
         return _answer(200, {"status": "dropped", "reason": str(exc)})
-    log(logger, logging.ERROR, "malformed push refused; it will be dead-lettered, not retried",
-        error=str(exc), path=request.path)
+    log(
+        logger,
+        logging.ERROR,
+        "malformed push refused; it will be dead-lettered, not retried",
+        error=str(exc),
+        path=request.path,
+    )
     return _answer(400, {"error": {"code": "bad_message", "message": str(exc)}})
 
 
@@ -98,16 +122,19 @@ def handle_archive(runtime: Worker, request: Request) -> Response:
     def work(message: PushMessage) -> Delivery:
         archive_request = ArchiveRequest.from_json(message.data)
         if archive_request.archiver not in runtime.settings.archivers:
-            raise MessageError(f"this service runs {list(runtime.settings.archivers)}, "
-                               f"not {archive_request.archiver!r}")
+            raise MessageError(
+                f"this service runs {list(runtime.settings.archivers)}, not {archive_request.archiver!r}"
+            )
         return archive.archive(runtime, archive_request)
 
     return handle(request, work)
 
 
 def handle_summarize(runtime: Worker, request: Request) -> Response:
-    return handle(request, lambda message: summary.summarize(
-        runtime, SummarizeRequest.from_json(message.data), message.delivery_attempt))
+    return handle(
+        request,
+        lambda message: summary.summarize(runtime, SummarizeRequest.from_json(message.data), message.delivery_attempt),
+    )
 
 
 def handle_webhook(runtime: Worker, request: Request) -> Response:
@@ -142,8 +169,12 @@ def create_push_app(runtime: Worker, *, authenticator: PushAuthenticator | None)
     app = Flask("htbase.push")
     if authenticator is not None:
         app.before_request(lambda: refuse_unauthenticated(authenticator, current_request))
-    handlers = {ARCHIVE_PATH: handle_archive, SUMMARIZE_PATH: handle_summarize, DEAD_LETTER_PATH: handle_dead_letter,
-                WEBHOOK_PATH: handle_webhook}
+    handlers = {
+        ARCHIVE_PATH: handle_archive,
+        SUMMARIZE_PATH: handle_summarize,
+        DEAD_LETTER_PATH: handle_dead_letter,
+        WEBHOOK_PATH: handle_webhook,
+    }
     for path, handler in handlers.items():
         app.add_url_rule(path, handler.__name__, partial(_serve, handler, runtime), methods=["POST"])
     return app

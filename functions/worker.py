@@ -4,6 +4,7 @@ The capture tools start on first use and are then reused: the egress proxy
 that every fetch goes through, one Chromium shared by the browser archivers,
 the archivers themselves and the summarizer.
 """
+
 from __future__ import annotations
 
 import threading

@@ -25,8 +25,21 @@ from htbase.topology import ACK_DEADLINE_S
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ROLES = ("all-in-one", "api", "archiver", "summarizer")
 # The subsystems a setting belongs to, in the README's order.
-GROUPS = ("process", "api keys", "client", "ledger", "files", "captures", "delivery", "messaging", "push auth",
-          "webhooks", "replica", "summaries", "telemetry")
+GROUPS = (
+    "process",
+    "api keys",
+    "client",
+    "ledger",
+    "files",
+    "captures",
+    "delivery",
+    "messaging",
+    "push auth",
+    "webhooks",
+    "replica",
+    "summaries",
+    "telemetry",
+)
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 CLOUD_SQL_IP_TYPES = ("public", "private", "psc")
 TELEMETRY_EXPORTERS = ("none", "otlp", "gcp")
@@ -440,9 +453,11 @@ class Settings:
             raise ConfigError("RETENTION_DAYS must be 0 (off) or a number of days")
         if self.webhook_max_attempts < 1:
             raise ConfigError("WEBHOOK_MAX_ATTEMPTS must be at least 1")
-        self.webhook_key  # a malformed secret fails at start-up, not at the first delivery
+        _ = self.webhook_key  # a malformed secret fails at start-up, not at the first delivery
         if self.telemetry_exporter not in TELEMETRY_EXPORTERS:
-            raise ConfigError(f"TELEMETRY_EXPORTER must be one of {TELEMETRY_EXPORTERS}, got {self.telemetry_exporter!r}")
+            raise ConfigError(
+                f"TELEMETRY_EXPORTER must be one of {TELEMETRY_EXPORTERS}, got {self.telemetry_exporter!r}"
+            )
         if not 0 <= self.trace_sample_ratio <= 1:
             raise ConfigError("TRACE_SAMPLE_RATIO must be within 0..1")
         if self.metrics_export_interval_s <= 0:
@@ -464,8 +479,9 @@ class Settings:
         except binascii.Error:
             key = b""
         if not key:
-            raise ConfigError("WEBHOOK_SECRET must be whsec_ followed by the key in base64, "
-                              "e.g. whsec_$(openssl rand -base64 32)")
+            raise ConfigError(
+                "WEBHOOK_SECRET must be whsec_ followed by the key in base64, e.g. whsec_$(openssl rand -base64 32)"
+            )
         return key
 
     @property

@@ -4,12 +4,13 @@ As in Google's Cloud Run template: ``severity`` maps the level, and the current
 OpenTelemetry span becomes ``logging.googleapis.com/trace`` and ``spanId``, so
 Cloud Logging shows each line under its span in the trace (infra/telemetry.py).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from opentelemetry import trace
 
@@ -26,7 +27,7 @@ class JsonFormatter(logging.Formatter):
             "severity": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
         }
         entry.update(getattr(record, "fields", {}))
         span = trace.get_current_span().get_span_context()
@@ -51,8 +52,9 @@ class PrettyFormatter(logging.Formatter):
 
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(settings.google_cloud_project) if settings.log_format == "json"
-                         else PrettyFormatter())
+    handler.setFormatter(
+        JsonFormatter(settings.google_cloud_project) if settings.log_format == "json" else PrettyFormatter()
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

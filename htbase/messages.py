@@ -4,6 +4,7 @@ The API, the embedded dispatcher, the push handlers and the ledger all import
 from here. A message travels as JSON in the ``data`` of a Pub/Sub push
 envelope; the embedded dispatcher builds exactly the envelope Pub/Sub would.
 """
+
 from __future__ import annotations
 
 import base64
@@ -11,7 +12,7 @@ import binascii
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -98,7 +99,7 @@ class ArchiveRequest:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "ArchiveRequest":
+    def from_json(cls, data: bytes) -> ArchiveRequest:
         payload = _json_object(data)
         archiver = _require_str(payload, "archiver")
         if archiver not in ARCHIVERS:
@@ -129,7 +130,7 @@ class SummarizeRequest:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "SummarizeRequest":
+    def from_json(cls, data: bytes) -> SummarizeRequest:
         payload = _json_object(data)
         force = payload.get("force", False)
         if not isinstance(force, bool):
@@ -151,7 +152,7 @@ class WebhookRequest:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "WebhookRequest":
+    def from_json(cls, data: bytes) -> WebhookRequest:
         return cls(delivery_id=_require_str(_json_object(data), "delivery_id"))
 
 
@@ -186,12 +187,17 @@ class PushMessage:
     delivery_attempt: int | None
 
 
-def build_push_envelope(data: bytes, attributes: dict[str, str] | None = None, *,
-                        subscription: str, message_id: str | None = None,
-                        delivery_attempt: int | None = None) -> dict:
+def build_push_envelope(
+    data: bytes,
+    attributes: dict[str, str] | None = None,
+    *,
+    subscription: str,
+    message_id: str | None = None,
+    delivery_attempt: int | None = None,
+) -> dict:
     """The JSON body Pub/Sub POSTs to a push endpoint."""
     message_id = message_id or uuid.uuid4().hex
-    publish_time = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    publish_time = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     envelope: dict[str, Any] = {
         "message": {
             "data": base64.b64encode(data).decode(),

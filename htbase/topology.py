@@ -7,6 +7,7 @@ process of the emulator stack). The embedded dispatcher, the push app, the
 emulator bootstrap and stack, and Terraform's ``topology.auto.tfvars.json``
 all read it from here, so nothing else spells a topic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -102,8 +103,12 @@ WEBHOOKS = "webhooks"
 WEBHOOK_PATH = "/push/webhook"
 # Re-captures need no queue: housekeeping (Cloud Scheduler's tick) adds the snapshots that are due.
 QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec(WEBHOOKS, "webhook deliveries to clients", 10.0,
-              Route(WEBHOOKS, "webhooks", "deliver_webhook", WEBHOOK_PATH, role="api")),
+    QueueSpec(
+        WEBHOOKS,
+        "webhook deliveries to clients",
+        10.0,
+        Route(WEBHOOKS, "webhooks", "deliver_webhook", WEBHOOK_PATH, role="api"),
+    ),
 )
 QUEUE_SERVICES: tuple[str, ...] = tuple(queue.route.service for queue in QUEUES)
 

@@ -5,6 +5,7 @@
 Whether a URL's host may be reached is a separate question, answered at fetch
 time by the egress policy (``infra.egress.policy``).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -8,6 +8,7 @@ comment). Out: the same HTML, JSON and CSV, so an export imports again as the
 same bookmarks with the same tags. Pure functions: no database, no network;
 URLs are checked by whoever imports them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -87,9 +88,14 @@ class _NetscapeParser(HTMLParser):
             attributes = self._link["attributes"]
             listed = [t.strip() for t in attributes.get("tags", "").split(",") if t.strip()]
             tags = tuple(dict.fromkeys([*(f for f in self.folders if f), *listed]))
-            self.bookmarks.append(Bookmark(attributes["href"].strip(), " ".join(self._link["title"].split()), tags,
-                                           _from_timestamp(attributes.get("add_date") or
-                                                           attributes.get("time_added"))))
+            self.bookmarks.append(
+                Bookmark(
+                    attributes["href"].strip(),
+                    " ".join(self._link["title"].split()),
+                    tags,
+                    _from_timestamp(attributes.get("add_date") or attributes.get("time_added")),
+                )
+            )
             self._link = None
 
     def handle_data(self, data: str) -> None:
@@ -115,9 +121,15 @@ def parse_csv(content: str) -> list[Bookmark]:
         if not row.get("url"):
             continue
         tags = tuple(t.strip() for t in row.get("tags", "").split("|") if t.strip())
-        bookmarks.append(Bookmark(row["url"], row.get("title", ""), tags,
-                                  _from_timestamp(row.get("time_added")) or _from_iso(row.get("added_at")),
-                                  _from_iso(row.get("captured_at"))))
+        bookmarks.append(
+            Bookmark(
+                row["url"],
+                row.get("title", ""),
+                tags,
+                _from_timestamp(row.get("time_added")) or _from_iso(row.get("added_at")),
+                _from_iso(row.get("captured_at")),
+            )
+        )
     return bookmarks
 
 
@@ -137,9 +149,15 @@ def parse_json(content: str) -> list[Bookmark]:
             continue
         listed = entry.get("tags")
         tags = listed if isinstance(listed, list) else []
-        bookmarks.append(Bookmark(entry["url"].strip(), str(entry.get("title") or ""),
-                                  tuple(str(t) for t in tags if str(t).strip()),
-                                  _from_iso(entry.get("added_at")), _from_iso(entry.get("captured_at"))))
+        bookmarks.append(
+            Bookmark(
+                entry["url"].strip(),
+                str(entry.get("title") or ""),
+                tuple(str(t) for t in tags if str(t).strip()),
+                _from_iso(entry.get("added_at")),
+                _from_iso(entry.get("captured_at")),
+            )
+        )
     return bookmarks
 
 
@@ -150,9 +168,13 @@ def parse_url_list(content: str) -> list[Bookmark]:
 
 def to_html(bookmarks: list[Bookmark]) -> str:
     """Netscape bookmark HTML, which every browser imports; tags go in ``TAGS`` (Firefox reads them)."""
-    lines = ["<!DOCTYPE NETSCAPE-Bookmark-file-1>",
-             '<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=UTF-8">',
-             "<TITLE>Bookmarks</TITLE>", "<H1>Bookmarks</H1>", "<DL><p>"]
+    lines = [
+        "<!DOCTYPE NETSCAPE-Bookmark-file-1>",
+        '<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=UTF-8">',
+        "<TITLE>Bookmarks</TITLE>",
+        "<H1>Bookmarks</H1>",
+        "<DL><p>",
+    ]
     for b in bookmarks:
         added = f' ADD_DATE="{int(b.added_at.replace(tzinfo=UTC).timestamp())}"' if b.added_at else ""
         tags = f' TAGS="{html.escape(",".join(b.tags))}"' if b.tags else ""
@@ -162,9 +184,25 @@ def to_html(bookmarks: list[Bookmark]) -> str:
 
 
 def to_json(bookmarks: list[Bookmark]) -> str:
-    return json.dumps({"bookmarks": [{"url": b.url, "title": b.title, "tags": list(b.tags),
-                                      "added_at": _iso(b.added_at), "captured_at": _iso(b.captured_at)}
-                                     for b in bookmarks]}, ensure_ascii=False, indent=1) + "\n"
+    return (
+        json.dumps(
+            {
+                "bookmarks": [
+                    {
+                        "url": b.url,
+                        "title": b.title,
+                        "tags": list(b.tags),
+                        "added_at": _iso(b.added_at),
+                        "captured_at": _iso(b.captured_at),
+                    }
+                    for b in bookmarks
+                ]
+            },
+            ensure_ascii=False,
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def to_csv(bookmarks: list[Bookmark]) -> str:

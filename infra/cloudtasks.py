@@ -9,8 +9,10 @@ a message it could not mark sent makes no second task. ``schedule_time`` holds a
 
 ``TopicRouter`` sends each logical topic to its broker: queues here, everything else to Pub/Sub.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from google.cloud.tasks_v2 import CloudTasksClient
 
 
-def tasks_client(settings: Settings) -> "CloudTasksClient":
+def tasks_client(settings: Settings) -> CloudTasksClient:
     # Imported here: the library takes a while to load, and most processes publish no task.
     from google.cloud.tasks_v2 import CloudTasksClient
 
@@ -41,7 +43,7 @@ def tasks_client(settings: Settings) -> "CloudTasksClient":
 
 
 class CloudTasksPublisher:
-    def __init__(self, settings: Settings, client: "CloudTasksClient | None" = None, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings, client: CloudTasksClient | None = None, *, timeout_s: float = 10.0) -> None:
         self.settings, self.timeout_s = settings, timeout_s
         self.project = settings.google_cloud_project or settings.pubsub_project_id
         self._client = client
@@ -51,7 +53,7 @@ class CloudTasksPublisher:
         self._services = {WEBHOOKS: settings.webhook_delivery_url}
 
     @property
-    def client(self) -> "CloudTasksClient":
+    def client(self) -> CloudTasksClient:
         with self._lock:
             if self._client is None:
                 self._client = tasks_client(self.settings)
@@ -61,8 +63,10 @@ class CloudTasksPublisher:
         spec = queue(topic)
         if spec is None:
             raise ValueError(f"no Cloud Tasks queue carries topic {topic!r}")
-        return (f"projects/{self.project}/locations/{self.settings.tasks_location}/queues/"
-                f"{self.settings.topic_prefix}{spec.name}")
+        return (
+            f"projects/{self.project}/locations/{self.settings.tasks_location}/queues/"
+            f"{self.settings.topic_prefix}{spec.name}"
+        )
 
     def task(self, topic: str, data: bytes, attributes: dict[str, str]) -> dict:
         """The HTTP task that carries one message."""
@@ -78,8 +82,10 @@ class CloudTasksPublisher:
             if self.settings.push_auth_token:
                 request["url"] += "?" + urlencode({"token": self.settings.push_auth_token})
         elif self.settings.tasks_service_account:
-            request["oidc_token"] = {"service_account_email": self.settings.tasks_service_account,
-                                     "audience": self.settings.push_audience or url}
+            request["oidc_token"] = {
+                "service_account_email": self.settings.tasks_service_account,
+                "audience": self.settings.push_audience or url,
+            }
         key = attributes.get("key", "")
         envelope = build_push_envelope(data, attributes, subscription=parent, message_id=key or None)
         request["body"] = json.dumps(envelope).encode()
@@ -98,10 +104,8 @@ class CloudTasksPublisher:
         """Raise unless Cloud Tasks answers a question about the queue (a refusal to say counts)."""
         from google.api_core.exceptions import PermissionDenied
 
-        try:
+        with contextlib.suppress(PermissionDenied):  # an enqueuer may not read queues
             self.client.get_queue(name=self.queue_path(WEBHOOKS), timeout=self.timeout_s)
-        except PermissionDenied:  # an enqueuer may not read queues
-            pass
 
     def _create(self, parent: str, task: dict) -> str:
         from google.api_core.exceptions import AlreadyExists

@@ -1,4 +1,5 @@
 """Database engines and schema migrations (SQLite embedded, Postgres for real, Cloud SQL in the cloud)."""
+
 from __future__ import annotations
 
 import threading
@@ -83,8 +84,9 @@ class CloudSqlConnections:
             if self._connector is None:
                 self._connector = self._new_connector()
             connector = self._connector
-        credentials = {"user": self.user or self._own_user()} if self.iam_auth \
-            else {"user": self.user, "password": self.password}
+        credentials = (
+            {"user": self.user or self._own_user()} if self.iam_auth else {"user": self.user, "password": self.password}
+        )
         return connector.connect(self.instance, "pg8000", db=self.database, **credentials)
 
     def _new_connector(self) -> Any:
@@ -129,4 +131,3 @@ def migrate_database(settings: Settings) -> None:
         migrate(engine)
     finally:
         engine.dispose()
-

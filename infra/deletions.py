@@ -10,11 +10,12 @@ Every delete returns the tasks whose documents changed: the deleted ones (their 
 documents go) and a batch that lost a child. A batch left without children, and an item left
 without snapshots or a schedule, go too.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Iterable
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, aliased
@@ -47,8 +48,7 @@ class Deletions:
             snapshots = select(Task.task_id).where(Task.item_id == item_id)
             # Every top row its snapshots belong to, locked in one order: no two deletes wait in a circle.
             tops = select(func.coalesce(Task.parent_id, Task.task_id)).where(Task.item_id == item_id)
-            session.execute(select(Task.task_id).where(Task.task_id.in_(tops)).order_by(Task.task_id)
-                            .with_for_update())
+            session.execute(select(Task.task_id).where(Task.task_id.in_(tops)).order_by(Task.task_id).with_for_update())
             changed = _delete(session, list(session.scalars(snapshots)))
             session.execute(delete(Schedule).where(Schedule.item_id == item_id))
             session.execute(delete(Item).where(Item.item_id == item_id))
@@ -60,9 +60,14 @@ class Deletions:
         snapshot = aliased(Task)
         newest = select(func.max(snapshot.created_at)).where(snapshot.item_id == Task.item_id).scalar_subquery()
         with self.ledger.session() as session:
-            old = list(session.scalars(select(Task.task_id)
-                                       .where(Task.kind == "single", Task.created_at < cutoff, Task.created_at < newest)
-                                       .order_by(Task.created_at).limit(limit)))
+            old = list(
+                session.scalars(
+                    select(Task.task_id)
+                    .where(Task.kind == "single", Task.created_at < cutoff, Task.created_at < newest)
+                    .order_by(Task.created_at)
+                    .limit(limit)
+                )
+            )
         changed: list[str] = []
         for task_id in old:
             changed += self.delete_task(task_id) or []
@@ -75,22 +80,31 @@ class Deletions:
         counts = {"removed": 0, "failed": 0}
         now = utcnow()
         with self.ledger.session() as session:
-            due = session.execute(select(PendingDeletion.id, PendingDeletion.prefix, PendingDeletion.attempts)
-                                  .where(PendingDeletion.next_attempt_at <= now)
-                                  .order_by(PendingDeletion.next_attempt_at, PendingDeletion.id).limit(limit)).all()
+            due = session.execute(
+                select(PendingDeletion.id, PendingDeletion.prefix, PendingDeletion.attempts)
+                .where(PendingDeletion.next_attempt_at <= now)
+                .order_by(PendingDeletion.next_attempt_at, PendingDeletion.id)
+                .limit(limit)
+            ).all()
         for row_id, prefix, attempts in due:
             try:
                 self.store.delete_prefix(prefix)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                delay = min(5.0 * 2 ** attempts, MAX_RETRY_S)
+                delay = min(5.0 * 2**attempts, MAX_RETRY_S)
                 with self.ledger.session() as session, session.begin():
                     pending = session.get(PendingDeletion, row_id)
                     if pending is not None:
                         pending.attempts, pending.last_error = attempts + 1, error[:2000]
                         pending.next_attempt_at = utcnow() + timedelta(seconds=delay)
-                log(logger, logging.WARNING, "removing a deleted task's files failed; will retry", prefix=prefix,
-                    retry_in_s=delay, error=error)
+                log(
+                    logger,
+                    logging.WARNING,
+                    "removing a deleted task's files failed; will retry",
+                    prefix=prefix,
+                    retry_in_s=delay,
+                    error=error,
+                )
                 counts["failed"] += 1
                 break
             with self.ledger.session() as session, session.begin():
@@ -112,16 +126,24 @@ def _delete(session: Session, task_ids: list[str]) -> list[str]:
     parents = {t.parent_id for t in tasks if t.parent_id and t.parent_id not in ids}
     items = {t.item_id for t in tasks if t.item_id}
     # A batch that would be left empty goes with its last children.
-    emptied = [parent for parent in parents if not session.scalar(
-        select(func.count()).select_from(Task).where(Task.parent_id == parent, Task.task_id.not_in(ids)))]
+    emptied = [
+        parent
+        for parent in parents
+        if not session.scalar(
+            select(func.count()).select_from(Task).where(Task.parent_id == parent, Task.task_id.not_in(ids))
+        )
+    ]
     ids += emptied
     session.execute(delete(WebhookDelivery).where(WebhookDelivery.task_id.in_(ids)))
     session.execute(delete(Artifact).where(Artifact.task_id.in_(ids)))
     session.execute(delete(Task).where(Task.task_id.in_(ids)))
     forget_files(session, ids, now)
     # An item is its snapshots: without any, and without a schedule, nothing of it is left.
-    session.execute(delete(Item).where(
-        Item.item_id.in_(items),
-        ~select(Task.task_id).where(Task.item_id == Item.item_id).exists(),
-        ~select(Schedule.item_id).where(Schedule.item_id == Item.item_id).exists()))
+    session.execute(
+        delete(Item).where(
+            Item.item_id.in_(items),
+            ~select(Task.task_id).where(Task.item_id == Item.item_id).exists(),
+            ~select(Schedule.item_id).where(Schedule.item_id == Item.item_id).exists(),
+        )
+    )
     return ids + sorted(parents - set(emptied))

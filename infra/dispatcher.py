@@ -8,6 +8,7 @@ dead-letter handler. A 4xx answer means the message can never succeed, so it
 goes to the dead-letter handler at once. A message with a ``schedule_time``
 waits until then, as a scheduled Cloud Tasks task does.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import logging
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Flask
 
@@ -28,8 +29,16 @@ logger = logging.getLogger("htbase.dispatcher")
 
 
 class LocalPushDispatcher:
-    def __init__(self, push_app: Flask, routes: dict[str, str], *, workers: int, max_attempts: int,
-                 backoff_s: float, max_backoff_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        push_app: Flask,
+        routes: dict[str, str],
+        *,
+        workers: int,
+        max_attempts: int,
+        backoff_s: float,
+        max_backoff_s: float = 60.0,
+    ) -> None:
         self.push_app = push_app
         self.routes = routes  # logical topic -> push path, plus DEAD_LETTER -> path
         self.max_attempts = max_attempts
@@ -46,7 +55,7 @@ class LocalPushDispatcher:
             raise RuntimeError("dispatcher is shut down")
         message_id = uuid.uuid4().hex
         due = schedule_time(attributes)
-        delay = (due - datetime.now(timezone.utc)).total_seconds() if due else 0.0
+        delay = (due - datetime.now(UTC)).total_seconds() if due else 0.0
         if delay > 0:  # held back until its time, as Cloud Tasks holds a scheduled task
             self._later(delay, topic, data, dict(attributes), message_id, 1)
         else:
@@ -67,15 +76,31 @@ class LocalPushDispatcher:
                 return
             if (status >= 500 or status == 429) and attempt < self.max_attempts:
                 delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
-                log(logger, logging.INFO, "push nacked; will redeliver", topic=topic, status=status,
-                    attempt=attempt, delay_s=delay)
+                log(
+                    logger,
+                    logging.INFO,
+                    "push nacked; will redeliver",
+                    topic=topic,
+                    status=status,
+                    attempt=attempt,
+                    delay_s=delay,
+                )
                 self._later(delay, topic, data, attributes, message_id, attempt + 1)
                 return
             if topic != DEAD_LETTER:
-                log(logger, logging.WARNING, "push failed for good; dead-lettering", topic=topic,
-                    status=status, attempts=attempt)
-                dead = dict(attributes, CloudPubSubDeadLetterSourceDeliveryCount=str(attempt),
-                            CloudPubSubDeadLetterSourceSubscription=topic)
+                log(
+                    logger,
+                    logging.WARNING,
+                    "push failed for good; dead-lettering",
+                    topic=topic,
+                    status=status,
+                    attempts=attempt,
+                )
+                dead = dict(
+                    attributes,
+                    CloudPubSubDeadLetterSourceDeliveryCount=str(attempt),
+                    CloudPubSubDeadLetterSourceSubscription=topic,
+                )
                 self._submit(DEAD_LETTER, data, dead, message_id, 1)
         except Exception:
             logger.exception("push delivery crashed (topic %s)", topic)
@@ -98,11 +123,17 @@ class LocalPushDispatcher:
         timer.daemon = True
         timer.start()
 
-    def _post(self, path: str, data: bytes, attributes: dict[str, str], message_id: str, topic: str,
-              attempt: int) -> int:
+    def _post(
+        self, path: str, data: bytes, attributes: dict[str, str], message_id: str, topic: str, attempt: int
+    ) -> int:
         # deliveryAttempt as Pub/Sub sends it on subscriptions with a dead-letter policy.
-        envelope = build_push_envelope(data, attributes, message_id=message_id, delivery_attempt=attempt,
-                                       subscription=f"projects/local/subscriptions/{topic}")
+        envelope = build_push_envelope(
+            data,
+            attributes,
+            message_id=message_id,
+            delivery_attempt=attempt,
+            subscription=f"projects/local/subscriptions/{topic}",
+        )
         with self.push_app.test_client() as client:
             response = client.post(path, data=json.dumps(envelope), content_type="application/json")
         return response.status_code

@@ -5,11 +5,12 @@ whatever the outbox still holds, and the replica's queue is retried.
 Long-running processes run a round on a timer; in the cloud, Cloud Scheduler
 calls the ``housekeeping`` target instead.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from htbase.logs import log
 from infra.ledger import Ledger
@@ -35,7 +36,7 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="housekeeper", daemon=True)
 
-    def start(self) -> "Housekeeper":
+    def start(self) -> Housekeeper:
         self._thread.start()
         return self
 

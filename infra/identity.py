@@ -5,6 +5,7 @@ project and the credentials come from google-auth's application default
 credentials (there, the metadata server). Only a cloud role asks, and only when
 it talks to Google itself: embedded and emulator runs never make the call.
 """
+
 from __future__ import annotations
 
 import threading

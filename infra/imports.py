@@ -10,6 +10,7 @@ made, on every look at its progress, in each housekeeping round, and in the
 API process's import pacer. A URL that is already an item adds nothing, unless
 the import asks to capture it again.
 """
+
 from __future__ import annotations
 
 import threading
@@ -50,7 +51,8 @@ CHUNK = 500  # values in one IN (...)
 UNFINISHED = ("pending", "processing")
 
 imports = Table(
-    "imports", Base.metadata,
+    "imports",
+    Base.metadata,
     Column("import_id", String(36), primary_key=True),
     Column("filename", String(200), nullable=False),
     Column("archivers", JSON, nullable=False),
@@ -61,7 +63,8 @@ imports = Table(
 )
 
 import_entries = Table(
-    "import_entries", Base.metadata,
+    "import_entries",
+    Base.metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("import_id", String(36), ForeignKey("imports.import_id", ondelete="CASCADE"), nullable=False),
     Column("position", Integer, nullable=False),  # in the file, from 0
@@ -100,8 +103,9 @@ class Imports:
         self.ledger, self.tags, self.captures_at_once = ledger, tags, max(1, captures_at_once)
         self._advancing = threading.Lock()  # one advance at a time in a process (Postgres also locks rows)
 
-    def create(self, bookmarks: list[Bookmark], archivers: list[str], *, filename: str = "",
-               recapture: bool = False) -> Import:
+    def create(
+        self, bookmarks: list[Bookmark], archivers: list[str], *, filename: str = "", recapture: bool = False
+    ) -> Import:
         """Check every URL, make the new ones items (with their tags) and record each outcome: a few
         statements for the whole file, in one transaction."""
         import_id, now = str(uuid.uuid4()), utcnow()
@@ -113,31 +117,54 @@ class Imports:
                 checked.append(str(exc))
         with self.ledger.session() as session, session.begin():
             known = _items_of(session, [c[1] for c in checked if not isinstance(c, str)])
-            new = {digest: bookmark for c in checked if not isinstance(c, str)
-                   for bookmark, digest, _ in [c] if digest not in known}
+            new = {
+                digest: bookmark
+                for c in checked
+                if not isinstance(c, str)
+                for bookmark, digest, _ in [c]
+                if digest not in known
+            }
             named = _new_items(session, new, now)
             entries, seen, tags = [], set(), []
             for position, (bookmark, outcome) in enumerate(zip(bookmarks, checked, strict=True)):
-                entry = {"import_id": import_id, "position": position, "url": bookmark.url[:4096],
-                         "outcome": QUEUED, "item_id": None, "error": None}
+                entry = {
+                    "import_id": import_id,
+                    "position": position,
+                    "url": bookmark.url[:4096],
+                    "outcome": QUEUED,
+                    "item_id": None,
+                    "error": None,
+                }
                 if isinstance(outcome, str):
                     entries.append({**entry, "outcome": INVALID, "error": outcome})
                     continue
                 _, digest, bookmark_tags = outcome
                 item_id = known.get(digest) or named[digest]
                 if digest in seen or (digest in known and not recapture):
-                    entries.append({**entry, "outcome": DUPLICATE, "item_id": item_id,
-                                    "error": "the file lists it before" if digest in seen else None})
+                    entries.append(
+                        {
+                            **entry,
+                            "outcome": DUPLICATE,
+                            "item_id": item_id,
+                            "error": "the file lists it before" if digest in seen else None,
+                        }
+                    )
                     continue
                 seen.add(digest)
                 if digest in named:  # an item made now gets the file's tags; one saved before keeps its own
                     tags += [{"item_id": item_id, "tag": tag} for tag in bookmark_tags]
                 entries.append({**entry, "item_id": item_id})
-            session.execute(imports.insert().values(import_id=import_id, filename=filename[:200],
-                                                    archivers=list(archivers), recapture=recapture,
-                                                    total=len(bookmarks), created_at=now,
-                                                    finished_at=None if any(e["outcome"] == QUEUED for e in entries)
-                                                    else now))
+            session.execute(
+                imports.insert().values(
+                    import_id=import_id,
+                    filename=filename[:200],
+                    archivers=list(archivers),
+                    recapture=recapture,
+                    total=len(bookmarks),
+                    created_at=now,
+                    finished_at=None if any(e["outcome"] == QUEUED for e in entries) else now,
+                )
+            )
             self.tags.add_many(session.connection(), tags)
             if entries:
                 session.execute(import_entries.insert(), entries)
@@ -148,15 +175,24 @@ class Imports:
             row = connection.execute(select(imports).where(imports.c.import_id == import_id)).first()
             if row is None:
                 return None
-            counts: dict[str, int] = dict(connection.execute(select(import_entries.c.outcome, func.count())
-                                             .where(import_entries.c.import_id == import_id)
-                                             .group_by(import_entries.c.outcome)).all())
+            counts: dict[str, int] = dict(
+                connection.execute(
+                    select(import_entries.c.outcome, func.count())
+                    .where(import_entries.c.import_id == import_id)
+                    .group_by(import_entries.c.outcome)
+                ).all()
+            )
         return Import(row.import_id, row.filename, row.total, row.created_at, row.finished_at, counts)
 
     def entries(self, import_id: str, *, limit: int, offset: int) -> list[ImportEntry]:
         with self.ledger.engine.connect() as connection:
-            rows = connection.execute(select(import_entries).where(import_entries.c.import_id == import_id)
-                                      .order_by(import_entries.c.position).limit(limit).offset(offset))
+            rows = connection.execute(
+                select(import_entries)
+                .where(import_entries.c.import_id == import_id)
+                .order_by(import_entries.c.position)
+                .limit(limit)
+                .offset(offset)
+            )
             return [ImportEntry(r.position, r.url, r.outcome, r.item_id, r.task_id, r.error) for r in rows]
 
     def capture_counts(self, import_id: str) -> Counter[str]:
@@ -165,8 +201,9 @@ class Imports:
         unfinished = exists().where(Artifact.task_id == import_entries.c.task_id, Artifact.status.in_(UNFINISHED))
         with self.ledger.engine.connect() as connection:
             total = connection.scalar(select(func.count()).select_from(import_entries).where(*started)) or 0
-            running = connection.scalar(select(func.count()).select_from(import_entries)
-                                        .where(*started, unfinished)) or 0
+            running = (
+                connection.scalar(select(func.count()).select_from(import_entries).where(*started, unfinished)) or 0
+            )
         return +Counter({"running": running, "finished": total - running})
 
     def advance(self) -> list[OutboxRow]:
@@ -175,9 +212,17 @@ class Imports:
         with self._advancing, self.ledger.session() as session, session.begin():
             if not session.scalar(select(exists().where(import_entries.c.outcome == QUEUED))):
                 return []  # the usual case, and a cheap one: no import waits
-            running = session.scalar(select(func.count()).select_from(import_entries).where(
-                import_entries.c.outcome == STARTED,
-                exists().where(Artifact.task_id == import_entries.c.task_id, Artifact.status.in_(UNFINISHED)))) or 0
+            running = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(import_entries)
+                    .where(
+                        import_entries.c.outcome == STARTED,
+                        exists().where(Artifact.task_id == import_entries.c.task_id, Artifact.status.in_(UNFINISHED)),
+                    )
+                )
+                or 0
+            )
             free = self.captures_at_once - running
             if free <= 0:
                 return []
@@ -185,8 +230,10 @@ class Imports:
                 select(import_entries.c.id, import_entries.c.import_id, import_entries.c.item_id, imports.c.archivers)
                 .join(imports, imports.c.import_id == import_entries.c.import_id)
                 .where(import_entries.c.outcome == QUEUED)
-                .order_by(imports.c.created_at, import_entries.c.position).limit(free)
-                .with_for_update(of=import_entries, skip_locked=True)).all()
+                .order_by(imports.c.created_at, import_entries.c.position)
+                .limit(free)
+                .with_for_update(of=import_entries, skip_locked=True)
+            ).all()
             outbox: list[OutboxMessage] = []
             now = utcnow()
             for entry_id, import_id, item_id, archivers in due:
@@ -194,8 +241,9 @@ class Imports:
                 if item is None:  # deleted since it was imported
                     _set(session, entry_id, outcome=INVALID, error="the item was deleted before its capture")
                     continue
-                task_id = Ledger.add_snapshot(session, item, archivers, {}, now, outbox,
-                                              request_id=f"import:{import_id}")
+                task_id = Ledger.add_snapshot(
+                    session, item, archivers, {}, now, outbox, request_id=f"import:{import_id}"
+                )
                 _set(session, entry_id, outcome=STARTED, task_id=task_id)
             self._finish(session, {import_id for _, import_id, _, _ in due}, now)
         return outbox_rows(outbox)
@@ -204,8 +252,7 @@ class Imports:
     def _finish(session: Session, import_ids: set[str], now: datetime) -> None:
         for import_id in import_ids:
             queued = exists().where(import_entries.c.import_id == import_id, import_entries.c.outcome == QUEUED)
-            session.execute(imports.update().where(imports.c.import_id == import_id, ~queued)
-                            .values(finished_at=now))
+            session.execute(imports.update().where(imports.c.import_id == import_id, ~queued).values(finished_at=now))
 
 
 def _items_of(session: Session, digests: list[str]) -> dict[str, str]:
@@ -213,9 +260,12 @@ def _items_of(session: Session, digests: list[str]) -> dict[str, str]:
     known: dict[str, str] = {}
     unique = list(dict.fromkeys(digests))
     for start in range(0, len(unique), CHUNK):
-        chunk = unique[start:start + CHUNK]
-        rows = session.execute(select(Item.url_hash, Item.item_id).where(Item.url_hash.in_(chunk))
-                               .order_by(Item.created_at.desc(), Item.item_id.desc()))
+        chunk = unique[start : start + CHUNK]
+        rows = session.execute(
+            select(Item.url_hash, Item.item_id)
+            .where(Item.url_hash.in_(chunk))
+            .order_by(Item.created_at.desc(), Item.item_id.desc())
+        )
         known.update(dict(rows.all()))  # the oldest comes last, and stays
     return known
 
@@ -227,12 +277,16 @@ def _new_items(session: Session, bookmarks: dict[str, Bookmark], now: datetime) 
     taken: set[str] = set()
     candidates = list(names.values())
     for start in range(0, len(candidates), CHUNK):
-        taken.update(session.scalars(select(Item.item_id).where(Item.item_id.in_(candidates[start:start + CHUNK]))))
+        taken.update(session.scalars(select(Item.item_id).where(Item.item_id.in_(candidates[start : start + CHUNK]))))
     names = {digest: uuid.uuid4().hex if name in taken else name for digest, name in names.items()}
     if names:
-        session.execute(insert(Item), [{"item_id": names[digest], "url": validate_url(bookmark.url),
-                                        "url_hash": digest, "created_at": now}
-                                       for digest, bookmark in bookmarks.items()])
+        session.execute(
+            insert(Item),
+            [
+                {"item_id": names[digest], "url": validate_url(bookmark.url), "url_hash": digest, "created_at": now}
+                for digest, bookmark in bookmarks.items()
+            ],
+        )
     return names
 
 

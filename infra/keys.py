@@ -5,6 +5,7 @@ and logs, the secret is 256 random bits. Being that random, a key needs no slow 
 its sha256 is stored, and a presented key is found by its prefix and compared in
 constant time. Scopes nest: ``read`` ⊂ ``write`` ⊂ ``admin``.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -3,15 +3,17 @@
 Writes that announce work (a new task, a follow-up, a republish) add their
 outbox rows (infra/outbox.py) in the same transaction.
 """
+
 from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from sqlalchemy import Engine, and_, case, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +24,7 @@ from htbase.topology import MAX_BACKOFF_S
 from infra.db import new_session
 from infra.metrics import LEASE_TAKEOVERS, SUBMISSIONS
 from infra.models import Artifact, Item, OutboxMessage, PendingDeletion, Task, WebhookDelivery, utcnow
-from infra.outbox import Outgoing, OutboxRow, archive_outgoing, enqueue, outbox_rows, webhook_outgoing
+from infra.outbox import OutboxRow, Outgoing, archive_outgoing, enqueue, outbox_rows, webhook_outgoing
 from infra.storage import StoredObject
 from infra.telemetry import traced
 
@@ -47,7 +49,7 @@ class BatchSummary:
 
     items: int
     statuses: list[ArtifactStatus]  # one per artifact of every child
-    finished_at: datetime | None    # the latest finish among them
+    finished_at: datetime | None  # the latest finish among them
 
 
 @dataclass(frozen=True)
@@ -55,20 +57,20 @@ class CreatedTask:
     task_id: str
     kind: str
     children: list[dict[str, str]]  # [{task_id, item_id, url}]
-    outbox: list[OutboxRow]         # to publish now that the transaction committed
+    outbox: list[OutboxRow]  # to publish now that the transaction committed
 
 
 class CancelOutcome(StrEnum):
     CANCELLED = "cancelled"  # its pending work will never run (or it was cancelled before)
-    FINISHED = "finished"    # it had ended already: nothing to cancel
+    FINISHED = "finished"  # it had ended already: nothing to cancel
     MISSING = "missing"
 
 
 class ClaimOutcome(StrEnum):
-    CLAIMED = "claimed"   # run the capture
-    DONE = "done"         # already finished: acknowledge, do nothing
-    BUSY = "busy"         # another delivery holds a live lease: do nothing
-    MISSING = "missing"   # no such (task, archiver): the message is bad
+    CLAIMED = "claimed"  # run the capture
+    DONE = "done"  # already finished: acknowledge, do nothing
+    BUSY = "busy"  # another delivery holds a live lease: do nothing
+    MISSING = "missing"  # no such (task, archiver): the message is bad
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ class Ledger:
     """``announce`` publishes what a commit announced (a task's end): the runtime sets it once it has a
     relay; until then the outbox keeps the rows for the relay's next flush."""
 
-    def __init__(self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5,
-                 retry_backoff_s: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5, retry_backoff_s: float = 1.0
+    ) -> None:
         self.engine = engine
         self.lease = timedelta(seconds=lease_s)
         self.max_attempts = max_attempts
@@ -99,8 +102,16 @@ class Ledger:
     # --- accepting work -----------------------------------------------------
 
     @traced("ledger create_task")
-    def create_task(self, items: list[NewItem], archivers: Iterable[str], *, options: dict[str, Any] | None = None,
-                    request_id: str = "", webhook_url: str | None = None, batch: bool = False) -> CreatedTask:
+    def create_task(
+        self,
+        items: list[NewItem],
+        archivers: Iterable[str],
+        *,
+        options: dict[str, Any] | None = None,
+        request_id: str = "",
+        webhook_url: str | None = None,
+        batch: bool = False,
+    ) -> CreatedTask:
         """Write the task(s), their pending artifacts and the outbox in one transaction."""
         task = (items, list(archivers), dict(options or {}), request_id, webhook_url, batch)
         try:
@@ -112,20 +123,44 @@ class Ledger:
         SUBMISSIONS.add(1, {"kind": created.kind})
         return created
 
-    def _create_task(self, items: list[NewItem], archivers: list[str], options: dict[str, Any], request_id: str,
-                     webhook_url: str | None, batch: bool) -> CreatedTask:
+    def _create_task(
+        self,
+        items: list[NewItem],
+        archivers: list[str],
+        options: dict[str, Any],
+        request_id: str,
+        webhook_url: str | None,
+        batch: bool,
+    ) -> CreatedTask:
         now = utcnow()
         parent_id = str(uuid.uuid4()) if batch else None
         children: list[dict[str, str]] = []
         outbox: list[OutboxMessage] = []
         with self.session() as session, session.begin():
             if parent_id:
-                session.add(Task(task_id=parent_id, kind="batch", request_id=request_id, webhook_url=webhook_url,
-                                 options=options, created_at=now))
+                session.add(
+                    Task(
+                        task_id=parent_id,
+                        kind="batch",
+                        request_id=request_id,
+                        webhook_url=webhook_url,
+                        options=options,
+                        created_at=now,
+                    )
+                )
             for new in items:
                 item = self._upsert_item(session, new, now)
-                task_id = self.add_snapshot(session, item, archivers, options, now, outbox, request_id=request_id,
-                                            webhook_url=None if batch else webhook_url, parent_id=parent_id)
+                task_id = self.add_snapshot(
+                    session,
+                    item,
+                    archivers,
+                    options,
+                    now,
+                    outbox,
+                    request_id=request_id,
+                    webhook_url=None if batch else webhook_url,
+                    parent_id=parent_id,
+                )
                 children.append({"task_id": task_id, "item_id": item.item_id, "url": item.url})
         rows = outbox_rows(outbox)
         if parent_id:
@@ -133,17 +168,37 @@ class Ledger:
         return CreatedTask(children[0]["task_id"], "single", children, rows)
 
     @staticmethod
-    def add_snapshot(session: Session, item: Item, archivers: Iterable[str], options: dict[str, Any], now: datetime,
-                     outbox: list[OutboxMessage], *, request_id: str = "", webhook_url: str | None = None,
-                     parent_id: str | None = None) -> str:
+    def add_snapshot(
+        session: Session,
+        item: Item,
+        archivers: Iterable[str],
+        options: dict[str, Any],
+        now: datetime,
+        outbox: list[OutboxMessage],
+        *,
+        request_id: str = "",
+        webhook_url: str | None = None,
+        parent_id: str | None = None,
+    ) -> str:
         """A new task capturing ``item`` again, its pending artifacts and their messages, in the caller's
         transaction; returns its id."""
         task_id = str(uuid.uuid4())
-        session.add(Task(task_id=task_id, kind="single", parent_id=parent_id, item_id=item.item_id,
-                         request_id=request_id, webhook_url=webhook_url, options=options, created_at=now))
+        session.add(
+            Task(
+                task_id=task_id,
+                kind="single",
+                parent_id=parent_id,
+                item_id=item.item_id,
+                request_id=request_id,
+                webhook_url=webhook_url,
+                options=options,
+                created_at=now,
+            )
+        )
         for archiver in archivers:
-            session.add(Artifact(task_id=task_id, archiver=archiver, status=PENDING,
-                                 created_at=now, updated_at=now, meta={}))
+            session.add(
+                Artifact(task_id=task_id, archiver=archiver, status=PENDING, created_at=now, updated_at=now, meta={})
+            )
             request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
             outbox.append(enqueue(session, archive_outgoing(request), now))
         return task_id
@@ -158,8 +213,9 @@ class Ledger:
             if item is not None and item.url_hash != new.url_hash:
                 raise ItemConflict(f"item_id {new.item_id!r} already names {item.url!r}")
         else:
-            item = session.scalar(select(Item).where(Item.url_hash == new.url_hash)
-                                  .order_by(Item.created_at, Item.item_id).limit(1))
+            item = session.scalar(
+                select(Item).where(Item.url_hash == new.url_hash).order_by(Item.created_at, Item.item_id).limit(1)
+            )
         if item is None:
             item_id = new.item_id or new.url_hash[:32]
             if not new.item_id and session.get(Item, item_id) is not None:  # a client took that name
@@ -174,18 +230,28 @@ class Ledger:
     def claim(self, task_id: str, archiver: str, owner: str) -> Claim:
         """Take the artifact under a lease, atomically; at most one live holder."""
         now = utcnow()
-        claimable = or_(Artifact.status == PENDING,
-                        and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now))
+        claimable = or_(
+            Artifact.status == PENDING, and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now)
+        )
         cancelled = exists().where(Task.task_id == task_id, Task.cancelled_at.is_not(None))
         with self.session() as session, session.begin():
             result = session.execute(
                 update(Artifact)
                 .where(Artifact.task_id == task_id, Artifact.archiver == archiver, claimable, ~cancelled)
-                .values(status=PROCESSING, lease_owner=owner, lease_expires_at=now + self.lease,
-                        attempts=Artifact.attempts + 1, started_at=now, updated_at=now, next_attempt_at=None)
-                .execution_options(synchronize_session=False))
-            artifact = session.scalar(select(Artifact).where(Artifact.task_id == task_id,
-                                                             Artifact.archiver == archiver))
+                .values(
+                    status=PROCESSING,
+                    lease_owner=owner,
+                    lease_expires_at=now + self.lease,
+                    attempts=Artifact.attempts + 1,
+                    started_at=now,
+                    updated_at=now,
+                    next_attempt_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            artifact = session.scalar(
+                select(Artifact).where(Artifact.task_id == task_id, Artifact.archiver == archiver)
+            )
         if artifact is None:
             return Claim(ClaimOutcome.MISSING)
         if result.rowcount == 1:
@@ -198,8 +264,9 @@ class Ledger:
         """Extend a live lease; False when ``owner`` no longer holds it."""
         now = utcnow()
         with self.session() as session, session.begin():
-            result = session.execute(_held(task_id, archiver, owner)
-                                     .values(lease_expires_at=now + self.lease, updated_at=now))
+            result = session.execute(
+                _held(task_id, archiver, owner).values(lease_expires_at=now + self.lease, updated_at=now)
+            )
             return result.rowcount == 1
 
     @contextmanager
@@ -229,14 +296,25 @@ class Ledger:
 
     def _finish(self, session: Session, task_id: str, archiver: str, owner: str, **values) -> bool:
         """Update the artifact only while ``owner`` still holds it (a fencing check)."""
-        result = session.execute(_held(task_id, archiver, owner)
-                                 .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values))
+        result = session.execute(
+            _held(task_id, archiver, owner).values(
+                lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values
+            )
+        )
         return result.rowcount == 1
 
     @traced("ledger complete")
-    def complete(self, task_id: str, archiver: str, owner: str, stored: StoredObject, *,
-                 meta: dict[str, Any], duration_ms: int,
-                 follow_up: Iterable[Outgoing] = ()) -> list[OutboxRow] | None:
+    def complete(
+        self,
+        task_id: str,
+        archiver: str,
+        owner: str,
+        stored: StoredObject,
+        *,
+        meta: dict[str, Any],
+        duration_ms: int,
+        follow_up: Iterable[Outgoing] = (),
+    ) -> list[OutboxRow] | None:
         """Record success; returns the follow-up outbox rows, or None if the lease was lost.
 
         If the task was deleted while the capture ran, what it stored is queued for removal.
@@ -244,10 +322,22 @@ class Ledger:
         now = utcnow()
         with self.session() as session, session.begin():
             top = self.lock_top(session, task_id)
-            done = self._finish(session, task_id, archiver, owner, status=SUCCESS, error=None,
-                                storage_key=stored.key, uri=stored.uri, size=stored.size, sha256=stored.sha256,
-                                content_type=stored.content_type, meta=meta, finished_at=now,
-                                duration_ms=duration_ms)
+            done = self._finish(
+                session,
+                task_id,
+                archiver,
+                owner,
+                status=SUCCESS,
+                error=None,
+                storage_key=stored.key,
+                uri=stored.uri,
+                size=stored.size,
+                sha256=stored.sha256,
+                content_type=stored.content_type,
+                meta=meta,
+                finished_at=now,
+                duration_ms=duration_ms,
+            )
             if not done:
                 if top is None:
                     forget_files(session, [task_id], now)
@@ -265,8 +355,12 @@ class Ledger:
         with self.session() as session, session.begin():
             top = self.lock_top(session, task_id)
             cancelled_at = session.scalar(select(Task.cancelled_at).where(Task.task_id == task_id))
-            attempts = session.scalar(select(Artifact.attempts).where(
-                Artifact.task_id == task_id, Artifact.archiver == archiver)) or 0
+            attempts = (
+                session.scalar(
+                    select(Artifact.attempts).where(Artifact.task_id == task_id, Artifact.archiver == archiver)
+                )
+                or 0
+            )
             final = permanent or attempts >= self.max_attempts or cancelled_at is not None
             if final:
                 values = {"status": CANCELLED if cancelled_at is not None else FAILED, "finished_at": now}
@@ -292,11 +386,22 @@ class Ledger:
             top = self.lock_top(session, task_id)
             result = session.execute(
                 update(Artifact)
-                .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
-                       Artifact.status.in_((PENDING, PROCESSING)))
-                .values(status=FAILED, error=error[:4000], lease_owner=None, lease_expires_at=None,
-                        finished_at=now, updated_at=now, next_attempt_at=None)
-                .execution_options(synchronize_session=False))
+                .where(
+                    Artifact.task_id == task_id,
+                    Artifact.archiver == archiver,
+                    Artifact.status.in_((PENDING, PROCESSING)),
+                )
+                .values(
+                    status=FAILED,
+                    error=error[:4000],
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                    next_attempt_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
             if result.rowcount != 1:
                 return False
             ended = self._announce_end(session, top, now)
@@ -313,15 +418,25 @@ class Ledger:
                 return CancelOutcome.MISSING
             task = session.get(Task, task_id)
             ids = [task_id, *session.scalars(select(Task.task_id).where(Task.parent_id == task_id))]
-            unfinished = session.scalar(select(func.count()).select_from(Artifact)
-                                        .where(Artifact.task_id.in_(ids), Artifact.status.not_in(TERMINAL)))
+            unfinished = session.scalar(
+                select(func.count())
+                .select_from(Artifact)
+                .where(Artifact.task_id.in_(ids), Artifact.status.not_in(TERMINAL))
+            )
             if task.cancelled_at is None and not unfinished:
                 return CancelOutcome.FINISHED
-            session.execute(update(Task).where(Task.task_id.in_(ids), Task.cancelled_at.is_(None))
-                            .values(cancelled_at=now).execution_options(synchronize_session=False))
-            session.execute(update(Artifact).where(Artifact.task_id.in_(ids), Artifact.status == PENDING)
-                            .values(status=CANCELLED, finished_at=now, updated_at=now, next_attempt_at=None)
-                            .execution_options(synchronize_session=False))
+            session.execute(
+                update(Task)
+                .where(Task.task_id.in_(ids), Task.cancelled_at.is_(None))
+                .values(cancelled_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            session.execute(
+                update(Artifact)
+                .where(Artifact.task_id.in_(ids), Artifact.status == PENDING)
+                .values(status=CANCELLED, finished_at=now, updated_at=now, next_attempt_at=None)
+                .execution_options(synchronize_session=False)
+            )
             ended = self._announce_end(session, top, now)
         self.announce(ended)
         return CancelOutcome.CANCELLED
@@ -346,12 +461,23 @@ class Ledger:
         if task is None or not task.webhook_url:
             return []
         members = select(Task.task_id).where(or_(Task.task_id == top, Task.parent_id == top))
-        unfinished = session.scalar(select(func.count()).select_from(Artifact).where(
-            Artifact.task_id.in_(members), Artifact.status.not_in(TERMINAL)))
+        unfinished = session.scalar(
+            select(func.count())
+            .select_from(Artifact)
+            .where(Artifact.task_id.in_(members), Artifact.status.not_in(TERMINAL))
+        )
         if unfinished or session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.task_id == top)):
             return []
-        delivery = WebhookDelivery(id=f"msg_{uuid.uuid4().hex}", task_id=top, url=task.webhook_url, status=PENDING,
-                                   attempts=0, next_attempt_at=now, created_at=now, updated_at=now)
+        delivery = WebhookDelivery(
+            id=f"msg_{uuid.uuid4().hex}",
+            task_id=top,
+            url=task.webhook_url,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
         session.add(delivery)
         return outbox_rows([enqueue(session, webhook_outgoing(WebhookRequest(delivery.id)), now)])
 
@@ -366,17 +492,26 @@ class Ledger:
         with it.
         """
         now = utcnow()
-        stale = Artifact.status.in_((PENDING, PROCESSING)) if revive_all else or_(
-            and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now),
-            and_(Artifact.status == PENDING, Artifact.updated_at < now - self.lease))
+        stale = (
+            Artifact.status.in_((PENDING, PROCESSING))
+            if revive_all
+            else or_(
+                and_(Artifact.status == PROCESSING, Artifact.lease_expires_at < now),
+                and_(Artifact.status == PENDING, Artifact.updated_at < now - self.lease),
+            )
+        )
         counts = {"republished": 0, "failed": 0}
         with self.session() as session:
             task_ids = list(dict.fromkeys(session.scalars(select(Artifact.task_id).where(stale).limit(500))))
         for task_id in task_ids:  # a transaction per task: the task's lock first, as every ending write takes it
             with self.session() as session, session.begin():
                 top = self.lock_top(session, task_id)
-                rows = session.scalars(select(Artifact).where(stale, Artifact.task_id == task_id)
-                                       .options(selectinload(Artifact.task)).with_for_update(skip_locked=True)).all()
+                rows = session.scalars(
+                    select(Artifact)
+                    .where(stale, Artifact.task_id == task_id)
+                    .options(selectinload(Artifact.task))
+                    .with_for_update(skip_locked=True)
+                ).all()
                 for artifact in rows:
                     if artifact.status == PROCESSING:  # its holder stopped renewing: a crash, or a hang
                         LEASE_TAKEOVERS.add(1, {"archiver": artifact.archiver, "noticed_by": "sweeper"})
@@ -386,12 +521,19 @@ class Ledger:
                         counts["failed"] += 1
                     elif artifact.attempts >= self.max_attempts:
                         artifact.status, artifact.finished_at = FAILED, now
-                        artifact.error = (f"gave up after {artifact.attempts} attempts: "
-                                          f"{artifact.error or 'lease expired'}")
+                        artifact.error = (
+                            f"gave up after {artifact.attempts} attempts: {artifact.error or 'lease expired'}"
+                        )
                         counts["failed"] += 1
                     else:
-                        request = ArchiveRequest(task.task_id, task.item.item_id, task.item.url, artifact.archiver,
-                                                 task.options, task.request_id)
+                        request = ArchiveRequest(
+                            task.task_id,
+                            task.item.item_id,
+                            task.item.url,
+                            artifact.archiver,
+                            task.options,
+                            task.request_id,
+                        )
                         artifact.status = PENDING
                         enqueue(session, archive_outgoing(request), now)
                         counts["republished"] += 1
@@ -405,36 +547,55 @@ class Ledger:
 
     def task(self, task_id: str) -> Task | None:
         with self.session() as session:
-            return session.scalar(select(Task).where(Task.task_id == task_id)
-                                  .options(selectinload(Task.artifacts)))
+            return session.scalar(select(Task).where(Task.task_id == task_id).options(selectinload(Task.artifacts)))
 
     def children(self, parent_id: str) -> list[Task]:
         with self.session() as session:
-            return list(session.scalars(select(Task).where(Task.parent_id == parent_id)
-                                        .options(selectinload(Task.artifacts)).order_by(Task.created_at)))
+            return list(
+                session.scalars(
+                    select(Task)
+                    .where(Task.parent_id == parent_id)
+                    .options(selectinload(Task.artifacts))
+                    .order_by(Task.created_at)
+                )
+            )
 
     def batch_summaries(self, parent_ids: list[str]) -> dict[str, BatchSummary]:
         """Each batch's child count and artifact statuses, aggregated by the database."""
         if not parent_ids:
             return {}
         with self.session() as session:
-            items = dict(session.execute(select(Task.parent_id, func.count()).where(Task.parent_id.in_(parent_ids))
-                                         .group_by(Task.parent_id)).all())
+            items = dict(
+                session.execute(
+                    select(Task.parent_id, func.count()).where(Task.parent_id.in_(parent_ids)).group_by(Task.parent_id)
+                ).all()
+            )
             counted = session.execute(
                 select(Task.parent_id, Artifact.status, func.count(), func.max(Artifact.finished_at))
-                .join(Artifact, Artifact.task_id == Task.task_id).where(Task.parent_id.in_(parent_ids))
-                .group_by(Task.parent_id, Artifact.status)).all()
+                .join(Artifact, Artifact.task_id == Task.task_id)
+                .where(Task.parent_id.in_(parent_ids))
+                .group_by(Task.parent_id, Artifact.status)
+            ).all()
         summaries = {}
         for parent_id in parent_ids:
             rows = [row for row in counted if row[0] == parent_id]
             finished = [latest for *_, latest in rows if latest is not None]
-            summaries[parent_id] = BatchSummary(items.get(parent_id, 0),
-                                                [ArtifactStatus(status) for _, status, n, _ in rows for _ in range(n)],
-                                                max(finished, default=None))
+            summaries[parent_id] = BatchSummary(
+                items.get(parent_id, 0),
+                [ArtifactStatus(status) for _, status, n, _ in rows for _ in range(n)],
+                max(finished, default=None),
+            )
         return summaries
 
-    def list_tasks(self, *, limit: int, offset: int, status: TaskStatus | None = None, item_id: str | None = None,
-                   since: datetime | None = None) -> tuple[list[Task], int]:
+    def list_tasks(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        status: TaskStatus | None = None,
+        item_id: str | None = None,
+        since: datetime | None = None,
+    ) -> tuple[list[Task], int]:
         """Top-level tasks (batches and single requests), newest first; with ``item_id``, that item's
         snapshots (a batch's children among them). ``status`` is derived, as a task document shows it:
         from the artifacts' statuses, counted by the database."""
@@ -449,15 +610,23 @@ class Ledger:
         query = query.where(*conditions)
         with self.session() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(query.options(selectinload(Task.artifacts))
-                                   .order_by(Task.created_at.desc(), Task.task_id).limit(limit).offset(offset))
+            rows = session.scalars(
+                query.options(selectinload(Task.artifacts))
+                .order_by(Task.created_at.desc(), Task.task_id)
+                .limit(limit)
+                .offset(offset)
+            )
             return list(rows), total
 
     def latest_task_for_item(self, item_id: str) -> Task | None:
         with self.session() as session:
-            return session.scalar(select(Task).where(Task.item_id == item_id)
-                                  .options(selectinload(Task.artifacts))
-                                  .order_by(Task.created_at.desc()).limit(1))
+            return session.scalar(
+                select(Task)
+                .where(Task.item_id == item_id)
+                .options(selectinload(Task.artifacts))
+                .order_by(Task.created_at.desc())
+                .limit(1)
+            )
 
 
 def forget_files(session: Session, task_ids: Iterable[str], now: datetime) -> None:
@@ -468,13 +637,24 @@ def forget_files(session: Session, task_ids: Iterable[str], now: datetime) -> No
 
 def _status_counts(owner):
     """Artifacts counted by status per ``owner`` (a task, or the top task of a batch's children)."""
+
     def count(*statuses: str):
         return func.sum(case((Artifact.status.in_(statuses), 1), else_=0))
 
-    return (select(owner.label("owner"), func.count(Artifact.id).label("all"), count(PENDING).label("pending"),
-                   count(SUCCESS).label("success"), count(CANCELLED).label("cancelled"),
-                   count(*TERMINAL).label("ended"))
-            .select_from(Task).join(Artifact, Artifact.task_id == Task.task_id).group_by(owner).subquery())
+    return (
+        select(
+            owner.label("owner"),
+            func.count(Artifact.id).label("all"),
+            count(PENDING).label("pending"),
+            count(SUCCESS).label("success"),
+            count(CANCELLED).label("cancelled"),
+            count(*TERMINAL).label("ended"),
+        )
+        .select_from(Task)
+        .join(Artifact, Artifact.task_id == Task.task_id)
+        .group_by(owner)
+        .subquery()
+    )
 
 
 def _has_status(c, status: TaskStatus):
@@ -492,9 +672,13 @@ def _has_status(c, status: TaskStatus):
 
 def _held(task_id: str, archiver: str, owner: str):
     """An UPDATE of the artifact that applies only while ``owner`` holds its lease (the fencing check)."""
-    return (update(Artifact)
-            .where(Artifact.task_id == task_id, Artifact.archiver == archiver,
-                   Artifact.status == PROCESSING, Artifact.lease_owner == owner)
-            .execution_options(synchronize_session=False))
-
-
+    return (
+        update(Artifact)
+        .where(
+            Artifact.task_id == task_id,
+            Artifact.archiver == archiver,
+            Artifact.status == PROCESSING,
+            Artifact.lease_owner == owner,
+        )
+        .execution_options(synchronize_session=False)
+    )

@@ -4,10 +4,11 @@ A task is one client request. A batch request is a parent task whose children
 are ordinary single-URL tasks, so every artifact belongs to exactly one task
 and one URL, and its storage key ``{task_id}/{archiver}.{ext}`` never collides.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -15,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> datetime:
     # Naive UTC everywhere: SQLite keeps no time zone, and both engines must compare alike.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -38,21 +39,21 @@ class Task(Base):
 
     task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # "single" or "batch"
-    parent_id: Mapped[Optional[str]] = mapped_column(ForeignKey("tasks.task_id"), index=True)
-    item_id: Mapped[Optional[str]] = mapped_column(ForeignKey("items.item_id"), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("tasks.task_id"), index=True)
+    item_id: Mapped[str | None] = mapped_column(ForeignKey("items.item_id"), index=True)
     request_id: Mapped[str] = mapped_column(String(64), default="")
-    webhook_url: Mapped[Optional[str]] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(index=True)
-    cancelled_at: Mapped[Optional[datetime]]
+    cancelled_at: Mapped[datetime | None]
     # The summary this task's article maps to (summaries.cache_key), once requested.
-    summary_key: Mapped[Optional[str]] = mapped_column(String(64))
+    summary_key: Mapped[str | None] = mapped_column(String(64))
 
-    item: Mapped[Optional[Item]] = relationship(lazy="joined")
-    artifacts: Mapped[list["Artifact"]] = relationship(back_populates="task", order_by="Artifact.id")
-    webhook: Mapped[Optional["WebhookDelivery"]] = relationship(lazy="joined")
+    item: Mapped[Item | None] = relationship(lazy="joined")
+    artifacts: Mapped[list[Artifact]] = relationship(back_populates="task", order_by="Artifact.id")
+    webhook: Mapped[WebhookDelivery | None] = relationship(lazy="joined")
 
-    def artifact(self, archiver: str) -> Optional["Artifact"]:
+    def artifact(self, archiver: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.archiver == archiver), None)
 
 
@@ -75,22 +76,22 @@ class Artifact(Base):
     archiver: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(default=0)
-    lease_owner: Mapped[Optional[str]] = mapped_column(String(64))
-    lease_expires_at: Mapped[Optional[datetime]]
-    error: Mapped[Optional[str]] = mapped_column(Text)
-    storage_key: Mapped[Optional[str]] = mapped_column(Text)
-    uri: Mapped[Optional[str]] = mapped_column(Text)
-    size: Mapped[Optional[int]] = mapped_column(BigInteger)
-    sha256: Mapped[Optional[str]] = mapped_column(String(64))
-    content_type: Mapped[Optional[str]] = mapped_column(String(128))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    storage_key: Mapped[str | None] = mapped_column(Text)
+    uri: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    content_type: Mapped[str | None] = mapped_column(String(128))
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    started_at: Mapped[Optional[datetime]]
-    finished_at: Mapped[Optional[datetime]]
-    duration_ms: Mapped[Optional[int]]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[int | None]
     # When a pending artifact that failed for now is due to be tried again (the broker's backoff).
-    next_attempt_at: Mapped[Optional[datetime]]
+    next_attempt_at: Mapped[datetime | None]
 
     task: Mapped[Task] = relationship(back_populates="artifacts")
 
@@ -111,8 +112,8 @@ class Summary(Base):
     model: Mapped[str] = mapped_column(String(200))
     prompt_version: Mapped[str] = mapped_column(String(32))
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    error: Mapped[Optional[str]] = mapped_column(Text)
-    raw_text: Mapped[Optional[str]] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    raw_text: Mapped[str | None] = mapped_column(Text)
     # Deliveries of a summarize request that reached the summarizer since the last result: the
     # push envelope of the emulator carries no deliveryAttempt, so this says which one is the last.
     deliveries: Mapped[int] = mapped_column(default=0)
@@ -131,11 +132,11 @@ class OutboxMessage(Base):
     data: Mapped[str] = mapped_column(Text)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
-    sent_at: Mapped[Optional[datetime]]
+    sent_at: Mapped[datetime | None]
     # Set when the broker refused the message for good (too large, invalid): never retried.
-    failed_at: Mapped[Optional[datetime]]
+    failed_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class ReplicaPending(Base):
@@ -149,7 +150,7 @@ class ReplicaPending(Base):
 
     task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime] = mapped_column(index=True)
 
@@ -168,13 +169,13 @@ class WebhookDelivery(Base):
     url: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(default=0)
-    last_status: Mapped[Optional[int]]  # the receiver's last HTTP status
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
-    next_attempt_at: Mapped[Optional[datetime]] = mapped_column(index=True)
-    lease_expires_at: Mapped[Optional[datetime]]
+    last_status: Mapped[int | None]  # the receiver's last HTTP status
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    lease_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    delivered_at: Mapped[Optional[datetime]]
+    delivered_at: Mapped[datetime | None]
 
 
 class Schedule(Base):
@@ -198,7 +199,7 @@ class PendingDeletion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     prefix: Mapped[str] = mapped_column(Text)  # a task's files: "{task_id}/"
     attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[Optional[str]] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime] = mapped_column(index=True)
 
@@ -216,4 +217,4 @@ class ApiKey(Base):
     scope: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
-    revoked_at: Mapped[Optional[datetime]]
+    revoked_at: Mapped[datetime | None]

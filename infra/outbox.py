@@ -5,12 +5,13 @@ adds its rows here inside its own transaction, so a message is never lost
 between the database and the broker; the relay (infra/relay.py) publishes
 them after the commit.
 """
+
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
@@ -20,7 +21,6 @@ from htbase.topology import SUMMARIZE, WEBHOOKS, archive_topic
 from infra.db import new_session
 from infra.models import OutboxMessage, utcnow
 from infra.telemetry import message_context
-
 
 # The attribute that holds a message back until its time (ISO 8601, UTC).
 SCHEDULE_TIME = "schedule_time"
@@ -42,8 +42,9 @@ class OutboxRow:
 
 
 def archive_outgoing(request: ArchiveRequest) -> Outgoing:
-    return Outgoing(archive_topic(request.archiver), request.to_json(),
-                    {"task_id": request.task_id, "archiver": request.archiver})
+    return Outgoing(
+        archive_topic(request.archiver), request.to_json(), {"task_id": request.task_id, "archiver": request.archiver}
+    )
 
 
 def summarize_outgoing(request: SummarizeRequest) -> Outgoing:
@@ -74,8 +75,12 @@ def announced_artifact(row: OutboxRow) -> tuple[str, str] | None:
 def enqueue(session: Session, message: Outgoing, now: datetime) -> OutboxMessage:
     """Add a message to the caller's transaction; it is sent only if that commits."""
     # The trace it belongs to travels with it, however late the relay publishes it.
-    row = OutboxMessage(topic=message.topic, data=message.data.decode(),
-                        attributes={**message.attributes, **message_context()}, created_at=now)
+    row = OutboxMessage(
+        topic=message.topic,
+        data=message.data.decode(),
+        attributes={**message.attributes, **message_context()},
+        created_at=now,
+    )
     session.add(row)
     return row
 
@@ -100,26 +105,44 @@ class Outbox:
         fresh ones to their writer. Failed messages are never published."""
         cutoff = utcnow() - timedelta(seconds=min_age_s)
         with new_session(self.engine) as s:
-            return outbox_rows(s.scalars(select(OutboxMessage)
-                                         .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
-                                                OutboxMessage.created_at <= cutoff, OutboxMessage.id > after_id)
-                                         .order_by(OutboxMessage.id).limit(limit)))
+            return outbox_rows(
+                s.scalars(
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.sent_at.is_(None),
+                        OutboxMessage.failed_at.is_(None),
+                        OutboxMessage.created_at <= cutoff,
+                        OutboxMessage.id > after_id,
+                    )
+                    .order_by(OutboxMessage.id)
+                    .limit(limit)
+                )
+            )
 
     def backlog(self) -> tuple[int, datetime | None]:
         """How many messages are still to publish, and when the oldest was written."""
         with new_session(self.engine) as s:
-            count, oldest = s.execute(select(func.count(), func.min(OutboxMessage.created_at))
-                                      .where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None))).one()
+            count, oldest = s.execute(
+                select(func.count(), func.min(OutboxMessage.created_at)).where(
+                    OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None)
+                )
+            ).one()
             return count, oldest
 
     def mark_sent(self, outbox_ids: Iterable[int]) -> None:
         with new_session(self.engine) as s, s.begin():
-            s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(list(outbox_ids)))
-                      .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1))
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(list(outbox_ids)))
+                .values(sent_at=utcnow(), attempts=OutboxMessage.attempts + 1)
+            )
 
     def record_failure(self, outbox_id: int, error: str, *, final: bool) -> None:
         """A publish failed. ``final``: the broker can never take the message, so it is never published again."""
         failed = {"failed_at": utcnow()} if final else {}
         with new_session(self.engine) as s, s.begin():
-            s.execute(update(OutboxMessage).where(OutboxMessage.id == outbox_id)
-                      .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000], **failed))
+            s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id)
+                .values(attempts=OutboxMessage.attempts + 1, last_error=error[:2000], **failed)
+            )

@@ -7,8 +7,10 @@ and refuses at once, so that while the broker is out the API still answers 202
 quickly: the outbox keeps every message and the relay republishes when the
 broker is back.
 """
+
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import Future
@@ -49,8 +51,14 @@ def publisher_client(settings: Settings) -> pubsub_v1.PublisherClient:
 
 
 class PubSubPublisher:
-    def __init__(self, settings: Settings, client: pubsub_v1.PublisherClient | None = None, *,
-                 timeout_s: float = 5.0, cooldown_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: pubsub_v1.PublisherClient | None = None,
+        *,
+        timeout_s: float = 5.0,
+        cooldown_s: float = 3.0,
+    ) -> None:
         self.client = client or publisher_client(settings)
         self.project, self.prefix = settings.pubsub_project_id, settings.topic_prefix
         self.timeout_s, self.cooldown_s = timeout_s, cooldown_s
@@ -65,8 +73,9 @@ class PubSubPublisher:
     def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> Future:
         if time.monotonic() < self._down_until:
             raise BrokerUnavailable("Pub/Sub failed moments ago; the outbox keeps the message")
-        future = self.client.publish(self.topic_path(topic), data, retry=self._retry, timeout=self.timeout_s,
-                                     **attributes)
+        future = self.client.publish(
+            self.topic_path(topic), data, retry=self._retry, timeout=self.timeout_s, **attributes
+        )
         future.add_done_callback(self._watch)
         return future
 
@@ -75,11 +84,12 @@ class PubSubPublisher:
         question about a topic (a refusal to say counts: the broker answered, and knew who asked)."""
         if time.monotonic() < self._down_until:
             raise BrokerUnavailable("a publish failed moments ago")
-        try:
-            self.client.api.get_topic(topic=self.topic_path(SUMMARIZE), timeout=self.timeout_s,
-                                      retry=retries.Retry(initial=0.1, maximum=0.5, timeout=self.timeout_s))
-        except PermissionDenied:  # a publisher may not read topics
-            pass
+        with contextlib.suppress(PermissionDenied):  # a publisher may not read topics
+            self.client.api.get_topic(
+                topic=self.topic_path(SUMMARIZE),
+                timeout=self.timeout_s,
+                retry=retries.Retry(initial=0.1, maximum=0.5, timeout=self.timeout_s),
+            )
 
     def _watch(self, future: Future) -> None:
         exc = future.exception()

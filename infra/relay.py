@@ -9,6 +9,7 @@ reason, and so is the work it announces, so that its task ends instead of
 waiting forever; a message that failed for now is retried, and never holds up
 the messages behind it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,8 +59,9 @@ FailArtifact = Callable[[str, str, str], object]
 
 
 class Relay:
-    def __init__(self, outbox: Outbox, publisher: Publisher, *, fail_artifact: FailArtifact,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, outbox: Outbox, publisher: Publisher, *, fail_artifact: FailArtifact, timeout_s: float = 10.0
+    ) -> None:
         self.outbox = outbox
         self.publisher = publisher
         self.fail_artifact = fail_artifact
@@ -132,11 +134,23 @@ class Relay:
         except Exception:  # the database is down too: the row is unsent all the same
             logger.exception("could not record the publish failure")
         if final:
-            log(logger, logging.ERROR, "the broker refused the message for good; it and its work are failed",
-                outbox_id=row.id, topic=row.topic, error=error)
+            log(
+                logger,
+                logging.ERROR,
+                "the broker refused the message for good; it and its work are failed",
+                outbox_id=row.id,
+                topic=row.topic,
+                error=error,
+            )
         else:
-            log(logger, logging.WARNING, "publish failed; the outbox keeps the message",
-                outbox_id=row.id, topic=row.topic, error=error)
+            log(
+                logger,
+                logging.WARNING,
+                "publish failed; the outbox keeps the message",
+                outbox_id=row.id,
+                topic=row.topic,
+                error=error,
+            )
         return not final
 
     def publish_and_wait(self, rows: list[OutboxRow]) -> tuple[int, int]:

@@ -7,12 +7,14 @@ keeps no snapshot, so a retry always writes the state of that moment and an
 old state can never overwrite a newer one. Nothing here raises into the
 caller: a Firestore outage costs a capture at most one bounded write.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
@@ -29,7 +31,7 @@ from infra.summaries import Summaries
 logger = logging.getLogger("htbase.replica")
 
 Documents = dict[str, dict[str, Any] | None]  # document id (a task id) -> document; None: deleted
-Render = Callable[[str], Documents]      # a task id -> the documents its state appears in, now
+Render = Callable[[str], Documents]  # a task id -> the documents its state appears in, now
 
 
 class Replica(Protocol):
@@ -99,7 +101,7 @@ def task_documents(ledger: Ledger, summaries: Summaries) -> Render:
         batch = task if task.kind == "batch" else ledger.task(batch_id)
         children = ledger.children(batch_id)
         documents = {batch_id: document(batch, children)}
-        for child in (children if task.kind == "batch" else [task]):
+        for child in children if task.kind == "batch" else [task]:
             documents[child.task_id] = document(child)
         return documents
 
@@ -109,8 +111,17 @@ def task_documents(ledger: Ledger, summaries: Summaries) -> Render:
 class ReplicaSync:
     """Keeps the replica in step with the ledger; ``replica=None`` turns it off."""
 
-    def __init__(self, queue: ReplicaQueue, replica: Replica | None, render: Render, *, pause_s: float = 10.0,
-                 backoff_s: float = 5.0, max_backoff_s: float = 600.0, rounds: int = 3) -> None:
+    def __init__(
+        self,
+        queue: ReplicaQueue,
+        replica: Replica | None,
+        render: Render,
+        *,
+        pause_s: float = 10.0,
+        backoff_s: float = 5.0,
+        max_backoff_s: float = 600.0,
+        rounds: int = 3,
+    ) -> None:
         self.queue, self.replica, self.render = queue, replica, render
         self.pause_s, self.backoff_s, self.max_backoff_s, self.rounds = pause_s, backoff_s, max_backoff_s, rounds
         # (until when syncs queue without trying, why): one tuple, so threads swap it whole.
@@ -155,8 +166,15 @@ class ReplicaSync:
                 self._outage = (time.monotonic() + self.pause_s, error)
                 delay = min(self.backoff_s * 2 ** (pending.attempts - 1), self.max_backoff_s)
                 self.queue.retry_later(pending, error, delay)
-                log(logger, logging.WARNING, "replica retry failed", task_id=pending.task_id,
-                    attempts=pending.attempts + 1, retry_in_s=delay, error=error)
+                log(
+                    logger,
+                    logging.WARNING,
+                    "replica retry failed",
+                    task_id=pending.task_id,
+                    attempts=pending.attempts + 1,
+                    retry_in_s=delay,
+                    error=error,
+                )
                 counts["failed"] += 1
                 break
             if settled:  # else the row stays due and the next round takes it
@@ -190,14 +208,20 @@ class ReplicaSync:
         try:
             self.queue.add(task_id, error)
         except Exception as exc:  # the ledger is down (a change committed just before): keep it here meanwhile
-            log(logger, logging.WARNING, "replica write not queued: the ledger is down; queued when it answers",
-                task_id=task_id, error=f"{type(exc).__name__}: {exc}")
+            log(
+                logger,
+                logging.WARNING,
+                "replica write not queued: the ledger is down; queued when it answers",
+                task_id=task_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             with self._unqueued_lock:
                 first = not self._unqueued
                 self._unqueued[task_id] = error
             if first:
-                threading.Thread(target=self._queue_when_the_ledger_answers, name="replica-requeue",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._queue_when_the_ledger_answers, name="replica-requeue", daemon=True
+                ).start()
 
     def _queue_when_the_ledger_answers(self, interval_s: float = 2.0) -> None:
         while True:

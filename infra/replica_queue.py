@@ -3,6 +3,7 @@
 The queue keeps no snapshot: a retry renders the task's state of that moment,
 so an old state can never overwrite a newer one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,20 +30,25 @@ class ReplicaQueue:
         """Remember that the task's replica document is behind: one row per task, due at once."""
         now = utcnow()
         insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(ReplicaPending)
-        statement = insert.values(task_id=task_id, attempts=1, last_error=error[:2000], created_at=now,
-                                  next_attempt_at=now)
+        statement = insert.values(
+            task_id=task_id, attempts=1, last_error=error[:2000], created_at=now, next_attempt_at=now
+        )
         # Already queued: count the failure and keep the row's schedule (its backoff stands).
         statement = statement.on_conflict_do_update(
             index_elements=[ReplicaPending.task_id],
-            set_={"attempts": ReplicaPending.attempts + 1, "last_error": statement.excluded.last_error})
+            set_={"attempts": ReplicaPending.attempts + 1, "last_error": statement.excluded.last_error},
+        )
         with new_session(self.engine) as s, s.begin():
             s.execute(statement)
 
     def due(self, limit: int = 100) -> list[PendingReplica]:
         with new_session(self.engine) as s:
-            rows = s.execute(select(ReplicaPending.task_id, ReplicaPending.attempts)
-                             .where(ReplicaPending.next_attempt_at <= utcnow())
-                             .order_by(ReplicaPending.next_attempt_at, ReplicaPending.task_id).limit(limit))
+            rows = s.execute(
+                select(ReplicaPending.task_id, ReplicaPending.attempts)
+                .where(ReplicaPending.next_attempt_at <= utcnow())
+                .order_by(ReplicaPending.next_attempt_at, ReplicaPending.task_id)
+                .limit(limit)
+            )
             return [PendingReplica(task_id, attempts) for task_id, attempts in rows]
 
     def backlog(self) -> tuple[int, datetime | None]:
@@ -54,12 +60,21 @@ class ReplicaQueue:
     def written(self, pending: PendingReplica) -> bool:
         """Drop the row, unless a failure was queued for the task since it was read."""
         with new_session(self.engine) as s, s.begin():
-            result = s.execute(delete(ReplicaPending).where(ReplicaPending.task_id == pending.task_id,
-                                                            ReplicaPending.attempts == pending.attempts))
+            result = s.execute(
+                delete(ReplicaPending).where(
+                    ReplicaPending.task_id == pending.task_id, ReplicaPending.attempts == pending.attempts
+                )
+            )
             return result.rowcount == 1
 
     def retry_later(self, pending: PendingReplica, error: str, delay_s: float) -> None:
         with new_session(self.engine) as s, s.begin():
-            s.execute(update(ReplicaPending).where(ReplicaPending.task_id == pending.task_id)
-                      .values(attempts=ReplicaPending.attempts + 1, last_error=error[:2000],
-                              next_attempt_at=utcnow() + timedelta(seconds=delay_s)))
+            s.execute(
+                update(ReplicaPending)
+                .where(ReplicaPending.task_id == pending.task_id)
+                .values(
+                    attempts=ReplicaPending.attempts + 1,
+                    last_error=error[:2000],
+                    next_attempt_at=utcnow() + timedelta(seconds=delay_s),
+                )
+            )

@@ -14,6 +14,7 @@ snippet of the text in which the matches are marked ``<mark>``, HTML-escaped.
 A row's foreign keys cascade: deleting an item or the snapshot it was indexed
 from deletes its row too.
 """
+
 from __future__ import annotations
 
 import html
@@ -43,17 +44,42 @@ WORD = re.compile(r"\w+")
 TERM = re.compile(r'"([^"]*)"?|(\S+)')
 # Languages (ISO 639-1) PostgreSQL has a stemming configuration for.
 PG_CONFIGS = {
-    "ar": "arabic", "hy": "armenian", "eu": "basque", "ca": "catalan", "da": "danish", "nl": "dutch",
-    "en": "english", "fi": "finnish", "fr": "french", "de": "german", "el": "greek", "hi": "hindi",
-    "hu": "hungarian", "id": "indonesian", "ga": "irish", "it": "italian", "lt": "lithuanian", "ne": "nepali",
-    "no": "norwegian", "nb": "norwegian", "nn": "norwegian", "pt": "portuguese", "ro": "romanian",
-    "ru": "russian", "sr": "serbian", "es": "spanish", "sv": "swedish", "ta": "tamil", "tr": "turkish",
+    "ar": "arabic",
+    "hy": "armenian",
+    "eu": "basque",
+    "ca": "catalan",
+    "da": "danish",
+    "nl": "dutch",
+    "en": "english",
+    "fi": "finnish",
+    "fr": "french",
+    "de": "german",
+    "el": "greek",
+    "hi": "hindi",
+    "hu": "hungarian",
+    "id": "indonesian",
+    "ga": "irish",
+    "it": "italian",
+    "lt": "lithuanian",
+    "ne": "nepali",
+    "no": "norwegian",
+    "nb": "norwegian",
+    "nn": "norwegian",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sr": "serbian",
+    "es": "spanish",
+    "sv": "swedish",
+    "ta": "tamil",
+    "tr": "turkish",
     "yi": "yiddish",
 }
 CONFIGS_TTL_S = 60.0
 
 search_documents = Table(
-    "search_documents", Base.metadata,
+    "search_documents",
+    Base.metadata,
     # An integer key: FTS5 addresses its rows by it (a text key's rowid may change on VACUUM).
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("item_id", String(200), ForeignKey("items.item_id", ondelete="CASCADE"), nullable=False, unique=True),
@@ -86,10 +112,19 @@ class Document:
     language: str = ""
 
     def row(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "task_id": self.task_id, "captured_at": self.captured_at,
-                "url": self.url, "title": self.title, "site": self.site, "body": self.body,
-                "summary": self.summary, "key_points": "\n".join(self.key_points), "tags": ", ".join(self.tags),
-                "language": self.language}
+        return {
+            "item_id": self.item_id,
+            "task_id": self.task_id,
+            "captured_at": self.captured_at,
+            "url": self.url,
+            "title": self.title,
+            "site": self.site,
+            "body": self.body,
+            "summary": self.summary,
+            "key_points": "\n".join(self.key_points),
+            "tags": ", ".join(self.tags),
+            "language": self.language,
+        }
 
 
 @dataclass(frozen=True)
@@ -155,22 +190,30 @@ class Fts5Engine:
 
     def put(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
         names = list(rows[0])
-        connection.execute(text(
-            f"INSERT INTO search_documents ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)}) "
-            f"ON CONFLICT (item_id) DO UPDATE SET {', '.join(f'{n} = excluded.{n}' for n in names)}"), rows)
+        connection.execute(
+            text(
+                f"INSERT INTO search_documents ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)}) "
+                f"ON CONFLICT (item_id) DO UPDATE SET {', '.join(f'{n} = excluded.{n}' for n in names)}"
+            ),
+            rows,
+        )
 
     def search(self, terms: list[Term], limit: int, offset: int) -> Results:
         match = " ".join('"' + " ".join(term.words) + '"' + ("*" if term.prefix else "") for term in terms)
         with self.engine.connect() as connection:
-            total = connection.scalar(text("SELECT count(*) FROM search_fts WHERE search_fts MATCH :match"),
-                                      {"match": match})
-            rows = connection.execute(text(
-                f"SELECT d.item_id, d.task_id, d.url, d.title, d.site, d.captured_at, "
-                f"snippet(search_fts, -1, :start, :end, '…', 24) AS snippet, "
-                f"bm25(search_fts, {self.WEIGHTS}) AS score "
-                f"FROM search_fts JOIN search_documents d ON d.id = search_fts.rowid "
-                f"WHERE search_fts MATCH :match ORDER BY score, d.captured_at DESC LIMIT :limit OFFSET :offset"),
-                {"match": match, "start": MARK_START, "end": MARK_END, "limit": limit, "offset": offset}).all()
+            total = connection.scalar(
+                text("SELECT count(*) FROM search_fts WHERE search_fts MATCH :match"), {"match": match}
+            )
+            rows = connection.execute(
+                text(
+                    f"SELECT d.item_id, d.task_id, d.url, d.title, d.site, d.captured_at, "
+                    f"snippet(search_fts, -1, :start, :end, '…', 24) AS snippet, "
+                    f"bm25(search_fts, {self.WEIGHTS}) AS score "
+                    f"FROM search_fts JOIN search_documents d ON d.id = search_fts.rowid "
+                    f"WHERE search_fts MATCH :match ORDER BY score, d.captured_at DESC LIMIT :limit OFFSET :offset"
+                ),
+                {"match": match, "start": MARK_START, "end": MARK_END, "limit": limit, "offset": offset},
+            ).all()
         return Results([_hit(row, -row.score) for row in rows], total or 0)
 
 
@@ -183,17 +226,22 @@ class PostgresEngine:
     whatever stemming does to it).
     """
 
-    DOCUMENT = ("setweight(to_tsvector(CAST(:config AS regconfig), :title || ' ' || :tags), 'A') || "
-                "setweight(to_tsvector(CAST(:config AS regconfig), :summary || ' ' || :key_points), 'B') || "
-                "setweight(to_tsvector('simple', regexp_replace(:url || ' ' || :site, '\\W+', ' ', 'g')), 'C') || "
-                "setweight(to_tsvector(CAST(:config AS regconfig), :body), 'D')")
+    DOCUMENT = (
+        "setweight(to_tsvector(CAST(:config AS regconfig), :title || ' ' || :tags), 'A') || "
+        "setweight(to_tsvector(CAST(:config AS regconfig), :summary || ' ' || :key_points), 'B') || "
+        "setweight(to_tsvector('simple', regexp_replace(:url || ' ' || :site, '\\W+', ' ', 'g')), 'C') || "
+        "setweight(to_tsvector(CAST(:config AS regconfig), :body), 'D')"
+    )
     # The distinct configurations by a walk down their index, a probe per configuration (DISTINCT would
     # read every row).
-    CONFIGS = ("WITH RECURSIVE c AS ((SELECT config FROM search_documents ORDER BY config LIMIT 1) UNION ALL "
-               "SELECT (SELECT config FROM search_documents WHERE config > c.config ORDER BY config LIMIT 1) "
-               "FROM c WHERE c.config IS NOT NULL) SELECT config FROM c WHERE config IS NOT NULL")
-    HEADLINE = (f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=12, "
-                "MaxFragments=1, FragmentDelimiter=\" … \"")
+    CONFIGS = (
+        "WITH RECURSIVE c AS ((SELECT config FROM search_documents ORDER BY config LIMIT 1) UNION ALL "
+        "SELECT (SELECT config FROM search_documents WHERE config > c.config ORDER BY config LIMIT 1) "
+        "FROM c WHERE c.config IS NOT NULL) SELECT config FROM c WHERE config IS NOT NULL"
+    )
+    HEADLINE = (
+        f'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=12, MaxFragments=1, FragmentDelimiter=" … "'
+    )
 
     ROWS_PER_STATEMENT = 100  # pg8000 takes at most 32,767 parameters a statement
 
@@ -206,14 +254,19 @@ class PostgresEngine:
         rows = [{**row, "config": PG_CONFIGS.get(row["language"], "simple")} for row in rows]
         names = list(rows[0])
         for start in range(0, len(rows), self.ROWS_PER_STATEMENT):
-            batch = rows[start:start + self.ROWS_PER_STATEMENT]
-            values = ", ".join("(" + ", ".join(f":{n}_{i}" for n in names) + ", "
-                               + re.sub(r":(\w+)", rf":\1_{i}", self.DOCUMENT) + ")" for i in range(len(batch)))
-            connection.execute(text(
-                f"INSERT INTO search_documents ({', '.join(names)}, document) VALUES {values} "
-                f"ON CONFLICT (item_id) DO UPDATE SET "
-                f"{', '.join(f'{n} = excluded.{n}' for n in names)}, document = excluded.document"),
-                {f"{name}_{i}": value for i, row in enumerate(batch) for name, value in row.items()})
+            batch = rows[start : start + self.ROWS_PER_STATEMENT]
+            values = ", ".join(
+                "(" + ", ".join(f":{n}_{i}" for n in names) + ", " + re.sub(r":(\w+)", rf":\1_{i}", self.DOCUMENT) + ")"
+                for i in range(len(batch))
+            )
+            connection.execute(
+                text(
+                    f"INSERT INTO search_documents ({', '.join(names)}, document) VALUES {values} "
+                    f"ON CONFLICT (item_id) DO UPDATE SET "
+                    f"{', '.join(f'{n} = excluded.{n}' for n in names)}, document = excluded.document"
+                ),
+                {f"{name}_{i}": value for i, row in enumerate(batch) for name, value in row.items()},
+            )
         configs, checked = self._configs
         self._configs = (configs | {row["config"] for row in rows}, checked)
 
@@ -231,32 +284,45 @@ class PostgresEngine:
         configs = sorted(self.configs())
         # The query is written out where it is used, not in a CTE: compared with a constant, the GIN index
         # finds the matches; compared with a CTE's column, the planner may scan every row instead.
-        query = "(" + " || ".join(f"to_tsquery(CAST(:config{i} AS regconfig), :tsquery)"
-                                  for i in range(len(configs))) + ")"
+        query = (
+            "(" + " || ".join(f"to_tsquery(CAST(:config{i} AS regconfig), :tsquery)" for i in range(len(configs))) + ")"
+        )
         parameters = {f"config{i}": config for i, config in enumerate(configs)}
         with self.engine.connect() as connection:
-            rows = connection.execute(text(
-                f"SELECT d.item_id, d.task_id, d.url, d.title, d.site, d.captured_at, ranked.score, ranked.total, "
-                f"ts_headline(CAST(d.config AS regconfig), "
-                f"  coalesce(nullif(d.body, ''), nullif(d.summary, ''), d.title), {query}, :headline) AS snippet "
-                f"FROM (SELECT d.id, ts_rank_cd(d.document, {query}) AS score, count(*) OVER () AS total "
-                f"  FROM search_documents d WHERE d.document @@ {query} "
-                f"  ORDER BY score DESC, d.captured_at DESC LIMIT :limit OFFSET :offset) ranked "
-                f"JOIN search_documents d ON d.id = ranked.id ORDER BY ranked.score DESC, d.captured_at DESC"),
-                {**parameters, "tsquery": tsquery, "limit": limit, "offset": offset,
-                 "headline": self.HEADLINE}).all()
+            rows = connection.execute(
+                text(
+                    f"SELECT d.item_id, d.task_id, d.url, d.title, d.site, d.captured_at, ranked.score, ranked.total, "
+                    f"ts_headline(CAST(d.config AS regconfig), "
+                    f"  coalesce(nullif(d.body, ''), nullif(d.summary, ''), d.title), {query}, :headline) AS snippet "
+                    f"FROM (SELECT d.id, ts_rank_cd(d.document, {query}) AS score, count(*) OVER () AS total "
+                    f"  FROM search_documents d WHERE d.document @@ {query} "
+                    f"  ORDER BY score DESC, d.captured_at DESC LIMIT :limit OFFSET :offset) ranked "
+                    f"JOIN search_documents d ON d.id = ranked.id ORDER BY ranked.score DESC, d.captured_at DESC"
+                ),
+                {**parameters, "tsquery": tsquery, "limit": limit, "offset": offset, "headline": self.HEADLINE},
+            ).all()
             total = rows[0].total if rows else 0
             if not rows and offset:  # past the last page: count alone
-                total = connection.scalar(text(f"SELECT count(*) FROM search_documents d "
-                                               f"WHERE d.document @@ {query}"), {**parameters, "tsquery": tsquery})
+                total = connection.scalar(
+                    text(f"SELECT count(*) FROM search_documents d WHERE d.document @@ {query}"),
+                    {**parameters, "tsquery": tsquery},
+                )
         return Results([_hit(row, row.score) for row in rows], total or 0)
 
 
 def _hit(row: Any, score: float) -> Hit:
     # A textual query gets SQLite's timestamps as text.
     captured_at = datetime.fromisoformat(row.captured_at) if isinstance(row.captured_at, str) else row.captured_at
-    return Hit(row.item_id, row.task_id, row.url, row.title, row.site, marked_html(row.snippet or ""),
-               float(score), captured_at)
+    return Hit(
+        row.item_id,
+        row.task_id,
+        row.url,
+        row.title,
+        row.site,
+        marked_html(row.snippet or ""),
+        float(score),
+        captured_at,
+    )
 
 
 class Search:
@@ -316,26 +382,40 @@ class Search:
             select(Task.task_id, Task.created_at, Task.summary_key)
             .where(Task.item_id == item_id, Task.task_id.in_(succeeded))
             .order_by(Task.task_id.in_(select(Artifact.task_id).where(article)).desc(), Task.created_at.desc())
-            .limit(1)).first()
+            .limit(1)
+        ).first()
         if row is None:
             return None
         task_id, captured_at, summary_key = row
         url = connection.scalar(text("SELECT url FROM items WHERE item_id = :id"), {"id": item_id})
-        artifacts = connection.execute(select(Artifact.archiver, Artifact.meta).where(
-            Artifact.task_id == task_id, Artifact.status == "success")).all()
+        artifacts = connection.execute(
+            select(Artifact.archiver, Artifact.meta).where(Artifact.task_id == task_id, Artifact.status == "success")
+        ).all()
         metas = {archiver: meta or {} for archiver, meta in artifacts}
         reader = metas.get("readability", {})
         title = reader.get("title") or next((m["title"] for m in metas.values() if m.get("title")), "")
-        summary = connection.scalar(select(Summary.result).where(
-            Summary.cache_key == summary_key, Summary.status == "success")) if summary_key else None
+        summary = (
+            connection.scalar(
+                select(Summary.result).where(Summary.cache_key == summary_key, Summary.status == "success")
+            )
+            if summary_key
+            else None
+        )
         summary = summary or {}
         tags = list(connection.scalars(select(item_tags.c.tag).where(item_tags.c.item_id == item_id)))
         return Document(
-            item_id=item_id, task_id=task_id, captured_at=captured_at, url=url, title=title,
-            site=reader.get("sitename") or site_of(url), body=self._text(reader),
+            item_id=item_id,
+            task_id=task_id,
+            captured_at=captured_at,
+            url=url,
+            title=title,
+            site=reader.get("sitename") or site_of(url),
+            body=self._text(reader),
             summary=" ".join(part for part in (summary.get("lede", ""), summary.get("summary", "")) if part),
             key_points=tuple(summary.get("key_points", ())),
-            tags=tuple(dict.fromkeys([*tags, *summary.get("tags", ())])), language=reader.get("language") or "")
+            tags=tuple(dict.fromkeys([*tags, *summary.get("tags", ())])),
+            language=reader.get("language") or "",
+        )
 
     def _text(self, reader_meta: dict[str, Any]) -> str:
         key = (reader_meta.get("extras") or {}).get("txt")
@@ -345,4 +425,3 @@ class Search:
             return self.store.get(key).decode("utf-8", "replace")
         except ObjectNotFound:  # deleted meanwhile: the delete's own refresh settles it
             return ""
-

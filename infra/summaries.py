@@ -5,6 +5,7 @@ result is saved (``success`` or ``failed``); ``deliveries`` counts the
 deliveries in between, so the summarizer knows the last one even where the
 push carries no delivery attempt (the emulator never sends it).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,20 +35,35 @@ class Summaries:
         with new_session(self.engine) as s, s.begin():
             row = self._locked(s, cache_key, now, model=model, prompt_version=prompt_version)
             row.deliveries += 1  # bookkeeping: the summary itself has not changed
-            s.execute(update(Task).where(Task.task_id == task_id,
-                                         or_(Task.summary_key.is_(None), Task.summary_key.not_in(made)))
-                      .values(summary_key=cache_key))
+            s.execute(
+                update(Task)
+                .where(Task.task_id == task_id, or_(Task.summary_key.is_(None), Task.summary_key.not_in(made)))
+                .values(summary_key=cache_key)
+            )
             return row.deliveries
 
     def delivery_failed(self, cache_key: str, reason: str) -> None:
         """A delivery ends without a result: keep why, for the dead letter (a summary already made keeps its)."""
         with new_session(self.engine) as s, s.begin():
-            s.execute(update(Summary).where(Summary.cache_key == cache_key, Summary.status != SUCCESS)
-                      .values(error=reason[:4000]))
+            s.execute(
+                update(Summary)
+                .where(Summary.cache_key == cache_key, Summary.status != SUCCESS)
+                .values(error=reason[:4000])
+            )
 
-    def save(self, task_id: str, cache_key: str, *, status: str, model: str, prompt_version: str,
-             result: dict[str, Any] | None = None, error: str | None = None, raw_text: str | None = None,
-             requested_key: str | None = None) -> None:
+    def save(
+        self,
+        task_id: str,
+        cache_key: str,
+        *,
+        status: str,
+        model: str,
+        prompt_version: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        raw_text: str | None = None,
+        requested_key: str | None = None,
+    ) -> None:
         """Record a result and point the task at it. ``requested_key``: the summary the deliveries were
         counted under, when a fallback model made this one instead: its count ends here too."""
         now = utcnow()
@@ -85,7 +101,15 @@ class Summaries:
     def _locked(session, cache_key: str, now, *, model: str, prompt_version: str) -> Summary:
         row = session.scalar(select(Summary).where(Summary.cache_key == cache_key).with_for_update())
         if row is None:
-            row = Summary(cache_key=cache_key, status=PENDING, model=model, prompt_version=prompt_version,
-                          result={}, deliveries=0, created_at=now, updated_at=now)
+            row = Summary(
+                cache_key=cache_key,
+                status=PENDING,
+                model=model,
+                prompt_version=prompt_version,
+                result={},
+                deliveries=0,
+                created_at=now,
+                updated_at=now,
+            )
             session.add(row)
         return row

@@ -1,4 +1,5 @@
 """Tags a user puts on an item (the summary's tags are only suggestions until then)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -12,7 +13,8 @@ from infra.models import Base, utcnow
 MAX_TAG_CHARS = 64
 
 item_tags = Table(
-    "item_tags", Base.metadata,
+    "item_tags",
+    Base.metadata,
     Column("item_id", String(200), ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True),
     Column("tag", String(MAX_TAG_CHARS), primary_key=True),
     Column("created_at", DateTime(), nullable=False),
@@ -45,16 +47,21 @@ class Tags:
 
     def of(self, item_id: str) -> list[str]:
         with self.engine.connect() as connection:
-            return list(connection.scalars(select(item_tags.c.tag).where(item_tags.c.item_id == item_id)
-                                           .order_by(item_tags.c.tag)))
+            return list(
+                connection.scalars(
+                    select(item_tags.c.tag).where(item_tags.c.item_id == item_id).order_by(item_tags.c.tag)
+                )
+            )
 
     def of_items(self, item_ids: list[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {item_id: [] for item_id in item_ids}
         if item_ids:
             with self.engine.connect() as connection:
-                for item_id, tag in connection.execute(select(item_tags.c.item_id, item_tags.c.tag)
-                                                       .where(item_tags.c.item_id.in_(item_ids))
-                                                       .order_by(item_tags.c.tag)):
+                for item_id, tag in connection.execute(
+                    select(item_tags.c.item_id, item_tags.c.tag)
+                    .where(item_tags.c.item_id.in_(item_ids))
+                    .order_by(item_tags.c.tag)
+                ):
                     found[item_id].append(tag)
         return found
 
@@ -68,8 +75,9 @@ class Tags:
         """Tags (``{item_id, tag}``, normalized) on many items, in the caller's transaction."""
         if rows:
             now = utcnow()
-            connection.execute(self._insert(item_tags).on_conflict_do_nothing(),
-                               [{**row, "created_at": now} for row in rows])
+            connection.execute(
+                self._insert(item_tags).on_conflict_do_nothing(), [{**row, "created_at": now} for row in rows]
+            )
 
     def remove(self, item_id: str, tags: Iterable[str]) -> list[str]:
         names = normalize_tags(tags)
@@ -81,5 +89,9 @@ class Tags:
         """Every tag in use and how many items carry it, the most used first."""
         count = func.count().label("count")
         with self.engine.connect() as connection:
-            return [(tag, n) for tag, n in connection.execute(
-                select(item_tags.c.tag, count).group_by(item_tags.c.tag).order_by(count.desc(), item_tags.c.tag))]
+            return [
+                (tag, n)
+                for tag, n in connection.execute(
+                    select(item_tags.c.tag, count).group_by(item_tags.c.tag).order_by(count.desc(), item_tags.c.tag)
+                )
+            ]

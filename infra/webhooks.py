@@ -8,6 +8,7 @@ the answer. A network error, a 5xx or a 429 is tried again after a wait that qua
 held back until then, written in the same transaction as the outcome; any other answer is final. A
 message that got lost (a queue emptied, a process gone) is sent again by housekeeping (``overdue``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,14 +66,28 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: EgressPolicy, t
     if parts.scheme == "https":
         host = parts.host.strip("[]")
         pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-            address, port, timeout=timeout, retries=False, server_hostname=host, assert_hostname=host,
-            cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+            address,
+            port,
+            timeout=timeout,
+            retries=False,
+            server_hostname=host,
+            assert_hostname=host,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+        )
     else:
         pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
     netloc = parts.host if parts.port in (None, DEFAULT_PORTS[parts.scheme]) else f"{parts.host}:{parts.port}"
     with pool:
-        response = pool.urlopen("POST", parts.request_uri, body=body, headers={**headers, "Host": netloc},
-                                redirect=False, assert_same_host=False, preload_content=False)
+        response = pool.urlopen(
+            "POST",
+            parts.request_uri,
+            body=body,
+            headers={**headers, "Host": netloc},
+            redirect=False,
+            assert_same_host=False,
+            preload_content=False,
+        )
         response.release_conn()  # the receiver's answer is its status; its body is not read
         return response.status
 
@@ -90,12 +105,20 @@ class Webhooks:
         now = utcnow()
         free = or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)
         with new_session(self.engine) as session, session.begin():
-            claimed = session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
-                       WebhookDelivery.next_attempt_at <= now, free)
-                .values(attempts=WebhookDelivery.attempts + 1, lease_expires_at=now + self.lease, updated_at=now)
-                .execution_options(synchronize_session=False)).rowcount == 1
+            claimed = (
+                session.execute(
+                    update(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.id == delivery_id,
+                        WebhookDelivery.status == PENDING,
+                        WebhookDelivery.next_attempt_at <= now,
+                        free,
+                    )
+                    .values(attempts=WebhookDelivery.attempts + 1, lease_expires_at=now + self.lease, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                == 1
+            )
             delivery = session.get(WebhookDelivery, delivery_id)
         if delivery is None:
             return "missing"  # its task was deleted
@@ -105,14 +128,19 @@ class Webhooks:
             return delivery.status
         return "not due" if delivery.next_attempt_at > now else "busy"
 
-    def record(self, attempt: Attempt, status: int | None, error: str | None = None, *,
-               final: bool = False) -> list[OutboxRow]:
+    def record(
+        self, attempt: Attempt, status: int | None, error: str | None = None, *, final: bool = False
+    ) -> list[OutboxRow]:
         """The outcome of an attempt (``status`` None: no answer, ``error`` says why; ``final``: no
         attempt could do better); the message of the next attempt, if there is one, to publish."""
         now = utcnow()
         again = retried(status) and attempt.number < self.max_attempts and not final
-        values: dict = {"last_status": status, "last_error": error[:2000] if error else None,
-                        "lease_expires_at": None, "updated_at": now}
+        values: dict = {
+            "last_status": status,
+            "last_error": error[:2000] if error else None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
         if status is not None and 200 <= status < 300:
             values.update(status=DELIVERED, delivered_at=now, next_attempt_at=None)
         elif again:
@@ -121,13 +149,24 @@ class Webhooks:
         else:
             values.update(status=FAILED, next_attempt_at=None)
         with new_session(self.engine) as session, session.begin():
-            held = session.execute(  # unless the attempt lost its lease and another took over
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == attempt.delivery_id, WebhookDelivery.status == PENDING,
-                       WebhookDelivery.attempts == attempt.number)
-                .values(**values).execution_options(synchronize_session=False)).rowcount == 1
-            rows = [enqueue(session, webhook_outgoing(WebhookRequest(attempt.delivery_id), due), now)] \
-                if held and values.get("status") is None else []
+            held = (
+                session.execute(  # unless the attempt lost its lease and another took over
+                    update(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.id == attempt.delivery_id,
+                        WebhookDelivery.status == PENDING,
+                        WebhookDelivery.attempts == attempt.number,
+                    )
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                == 1
+            )
+            rows = (
+                [enqueue(session, webhook_outgoing(WebhookRequest(attempt.delivery_id), due), now)]
+                if held and values.get("status") is None
+                else []
+            )
         return outbox_rows(rows)
 
     def wait_s(self, attempts: int) -> float:
@@ -138,12 +177,15 @@ class Webhooks:
         """Ask again for the attempts whose message should have come ``grace_s`` ago: it was lost (a
         queue that restarted empty, a process that died holding it, an attempt that crashed)."""
         now = utcnow()
-        late = and_(WebhookDelivery.status == PENDING,
-                    WebhookDelivery.next_attempt_at < now - timedelta(seconds=grace_s),
-                    or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now))
+        late = and_(
+            WebhookDelivery.status == PENDING,
+            WebhookDelivery.next_attempt_at < now - timedelta(seconds=grace_s),
+            or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now),
+        )
         with new_session(self.engine) as session, session.begin():
-            deliveries = session.scalars(select(WebhookDelivery).where(late).limit(200)
-                                         .with_for_update(skip_locked=True)).all()
+            deliveries = session.scalars(
+                select(WebhookDelivery).where(late).limit(200).with_for_update(skip_locked=True)
+            ).all()
             rows = []
             for delivery in deliveries:
                 delivery.next_attempt_at, delivery.updated_at = now, now  # not overdue again for a while

@@ -1,4 +1,5 @@
 """The API process (``SERVICE_ROLE=api``): the HTTP API plus the housekeeping loop."""
+
 from __future__ import annotations
 
 from flask import Flask
@@ -10,7 +11,8 @@ from infra.metrics import watch_backlogs
 from infra.relay import Publisher
 from infra.replica_queue import ReplicaQueue
 from infra.runtime import Runtime, make_publisher
-from infra.telemetry import install as install_telemetry, trace_requests
+from infra.telemetry import install as install_telemetry
+from infra.telemetry import trace_requests
 
 IMPORT_PACE_S = 2.0
 
@@ -30,7 +32,7 @@ class ApiService:
         # The process that keeps the outbox and the replica's queue reports their backlogs.
         watch_backlogs(self.runtime.outbox.backlog, ReplicaQueue(self.runtime.engine).backlog)
 
-    def start(self) -> "ApiService":
+    def start(self) -> ApiService:
         self.housekeeper.start()
         self.import_pacer.start()
         return self
@@ -40,7 +42,7 @@ class ApiService:
         self.housekeeper.stop()
         self.runtime.close()
 
-    def __enter__(self) -> "ApiService":
+    def __enter__(self) -> ApiService:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -4,6 +4,7 @@ The service: ``serve``, ``migrate``, and ``keys`` (create, list, revoke: straigh
 ledger that ``DATABASE_URL`` names). A client of a running htbase (``HTBASE_URL``, with
 the key in ``HTBASE_API_KEY``): ``archive``, ``list``, ``show``, ``get``, ``import``, ``cancel``, ``delete``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,11 @@ def serve(settings: Settings) -> int:
     if settings.service_role == "api":
         return _serve_api(settings)
     if settings.service_role != "all-in-one":
-        print(f"SERVICE_ROLE={settings.service_role} runs under functions-framework, e.g. "
-              "functions-framework --source functions/main.py --target archive_pdf", file=sys.stderr)
+        print(
+            f"SERVICE_ROLE={settings.service_role} runs under functions-framework, e.g. "
+            "functions-framework --source functions/main.py --target archive_pdf",
+            file=sys.stderr,
+        )
         return 2
     from werkzeug.serving import make_server
 
@@ -47,8 +51,11 @@ def serve(settings: Settings) -> int:
     with EmbeddedService(settings) as service:
         access = start_notice(settings, ApiKeys(service.runtime.engine))
         server = make_server(settings.host, settings.port, service.api, threaded=True)
-        print(f"htbase serving on http://{settings.host}:{settings.port}/api/v2 "
-              f"(ledger {settings.database_url}, files {settings.local_storage_path})\n{access}", flush=True)
+        print(
+            f"htbase serving on http://{settings.host}:{settings.port}/api/v2 "
+            f"(ledger {settings.database_url}, files {settings.local_storage_path})\n{access}",
+            flush=True,
+        )
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -79,9 +86,14 @@ def _serve_api(settings: Settings) -> int:
 
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
-            for key, value in {"bind": f"{settings.host}:{settings.port}", "workers": settings.web_workers,
-                               "worker_class": "gthread", "threads": 16, "graceful_timeout": 10,
-                               "loglevel": settings.log_level.lower()}.items():
+            for key, value in {
+                "bind": f"{settings.host}:{settings.port}",
+                "workers": settings.web_workers,
+                "worker_class": "gthread",
+                "threads": 16,
+                "graceful_timeout": 10,
+                "loglevel": settings.log_level.lower(),
+            }.items():
                 self.cfg.set(key, value)
 
         def load(self):  # in each worker, after the fork: its own pools, clients and housekeeper
@@ -89,8 +101,11 @@ def _serve_api(settings: Settings) -> int:
             atexit.register(service.close)  # Cloud Run's SIGTERM: the pool and the Cloud SQL connector close
             return service.api
 
-    print(f"htbase API serving on http://{settings.host}:{settings.port}/api/v2 "
-          f"({settings.web_workers} workers, broker {settings.broker})\n{access}", flush=True)
+    print(
+        f"htbase API serving on http://{settings.host}:{settings.port}/api/v2 "
+        f"({settings.web_workers} workers, broker {settings.broker})\n{access}",
+        flush=True,
+    )
     Gunicorn().run()
     return 0
 
@@ -161,13 +176,18 @@ def _render(task: dict) -> list[str]:
 
 def _fetchable(client: Client, task: dict) -> list[str]:
     """Where each stored file and the summary can be fetched."""
-    lines = [f"  {name:<12} {client.base}{sub['artifact']['url']}"
-             for name, sub in task.get("subtasks", {}).items() if "artifact" in sub]
+    lines = [
+        f"  {name:<12} {client.base}{sub['artifact']['url']}"
+        for name, sub in task.get("subtasks", {}).items()
+        if "artifact" in sub
+    ]
     article = task.get("subtasks", {}).get("readability", {})
     if "artifact" in article:
         summary = task.get("summary_url") or f"{API}/summaries/{task['task_id']}"
-        lines += [f"  {'text':<12} {client.base}{article['artifact']['url']}?format=txt",
-                  f"  {'summary':<12} {client.base}{summary}"]
+        lines += [
+            f"  {'text':<12} {client.base}{article['artifact']['url']}?format=txt",
+            f"  {'summary':<12} {client.base}{summary}",
+        ]
     return ["fetch:", *lines] if lines else []
 
 
@@ -201,8 +221,9 @@ def list_tasks(client: Client, limit: int) -> int:
     page = client.json("GET", f"{API}/tasks", params={"limit": limit})
     for task in page["tasks"]:
         what = task.get("url") or f"batch of {task.get('items_count', 0)}"
-        print(f"{task['task_id']}  {task['status']:<10} {int(task['progress'] * 100):>3}%  "
-              f"{task['created_at']}  {what}")
+        print(
+            f"{task['task_id']}  {task['status']:<10} {int(task['progress'] * 100):>3}%  {task['created_at']}  {what}"
+        )
     print(f"{len(page['tasks'])} of {page['total']}")
     return 0
 
@@ -217,8 +238,9 @@ def show(client: Client, task_id: str) -> int:
 def get(client: Client, archive_id: str, name: str, output: str | None) -> int:
     """One file: FORMAT is an archiver, ``all`` (a zip) or ``readability.txt`` (a format stored beside one)."""
     archiver, _, extra = name.partition(".")
-    response = client.call("GET", f"{API}/archives/{archive_id}/{archiver}",
-                           params={"format": extra} if extra else None, stream=True)
+    response = client.call(
+        "GET", f"{API}/archives/{archive_id}/{archiver}", params={"format": extra} if extra else None, stream=True
+    )
     if output is None:
         found = re.search(r'filename="([^"]+)"', response.headers.get("Content-Disposition", ""))
         output = found[1] if found else f"{archive_id}-{name}"
@@ -245,16 +267,22 @@ def delete(client: Client, task_id: str) -> int:
 def import_file(client: Client, path: str, recapture: bool, wait: bool) -> int:
     """Upload a bookmark file; with ``--wait``, show its progress until every capture it started ended."""
     with open(path, "rb") as data:
-        found = client.json("POST", f"{API}/import", files={"file": (Path(path).name, data)},
-                            data={"recapture": str(recapture).lower()})
-    print(f"import {found['import_id']}: {found['total']} URLs, " +
-          ", ".join(f"{n} {outcome}" for outcome, n in found["counts"].items()))
+        found = client.json(
+            "POST", f"{API}/import", files={"file": (Path(path).name, data)}, data={"recapture": str(recapture).lower()}
+        )
+    print(
+        f"import {found['import_id']}: {found['total']} URLs, "
+        + ", ".join(f"{n} {outcome}" for outcome, n in found["counts"].items())
+    )
     while wait and found["status"] != "done":
         time.sleep(2)
         found = client.json("GET", found["status_url"], params={"limit": 1})
-        print(f"  started {found['counts'].get('started', 0)}, queued {found['counts'].get('queued', 0)}; "
-              f"captures running {found['captures'].get('running', 0)}, "
-              f"finished {found['captures'].get('finished', 0)}", flush=True)
+        print(
+            f"  started {found['counts'].get('started', 0)}, queued {found['counts'].get('queued', 0)}; "
+            f"captures running {found['captures'].get('running', 0)}, "
+            f"finished {found['captures'].get('finished', 0)}",
+            flush=True,
+        )
     return 0
 
 
@@ -269,8 +297,12 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
     create_cmd = keys_commands.add_parser("create", help="make a key; it is printed once, as the last line")
     create_cmd.add_argument("--name", required=True, help="who or what holds it")
-    create_cmd.add_argument("--scope", required=True, choices=("read", "write", "admin"),
-                            help="read: GET; write: also submit; admin: also delete and manage keys")
+    create_cmd.add_argument(
+        "--scope",
+        required=True,
+        choices=("read", "write", "admin"),
+        help="read: GET; write: also submit; admin: also delete and manage keys",
+    )
     keys_commands.add_parser("list", help="every key made (never the keys themselves)")
     revoke_cmd = keys_commands.add_parser("revoke", help="refuse a key from now on")
     revoke_cmd.add_argument("prefix", help="the 8 characters after htb_")
@@ -289,8 +321,11 @@ def _parser() -> argparse.ArgumentParser:
     get_cmd.add_argument("id", help="a task id or an item id")
     get_cmd.add_argument("format", help="an archiver, `all` (a zip) or `readability.txt` (the article's text)")
     get_cmd.add_argument("-o", "--output", help="the file to write (default: the served name; - for stdout)")
-    import_cmd = commands.add_parser("import", parents=[client], help="import a bookmark file (browser HTML, "
-                                     "Pocket CSV, a list of URLs) and capture what is new")
+    import_cmd = commands.add_parser(
+        "import",
+        parents=[client],
+        help="import a bookmark file (browser HTML, Pocket CSV, a list of URLs) and capture what is new",
+    )
     import_cmd.add_argument("file")
     import_cmd.add_argument("--recapture", action="store_true", help="capture URLs already archived once more")
     import_cmd.add_argument("--wait", action="store_true", help="show progress until every capture ended")
@@ -315,8 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             return serve(settings.with_(port=args.port or settings.port, host=args.host or settings.host))
         if args.command == "keys":
             return keys(settings, args)
-        client = Client(args.api or settings.htbase_url or f"http://127.0.0.1:{settings.port}",
-                        settings.htbase_api_key)
+        client = Client(args.api or settings.htbase_url or f"http://127.0.0.1:{settings.port}", settings.htbase_api_key)
         if args.command == "archive":
             archivers = [a.strip() for a in args.archivers.split(",")] if args.archivers else None
             return archive(client, args.url, archivers, args.wait, args.timeout)

@@ -4,6 +4,7 @@ No cloud, no emulator, no Docker: SQLite and local files by default, and the
 dispatcher hands Pub/Sub-shaped envelopes to the same push handlers that Cloud
 Run runs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,10 @@ logger = logging.getLogger("htbase.embedded")
 class EmbeddedService:
     def __init__(self, settings: Settings) -> None:
         if settings.broker != "embedded":
-            raise ConfigError("SERVICE_ROLE=all-in-one dispatches in process; with BROKER=pubsub run "
-                              "SERVICE_ROLE=api and one service per archiver (see the README)")
+            raise ConfigError(
+                "SERVICE_ROLE=all-in-one dispatches in process; with BROKER=pubsub run "
+                "SERVICE_ROLE=api and one service per archiver (see the README)"
+            )
         self.settings = settings
         self.runtime = Worker(settings)
         if settings.run_migrations:
@@ -31,16 +34,19 @@ class EmbeddedService:
         self.push_app = create_push_app(self.runtime, authenticator=None)  # in-process only
         # Pub/Sub's topics and Cloud Tasks' queues alike: the same paths the push services serve.
         routes = {route.topic: route.path for route in (*ROUTES, *(spec.route for spec in QUEUES))}
-        self.dispatcher = LocalPushDispatcher(self.push_app, routes,
-                                              workers=settings.worker_concurrency,
-                                              max_attempts=settings.max_delivery_attempts,  # a subscription's
-                                              backoff_s=settings.retry_backoff_s)
+        self.dispatcher = LocalPushDispatcher(
+            self.push_app,
+            routes,
+            workers=settings.worker_concurrency,
+            max_attempts=settings.max_delivery_attempts,  # a subscription's
+            backoff_s=settings.retry_backoff_s,
+        )
         self.runtime.publisher = self.dispatcher
         self.runtime.on_close(self.dispatcher.close)  # deliveries drain before the browser closes
         self.api_service = ApiService(settings, self.runtime)
         self.api = self.api_service.api
 
-    def start(self) -> "EmbeddedService":
+    def start(self) -> EmbeddedService:
         # The in-memory queue died with the last process: revive everything unfinished now.
         counts = self.runtime.ledger.sweep(revive_all=True)
         counts["webhooks_resent"] = len(self.runtime.webhooks.overdue(grace_s=0))  # the flush sends them
@@ -53,7 +59,7 @@ class EmbeddedService:
     def close(self) -> None:
         self.api_service.close()
 
-    def __enter__(self) -> "EmbeddedService":
+    def __enter__(self) -> EmbeddedService:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """Bookmark files as browsers and Pocket write them, made up for the import tests."""
+
 from __future__ import annotations
 
 import html
@@ -9,11 +10,18 @@ def netscape_file(count: int = 2000, host: str = "https://bookmarks.example") ->
     write it (the toolbar folder flagged, some Firefox TAGS, entities in titles); and what each URL's
     tags must be after an import."""
     expected: dict[str, set[str]] = {}
-    lines = ["<!DOCTYPE NETSCAPE-Bookmark-file-1>", "<!-- This is an automatically generated file.",
-             "     It will be read and overwritten.", "     DO NOT EDIT! -->",
-             '<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=UTF-8">',
-             "<TITLE>Bookmarks</TITLE>", "<H1>Bookmarks</H1>", "<DL><p>",
-             '    <DT><H3 ADD_DATE="1700000000" PERSONAL_TOOLBAR_FOLDER="true">Bookmarks bar</H3>', "    <DL><p>"]
+    lines = [
+        "<!DOCTYPE NETSCAPE-Bookmark-file-1>",
+        "<!-- This is an automatically generated file.",
+        "     It will be read and overwritten.",
+        "     DO NOT EDIT! -->",
+        '<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=UTF-8">',
+        "<TITLE>Bookmarks</TITLE>",
+        "<H1>Bookmarks</H1>",
+        "<DL><p>",
+        '    <DT><H3 ADD_DATE="1700000000" PERSONAL_TOOLBAR_FOLDER="true">Bookmarks bar</H3>',
+        "    <DL><p>",
+    ]
     n = 0
 
     def bookmark(indent: str, folders: list[str]) -> None:
@@ -44,9 +52,11 @@ def netscape_file(count: int = 2000, host: str = "https://bookmarks.example") ->
     return "\n".join(lines).encode(), expected
 
 
-POCKET_CSV = (b"title,url,time_added,tags,status\n"
-              b"A long read,https://pocket.example/one,1700000000,reading|longform,unread\n"
-              b'"Quotes, ""and"" commas",https://pocket.example/two,1700000100,,archive\n'
-              b"No title,https://pocket.example/three,1700000200,tech,unread\n")
+POCKET_CSV = (
+    b"title,url,time_added,tags,status\n"
+    b"A long read,https://pocket.example/one,1700000000,reading|longform,unread\n"
+    b'"Quotes, ""and"" commas",https://pocket.example/two,1700000100,,archive\n'
+    b"No title,https://pocket.example/three,1700000200,tech,unread\n"
+)
 
 URL_LIST = b"# my links\nhttps://list.example/a\n\n  https://list.example/b  \nnot a url\nhttps://list.example/a\n"

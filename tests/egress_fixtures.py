@@ -1,6 +1,7 @@
 """Pytest plugin (registered in tests/conftest.py): loopback servers and the egress proxy as the
 egress and monolith tests drive them. Only 127.0.0.0/8 is ever connected to: ``connections``
 records every upstream connection the proxy opens and fails any other address first."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """A webhook receiver for tests: it records every request it gets, raw body included, answers the statuses
 it is told to, and verifies Standard Webhooks signatures as a client would, from the spec alone."""
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,9 @@ def verified(hook: Hook, secret: str = SECRET) -> dict:
     key = base64.b64decode(secret.removeprefix("whsec_"))
     webhook_id, timestamp = hook.headers["webhook-id"], hook.headers["webhook-timestamp"]
     assert abs(time.time() - int(timestamp)) < TOLERANCE_S
-    expected = base64.b64encode(hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + hook.raw,
-                                         hashlib.sha256).digest()).decode()
+    expected = base64.b64encode(
+        hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + hook.raw, hashlib.sha256).digest()
+    ).decode()
     signatures = [s.split(",", 1)[1] for s in hook.headers["webhook-signature"].split(" ") if s.startswith("v1,")]
     assert any(hmac.compare_digest(expected, s) for s in signatures), "bad signature"
     return hook.body
@@ -76,8 +78,9 @@ class Receiver:
             return [hook for hook in self.hooks if hook.path == path]
 
     def wait(self, path: str, count: int = 1, timeout_s: float = 60) -> list[Hook]:
-        return wait_for(lambda: len(found := self.at(path)) >= count and found, timeout_s,
-                        f"{count} webhook(s) at {path}")
+        return wait_for(
+            lambda: len(found := self.at(path)) >= count and found, timeout_s, f"{count} webhook(s) at {path}"
+        )
 
     def close(self) -> None:
         self._server.shutdown()

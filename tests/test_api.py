@@ -1,4 +1,5 @@
 """The public API's contract: validation, errors, pagination, health, database outages."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,22 +28,25 @@ def error_of(response):
     return response.status_code, body["error"]["code"]
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"url": "not a url"}, "invalid_url"),
-    ({"url": "file:///etc/passwd"}, "invalid_url"),
-    ({"url": "javascript:alert(1)"}, "invalid_url"),
-    ({"url": "ftp://example.org/x"}, "invalid_url"),
-    ({"url": "http://"}, "invalid_url"),
-    ({}, "invalid_url"),
-    ({"url": 42}, "invalid_url"),
-    ({"url": "https://example.org", "archivers": ["pdf", "telepathy"]}, "unknown_archiver"),
-    ({"url": "https://example.org", "archivers": ["monolith"]}, "archiver_disabled"),
-    ({"url": "https://example.org", "archivers": "pdf"}, "bad_request"),
-    ({"url": "https://example.org", "item_id": ""}, "bad_request"),
-    ({"url": "https://example.org", "options": {"timeout": -1}}, "bad_request"),
-    ({"url": "https://example.org", "webhook_url": "file:///tmp/x"}, "invalid_webhook_url"),
-    ({"url": "https://example.org", "webhook_url": 7}, "invalid_webhook_url"),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"url": "not a url"}, "invalid_url"),
+        ({"url": "file:///etc/passwd"}, "invalid_url"),
+        ({"url": "javascript:alert(1)"}, "invalid_url"),
+        ({"url": "ftp://example.org/x"}, "invalid_url"),
+        ({"url": "http://"}, "invalid_url"),
+        ({}, "invalid_url"),
+        ({"url": 42}, "invalid_url"),
+        ({"url": "https://example.org", "archivers": ["pdf", "telepathy"]}, "unknown_archiver"),
+        ({"url": "https://example.org", "archivers": ["monolith"]}, "archiver_disabled"),
+        ({"url": "https://example.org", "archivers": "pdf"}, "bad_request"),
+        ({"url": "https://example.org", "item_id": ""}, "bad_request"),
+        ({"url": "https://example.org", "options": {"timeout": -1}}, "bad_request"),
+        ({"url": "https://example.org", "webhook_url": "file:///tmp/x"}, "invalid_webhook_url"),
+        ({"url": "https://example.org", "webhook_url": 7}, "invalid_webhook_url"),
+    ],
+)
 def test_bad_archive_requests_get_400_and_write_nothing(client, service, body, code):
     response = client.post(f"{API}/archive", json=body)
     assert error_of(response) == (400, code)
@@ -50,8 +54,9 @@ def test_bad_archive_requests_get_400_and_write_nothing(client, service, body, c
 
 
 def test_body_must_be_json(client):
-    response = client.post(f"{API}/archive", data="url=https://example.org",
-                           content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        f"{API}/archive", data="url=https://example.org", content_type="application/x-www-form-urlencoded"
+    )
     assert error_of(response) == (400, "bad_request")
 
 
@@ -76,9 +81,13 @@ def test_item_id_reused_for_another_url_is_a_conflict(client):
 
 
 def test_batch_creates_one_task_per_url(client):
-    response = client.post(f"{API}/archive/batch", json={
-        "items": [{"url": "https://a.example/"}, {"url": "https://b.example/", "item_id": "b"}],
-        "archivers": ["pdf"]})
+    response = client.post(
+        f"{API}/archive/batch",
+        json={
+            "items": [{"url": "https://a.example/"}, {"url": "https://b.example/", "item_id": "b"}],
+            "archivers": ["pdf"],
+        },
+    )
     assert response.status_code == 202
     body = response.get_json()
     assert [t["url"] for t in body["tasks"]] == ["https://a.example/", "https://b.example/"]
@@ -87,15 +96,21 @@ def test_batch_creates_one_task_per_url(client):
     assert [item["subtasks"].keys() == {"pdf"} for item in batch["items"]] == [True, True]
 
 
-@pytest.mark.parametrize("body", [{"items": []}, {"items": "x"}, {"items": [{"url": "file:///x"}]},
-                                  {"items": [{"url": f"https://e.org/{n}"} for n in range(101)]}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"items": []},
+        {"items": "x"},
+        {"items": [{"url": "file:///x"}]},
+        {"items": [{"url": f"https://e.org/{n}"} for n in range(101)]},
+    ],
+)
 def test_bad_batches_are_refused(client, body):
     assert client.post(f"{API}/archive/batch", json=body).status_code == 400
 
 
 def test_task_history_is_newest_first_and_paginated(client):
-    ids = [client.post(f"{API}/archive", json={"url": f"https://e.org/{n}"}).get_json()["task_id"]
-           for n in range(3)]
+    ids = [client.post(f"{API}/archive", json={"url": f"https://e.org/{n}"}).get_json()["task_id"] for n in range(3)]
     page = client.get(f"{API}/tasks?limit=2").get_json()
     assert [t["task_id"] for t in page["tasks"]] == ids[::-1][:2]
     assert page["total"] == 3 and page["next"] == f"{API}/tasks?limit=2&offset=2"

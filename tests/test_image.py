@@ -3,6 +3,7 @@
 No Docker engine is needed: the Dockerfile's stages are read as text, and the
 light roles are loaded in a Python that cannot import the browser stack.
 """
+
 from __future__ import annotations
 
 import re
@@ -58,8 +59,14 @@ functions.main.runtime().summarizer.summarize("A sentence about the council. " *
 ApiService(functions.main.settings()).close()
 print("light")
 """
-    env = {"SERVICE_ROLE": "summarizer", "DATABASE_URL": "postgresql+pg8000://htbase@127.0.0.1:9/htbase",
-           "PUBSUB_EMULATOR_HOST": "127.0.0.1:9", "LOCAL_STORAGE_PATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    env = {
+        "SERVICE_ROLE": "summarizer",
+        "DATABASE_URL": "postgresql+pg8000://htbase@127.0.0.1:9/htbase",
+        "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
+        "LOCAL_STORAGE_PATH": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and result.stdout.strip() == "light", result.stderr

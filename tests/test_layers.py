@@ -8,6 +8,7 @@
 
 Every import counts: module level, inside functions, and under TYPE_CHECKING.
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,12 +55,15 @@ def test_no_module_imports_against_the_layering():
     assert violations(PROJECT_ROOT) == []
 
 
-@pytest.mark.parametrize("package, line", [
-    ("htbase", "from infra.ledger import Ledger"),
-    ("infra", "import functions.worker"),
-    ("api", "    from functions.archivers import build_archiver"),
-    ("functions", "from service.api import ApiService"),
-])
+@pytest.mark.parametrize(
+    "package, line",
+    [
+        ("htbase", "from infra.ledger import Ledger"),
+        ("infra", "import functions.worker"),
+        ("api", "    from functions.archivers import build_archiver"),
+        ("functions", "from service.api import ApiService"),
+    ],
+)
 def test_a_back_edge_is_caught(tmp_path, package, line):
     for name in ALLOWED:
         (tmp_path / name).mkdir()

@@ -1,4 +1,5 @@
 """Push delivery: the envelope contract, the handlers' answers, and the embedded dispatcher's redelivery."""
+
 from __future__ import annotations
 
 import base64
@@ -8,17 +9,15 @@ import pytest
 from flask import Flask, request
 
 from functions.push import create_push_app
-from service.embedded import EmbeddedService
-from htbase.messages import (ArchiveRequest, MessageError, SummarizeRequest, build_push_envelope,
-                             parse_push_envelope)
+from htbase.messages import ArchiveRequest, MessageError, SummarizeRequest, build_push_envelope, parse_push_envelope
 from htbase.topology import DEAD_LETTER
 from infra.dispatcher import LocalPushDispatcher
 from infra.ledger import NewItem
+from service.embedded import EmbeddedService
 
 
 def test_envelope_round_trip_matches_pubsub_shape():
-    envelope = build_push_envelope(b'{"a":1}', {"k": "v"}, subscription="projects/p/subscriptions/s",
-                                   message_id="42")
+    envelope = build_push_envelope(b'{"a":1}', {"k": "v"}, subscription="projects/p/subscriptions/s", message_id="42")
     assert set(envelope["message"]) >= {"data", "attributes", "messageId", "publishTime"}
     assert "deliveryAttempt" not in envelope  # the emulator never sends it; nothing may depend on it
     message = parse_push_envelope(envelope)
@@ -27,22 +26,34 @@ def test_envelope_round_trip_matches_pubsub_shape():
     assert parse_push_envelope(dict(envelope, deliveryAttempt=3)).delivery_attempt == 3
 
 
-@pytest.mark.parametrize("body, reason", [
-    (None, "JSON object"), ([], "JSON object"), ({}, "no 'message'"), ({"message": "x"}, "no 'message'"),
-    ({"message": {}}, "base64"), ({"message": {"data": "%%%"}}, "not valid base64"),
-    ({"message": {"data": "eA==", "attributes": []}}, "attributes"),
-    ({"message": {"data": "eA=="}, "deliveryAttempt": "2"}, "deliveryAttempt"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (None, "JSON object"),
+        ([], "JSON object"),
+        ({}, "no 'message'"),
+        ({"message": "x"}, "no 'message'"),
+        ({"message": {}}, "base64"),
+        ({"message": {"data": "%%%"}}, "not valid base64"),
+        ({"message": {"data": "eA==", "attributes": []}}, "attributes"),
+        ({"message": {"data": "eA=="}, "deliveryAttempt": "2"}, "deliveryAttempt"),
+    ],
+)
 def test_malformed_envelopes_are_refused_with_a_reason(body, reason):
     with pytest.raises(MessageError, match=reason):
         parse_push_envelope(body)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"not json", "not JSON"), (b"[1]", "JSON object"), (b"{}", "must be a non-empty string"),
-    (b'{"task_id":"t","item_id":"i","url":"https://e.org","archiver":"fax"}', "unknown archiver"),
-    (b'{"task_id":"t","item_id":"i","url":"https://e.org","archiver":"pdf","options":[]}', "options"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"not json", "not JSON"),
+        (b"[1]", "JSON object"),
+        (b"{}", "must be a non-empty string"),
+        (b'{"task_id":"t","item_id":"i","url":"https://e.org","archiver":"fax"}', "unknown archiver"),
+        (b'{"task_id":"t","item_id":"i","url":"https://e.org","archiver":"pdf","options":[]}', "options"),
+    ],
+)
 def test_malformed_archive_requests_are_refused(data, reason):
     with pytest.raises(MessageError, match=reason):
         ArchiveRequest.from_json(data)
@@ -64,11 +75,15 @@ def envelope_for(data: bytes) -> dict:
     return build_push_envelope(data, subscription="projects/p/subscriptions/s")
 
 
-@pytest.mark.parametrize("body", [
-    {"message": {"data": "!!"}}, {"nothing": True},
-    envelope_for(b"garbage"),
-    envelope_for(ArchiveRequest("t", "i", "https://e.org", "monolith").to_json()),  # not this service's
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"message": {"data": "!!"}},
+        {"nothing": True},
+        envelope_for(b"garbage"),
+        envelope_for(ArchiveRequest("t", "i", "https://e.org", "monolith").to_json()),  # not this service's
+    ],
+)
 def test_push_handler_answers_400_to_what_can_never_succeed(push_client, body):
     _, client = push_client
     response = client.post("/push/archive", json=body)
@@ -90,8 +105,11 @@ def test_dead_letter_marks_the_artifact_failed_with_its_last_error(push_client):
     ledger.claim(created.task_id, "pdf", "w")
     ledger.fail(created.task_id, "pdf", "w", "HTTP 503 from origin", permanent=False)
     message = ArchiveRequest(created.task_id, created.children[0]["item_id"], "https://e.org", "pdf")
-    body = build_push_envelope(message.to_json(), {"CloudPubSubDeadLetterSourceDeliveryCount": "5"},
-                               subscription="projects/p/subscriptions/dlq")
+    body = build_push_envelope(
+        message.to_json(),
+        {"CloudPubSubDeadLetterSourceDeliveryCount": "5"},
+        subscription="projects/p/subscriptions/dlq",
+    )
     assert client.post("/push/dead-letter", json=body).status_code == 200
     artifact = ledger.task(created.task_id).artifacts[0]
     assert artifact.status == "failed"
@@ -120,8 +138,9 @@ class ScriptedPushApp:
 
 
 def dispatcher_for(app: ScriptedPushApp, max_attempts: int = 4) -> LocalPushDispatcher:
-    return LocalPushDispatcher(app.app, {"work": "/work", DEAD_LETTER: "/dead"}, workers=2,
-                               max_attempts=max_attempts, backoff_s=0.01)
+    return LocalPushDispatcher(
+        app.app, {"work": "/work", DEAD_LETTER: "/dead"}, workers=2, max_attempts=max_attempts, backoff_s=0.01
+    )
 
 
 def test_dispatcher_redelivers_after_5xx_and_429_then_stops():

@@ -1,5 +1,6 @@
 """Artifact storage: one behavioural suite run against local files and against
 the real fake-gcs-server, plus the GCS-only encoding and signing rules."""
+
 from __future__ import annotations
 
 import gzip
@@ -19,8 +20,7 @@ from google.oauth2 import service_account
 
 from emulators.gcs import FakeGcsServer
 from htbase.config import Settings
-from infra.storage import (STREAM_CHUNK_BYTES, GcsFileStore, LocalFileStore, ObjectNotFound, gcs_client,
-                           make_file_store)
+from infra.storage import STREAM_CHUNK_BYTES, GcsFileStore, LocalFileStore, ObjectNotFound, gcs_client, make_file_store
 
 # A minimal valid PNG; it even starts with bytes that are not text.
 PNG = bytes.fromhex(
@@ -67,6 +67,7 @@ def sha(data: bytes) -> str:
 
 
 # --- both stores -------------------------------------------------------------
+
 
 def test_put_get_round_trip(store):
     obj = store.put(KEY, PNG, "application/pdf")
@@ -144,6 +145,7 @@ def test_keys_that_could_escape_are_refused(store, key, tmp_path):
 
 # --- local only --------------------------------------------------------------
 
+
 def test_local_put_leaves_no_temp_files(local_store):
     local_store.put(KEY, PNG, "application/pdf")
     local_store.put(KEY, b"again", "application/pdf")
@@ -157,6 +159,7 @@ def test_local_store_has_no_signed_urls(local_store):
 
 
 # --- GCS only ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("content_type", ["text/html", "text/html; charset=utf-8", "application/json", "image/svg+xml"])
 def test_gcs_stores_text_gzipped_and_returns_the_original(gcs_store, content_type):
@@ -199,27 +202,33 @@ def throwaway_service_account() -> service_account.Credentials:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    return service_account.Credentials.from_service_account_info({
-        "type": "service_account",
-        "project_id": "htbase-test",
-        "private_key_id": "test-key",
-        "private_key": pem,
-        "client_email": "signer@htbase-test.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    })
+    return service_account.Credentials.from_service_account_info(
+        {
+            "type": "service_account",
+            "project_id": "htbase-test",
+            "private_key_id": "test-key",
+            "private_key": pem,
+            "client_email": "signer@htbase-test.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
 
 
-@pytest.mark.parametrize(("key", "data", "content_type"), [
-    ("task-1/singlefile.html", HTML, "text/html"),
-    ("task-1/screenshot.png", PNG, "image/png"),
-])
+@pytest.mark.parametrize(
+    ("key", "data", "content_type"),
+    [
+        ("task-1/singlefile.html", HTML, "text/html"),
+        ("task-1/screenshot.png", PNG, "image/png"),
+    ],
+)
 def test_gcs_signed_url_downloads_the_original_bytes(gcs_server, gcs_store, key, data, content_type):
     gcs_store.put(key, data, content_type)
     # Signing is offline with the key; the anonymous store did the upload,
     # because these credentials cannot fetch tokens without the internet.
     client = storage.Client(
-        project="htbase-test", credentials=throwaway_service_account(),
+        project="htbase-test",
+        credentials=throwaway_service_account(),
         client_options={"api_endpoint": gcs_server.endpoint},
     )
     url = GcsFileStore(gcs_store.bucket.name, client).signed_url(key, 300)

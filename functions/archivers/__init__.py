@@ -1,4 +1,5 @@
 """The five archivers, one module each, behind the contract in ``base``."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

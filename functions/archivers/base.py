@@ -4,6 +4,7 @@ An archiver raises ``PermanentCaptureError`` for what a retry cannot fix (bad
 URL, refused address, 4xx page, page too large) and ``TransientCaptureError``
 for what might work next time (timeouts, 5xx, 429, a tool that flaked).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -45,8 +46,7 @@ class Capture:
 class Archiver(Protocol):
     name: str
 
-    def capture(self, url: str, options: dict[str, Any]) -> Capture:
-        ...
+    def capture(self, url: str, options: dict[str, Any]) -> Capture: ...
 
 
 # --- checks every archiver shares -------------------------------------------------

@@ -29,6 +29,7 @@ of address space up front (V8's sandbox, PartitionAlloc) and does not start
 under any limit that would help. A dead driver or Chromium is thrown away and
 started again on the next capture; ``healthy`` says whether that works.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +70,14 @@ T = TypeVar("T")
 WaitUntil = Literal["load", "commit"]
 
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--disable-dev-shm-usage",  # containers (Cloud Run, Docker) have a tiny /dev/shm
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # no STUN/TURN past the egress proxy
     "--js-flags=--max-old-space-size=512",  # MB of JavaScript heap per renderer
@@ -166,8 +173,9 @@ class PageWatch:
         page.on("response", self._on_response)
         page.on("requestfailed", self._on_request_failed)
         page.on("framenavigated", self._on_frame_navigated)
-        page.on("crash", lambda _: self.fail(TransientCaptureError(
-            f"the page crashed (out of memory?) loading {self.url}")))
+        page.on(
+            "crash", lambda _: self.fail(TransientCaptureError(f"the page crashed (out of memory?) loading {self.url}"))
+        )
         self._counted.add(page.main_frame)
         await self._count_bytes(page.context, page)
 
@@ -204,8 +212,9 @@ class PageWatch:
     def _on_data(self, event: dict) -> None:
         self.received += event["dataLength"]
         if self.received > self.max_bytes:
-            self.fail(PermanentCaptureError(
-                f"page is at least {self.received} bytes, over the limit of {self.max_bytes}"))
+            self.fail(
+                PermanentCaptureError(f"page is at least {self.received} bytes, over the limit of {self.max_bytes}")
+            )
 
     def _on_frame_navigated(self, frame: Frame) -> None:
         if frame in self._counted:
@@ -295,8 +304,13 @@ class LoadedPage:
             target_id = (await session.send("Target.getTargetInfo"))["targetInfo"]["targetId"]
         finally:
             await session.detach()
-        return {"id": target_id, "type": "page", "url": page.url, "title": "",
-                "webSocketDebuggerUrl": self.devtools_url.replace("http://", "ws://") + f"/devtools/page/{target_id}"}
+        return {
+            "id": target_id,
+            "type": "page",
+            "url": page.url,
+            "title": "",
+            "webSocketDebuggerUrl": self.devtools_url.replace("http://", "ws://") + f"/devtools/page/{target_id}",
+        }
 
 
 async def _load(page: Page, url: str, timeout: float, wait_until: WaitUntil) -> None:
@@ -413,8 +427,12 @@ class Browser:
             # "<-loopback>" removes Chromium's implicit loopback bypass: 127.0.0.1 goes to the guard too.
             args += [f"--proxy-server={self.proxy_url}", "--proxy-bypass-list=<-loopback>"]
         self._browser = await self._playwright.chromium.launch(
-            executable_path=self.settings.chromium_path, args=args, timeout=LAUNCH_TIMEOUT_S * 1000,
-            handle_sigint=False, handle_sigterm=False, handle_sighup=False,
+            executable_path=self.settings.chromium_path,
+            args=args,
+            timeout=LAUNCH_TIMEOUT_S * 1000,
+            handle_sigint=False,
+            handle_sigterm=False,
+            handle_sighup=False,
         )
         # The port was free a moment ago; make sure it is *this* Chromium answering on it.
         endpoint = f"http://127.0.0.1:{port}"
@@ -422,8 +440,14 @@ class Browser:
         if not answered.endswith("/" + self._browser.version):
             raise ValueError(f"DevTools endpoint {endpoint} is not our Chromium ({answered!r})")
         self._devtools_url = endpoint
-        log(logger, logging.INFO, "Chromium started", version=self._browser.version, devtools=endpoint,
-            proxy=self.proxy_url or "none")
+        log(
+            logger,
+            logging.INFO,
+            "Chromium started",
+            version=self._browser.version,
+            devtools=endpoint,
+            proxy=self.proxy_url or "none",
+        )
 
     async def _close_browser(self) -> None:
         browser, self._browser, self._devtools_url = self._browser, None, ""
@@ -443,8 +467,12 @@ class Browser:
         """Throw ``browser`` and its driver away (unless that happened already); the next capture starts new ones."""
         async with self._start_lock:
             if self._browser is browser:
-                log(logger, logging.WARNING, "Chromium or its driver is unusable; discarding them",
-                    error=_first_line(why))
+                log(
+                    logger,
+                    logging.WARNING,
+                    "Chromium or its driver is unusable; discarding them",
+                    error=_first_line(why),
+                )
                 await self._stop()
 
     async def _new_context(self) -> BrowserContext:
@@ -502,8 +530,15 @@ class Browser:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(context.close(), 5)
 
-    def capture(self, url: str, render: Callable[[LoadedPage], Awaitable[T]], *, timeout: float,
-                max_bytes: int, wait_until: WaitUntil = "load") -> T:
+    def capture(
+        self,
+        url: str,
+        render: Callable[[LoadedPage], Awaitable[T]],
+        *,
+        timeout: float,
+        max_bytes: int,
+        wait_until: WaitUntil = "load",
+    ) -> T:
         """Load ``url`` (up to its load event and a moment to settle, or only its
         main document's answer with ``wait_until="commit"``) and hand the page
         to ``render``, all within ``timeout`` seconds. More than ``max_bytes``
@@ -562,8 +597,13 @@ class PageArchiver:
         self.browser = browser
 
     def capture(self, url: str, options: dict[str, Any]) -> Capture:
-        return self.browser.capture(url, self.render, timeout=capture_timeout(self.settings, options),
-                                    max_bytes=self.settings.max_capture_bytes, wait_until=self.wait_until)
+        return self.browser.capture(
+            url,
+            self.render,
+            timeout=capture_timeout(self.settings, options),
+            max_bytes=self.settings.max_capture_bytes,
+            wait_until=self.wait_until,
+        )
 
     async def render(self, loaded: LoadedPage) -> Capture:
         raise NotImplementedError

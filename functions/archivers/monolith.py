@@ -5,6 +5,7 @@ Where the ``monolith`` binary is installed it does the work
 produces the same kind of file. Every fetch of either goes through the egress
 proxy, so redirects and sub-resources obey the egress policy too.
 """
+
 from __future__ import annotations
 
 import threading
@@ -38,8 +39,9 @@ class MonolithArchiver:
         the archiver runs its own so the guard can never be skipped."""
         with self._lock:
             if self._proxy_url is None:
-                self._own_proxy = EgressProxy(EgressPolicy.from_settings(self.settings),
-                                              max_body_bytes=self.settings.max_capture_bytes).start()
+                self._own_proxy = EgressProxy(
+                    EgressPolicy.from_settings(self.settings), max_body_bytes=self.settings.max_capture_bytes
+                ).start()
                 self._proxy_url = self._own_proxy.url
             return self._proxy_url
 
@@ -57,15 +59,29 @@ class MonolithArchiver:
             data = run_monolith(self.settings.monolith_path, url, self.proxy_url(), timeout)
             if len(data) > limit:
                 raise PermanentCaptureError(f"page is over the limit of {limit} bytes")
-            return Capture(data, HTML_TYPE, "html", {
-                "title": title(lxml.html.document_fromstring(data)), "final_url": url, "engine": "monolith",
-            })
+            return Capture(
+                data,
+                HTML_TYPE,
+                "html",
+                {
+                    "title": title(lxml.html.document_fromstring(data)),
+                    "final_url": url,
+                    "engine": "monolith",
+                },
+            )
         page = inline(url, self.proxy_url(), timeout, limit)
-        return Capture(page.html.encode("utf-8"), HTML_TYPE, "html", {
-            "title": page.title,
-            "final_url": page.final_url,
-            "engine": "builtin",
-            "resources_embedded": page.embedded,
-            "resources_failed": len(page.failed),
-            "failed_resources": [{"url": u, "error": e} for u, e in list(page.failed.items())[:MAX_FAILURES_LISTED]],
-        })
+        return Capture(
+            page.html.encode("utf-8"),
+            HTML_TYPE,
+            "html",
+            {
+                "title": page.title,
+                "final_url": page.final_url,
+                "engine": "builtin",
+                "resources_embedded": page.embedded,
+                "resources_failed": len(page.failed),
+                "failed_resources": [
+                    {"url": u, "error": e} for u, e in list(page.failed.items())[:MAX_FAILURES_LISTED]
+                ],
+            },
+        )

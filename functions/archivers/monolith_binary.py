@@ -1,5 +1,6 @@
 """The ``monolith`` binary, where installed (container images): one run per
 capture, every fetch of it through the egress proxy."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """PDF: the page printed by headless Chromium, backgrounds included."""
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ The page is rendered in the shared browser first, so articles that scripts
 build are there; trafilatura then extracts from that rendered DOM (it never
 fetches anything itself).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,10 @@ from functions.archivers.browser import LoadedPage, PageArchiver
 # trafilatura falls back to whatever text a page has (menus, link lists); fewer
 # words than this is not an article.
 MIN_ARTICLE_WORDS = 20
-STYLE = ("body{max-width:42em;margin:2em auto;padding:0 1em;font:18px/1.6 Georgia,serif;color:#222}"
-         "header{border-bottom:1px solid #ccc;margin-bottom:1.5em}.byline,.source{color:#666;font-size:.9em}")
+STYLE = (
+    "body{max-width:42em;margin:2em auto;padding:0 1em;font:18px/1.6 Georgia,serif;color:#222}"
+    "header{border-bottom:1px solid #ccc;margin-bottom:1.5em}.byline,.source{color:#666;font-size:.9em}"
+)
 
 
 class ReadabilityArchiver(PageArchiver):
@@ -38,8 +41,14 @@ class ReadabilityArchiver(PageArchiver):
 
     def _extract(self, dom: str, lang: str, page: dict[str, Any]) -> Capture:
         doc = trafilatura.bare_extraction(
-            dom, url=page["final_url"], with_metadata=True, include_comments=False,
-            include_formatting=True, include_links=True, include_tables=True, include_images=False,
+            dom,
+            url=page["final_url"],
+            with_metadata=True,
+            include_comments=False,
+            include_formatting=True,
+            include_links=True,
+            include_tables=True,
+            include_images=False,
         )
         text = xmltotxt(doc.body, False).strip() if doc is not None and doc.body is not None else ""
         if len(text.split()) < MIN_ARTICLE_WORDS:
@@ -59,7 +68,10 @@ class ReadabilityArchiver(PageArchiver):
         data = _article_html(doc.body, metadata).encode("utf-8")
         check_size("article", len(data), self.settings.max_capture_bytes)
         return Capture(
-            data, "text/html; charset=utf-8", "html", metadata,
+            data,
+            "text/html; charset=utf-8",
+            "html",
+            metadata,
             extras={"txt": (text.encode("utf-8") + b"\n", "text/plain; charset=utf-8")},
         )
 
@@ -73,13 +85,17 @@ def _article_html(body: etree._Element, meta: dict[str, Any]) -> str:
         content.remove(first)  # the header already shows the title
     article = "".join(etree.tostring(child, encoding="unicode", method="html") for child in content)
     esc = html.escape
-    byline = " &middot; ".join(part for part in (
-        f"By {esc(meta['author'])}" if meta["author"] else "",
-        f'<time datetime="{esc(meta["date"])}">{esc(meta["date"])}</time>' if meta["date"] else "",
-    ) if part)
+    byline = " &middot; ".join(
+        part
+        for part in (
+            f"By {esc(meta['author'])}" if meta["author"] else "",
+            f'<time datetime="{esc(meta["date"])}">{esc(meta["date"])}</time>' if meta["date"] else "",
+        )
+        if part
+    )
     lang = f' lang="{esc(meta["language"])}"' if meta["language"] else ""
     return (
-        f"<!DOCTYPE html>\n<html{lang}>\n<head>\n<meta charset=\"utf-8\">\n"
+        f'<!DOCTYPE html>\n<html{lang}>\n<head>\n<meta charset="utf-8">\n'
         f"<title>{esc(meta['title'])}</title>\n"
         + (f'<meta name="author" content="{esc(meta["author"])}">\n' if meta["author"] else "")
         + (f'<meta name="date" content="{esc(meta["date"])}">\n' if meta["date"] else "")

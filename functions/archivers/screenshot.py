@@ -1,4 +1,5 @@
 """Screenshot: the whole page as one PNG, 1280 CSS pixels wide."""
+
 from __future__ import annotations
 
 import struct

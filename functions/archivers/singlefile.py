@@ -18,6 +18,7 @@ fenced in here:
   files into an archive. Node's permission model lets the process read only
   its own code and write only its scratch directory, and its heap is capped.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -108,8 +109,12 @@ class SingleFileArchiver(PageArchiver):
         self.undici = self.node_modules / "undici"
         if browser.proxy_url and not self.undici.is_dir():
             # Still safe, but resources only Node could fetch (cross-origin without CORS) are left out.
-            log(logger, logging.WARNING, "npm package undici not found: SingleFile's Node-side fetches are disabled",
-                node_modules=str(self.node_modules))
+            log(
+                logger,
+                logging.WARNING,
+                "npm package undici not found: SingleFile's Node-side fetches are disabled",
+                node_modules=str(self.node_modules),
+            )
 
     async def render(self, loaded: LoadedPage) -> Capture:
         loop = asyncio.get_running_loop()
@@ -132,16 +137,25 @@ class SingleFileArchiver(PageArchiver):
             output = Path(scratch) / "page.json"
             budget_ms = int(budget * 1000)
             command = [
-                self.settings.singlefile_path, loaded.url, str(output),
-                f"--browser-server={loaded.devtools_url}", "--output-json", "--filename-conflict-action=overwrite",
+                self.settings.singlefile_path,
+                loaded.url,
+                str(output),
+                f"--browser-server={loaded.devtools_url}",
+                "--output-json",
+                "--filename-conflict-action=overwrite",
                 # SingleFile's own limits fire before ours, so it closes its tab itself.
                 f"--browser-load-max-time={int(budget_ms * 0.6)}",
                 f"--browser-capture-max-time={int(budget_ms * 0.3)}",
                 *SPEED_FLAGS,
             ]
             proc = await asyncio.create_subprocess_exec(
-                *command, env=self._env(scratch, loaded.devtools_url, tab), cwd=scratch,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                *command,
+                env=self._env(scratch, loaded.devtools_url, tab),
+                cwd=scratch,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
             try:
                 stdout, stderr = (out.decode("utf-8", "replace") for out in await proc.communicate())
             finally:
@@ -172,8 +186,12 @@ class SingleFileArchiver(PageArchiver):
             f"--max-old-space-size={NODE_HEAP_MB}",
             f"--require={preload}",
         ]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": scratch,
-               "HTBASE_DEVTOOLS_URL": devtools, "HTBASE_TAB": json.dumps(tab)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": scratch,
+            "HTBASE_DEVTOOLS_URL": devtools,
+            "HTBASE_TAB": json.dumps(tab),
+        }
         if self.browser.proxy_url:
             env["HTBASE_EGRESS_PROXY"] = self.browser.proxy_url
             if self.undici.is_dir():

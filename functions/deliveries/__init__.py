@@ -2,6 +2,7 @@
 
 Each takes the message and the worker and says what the push handler answers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

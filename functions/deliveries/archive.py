@@ -7,6 +7,7 @@ until the attempts run out, or sooner when another try is not worth its cost:
 a page that timed out twice, or attempts that could take the task past
 MAX_TASK_CAPTURE_SECONDS of capturing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,9 @@ import time
 
 from functions.archivers.base import CaptureError, CaptureTimeout, capture_timeout
 from functions.deliveries import Delivery
+from functions.worker import Worker
 from htbase.logs import log
 from htbase.messages import ArchiveRequest, SummarizeRequest
-from functions.worker import Worker
 from infra.egress.policy import EgressRefused, HostNotFound
 from infra.ledger import ClaimOutcome
 from infra.metrics import CAPTURE_DURATION, CAPTURE_SIZE, CAPTURES, LEASE_TAKEOVERS, error_kind
@@ -34,17 +35,24 @@ def archive(runtime: Worker, request: ArchiveRequest) -> Delivery:
     ledger, fields = runtime.ledger, {"task_id": request.task_id, "archiver": request.archiver}
     claim = ledger.claim(request.task_id, request.archiver, runtime.worker_id)
     if claim.outcome is not ClaimOutcome.CLAIMED:
-        log(logger, logging.INFO if claim.outcome is not ClaimOutcome.MISSING else logging.WARNING,
-            f"delivery skipped: {claim.outcome}", **fields)
+        log(
+            logger,
+            logging.INFO if claim.outcome is not ClaimOutcome.MISSING else logging.WARNING,
+            f"delivery skipped: {claim.outcome}",
+            **fields,
+        )
         return Delivery(True, str(claim.outcome))
     runtime.replica.sync(request.task_id)
 
     started = time.monotonic()
-    with TRACER.start_as_current_span(f"capture {request.archiver}", attributes={
-            "archiver": request.archiver, "attempt": claim.attempts, "task_id": request.task_id}) as span:
+    with TRACER.start_as_current_span(
+        f"capture {request.archiver}",
+        attributes={"archiver": request.archiver, "attempt": claim.attempts, "task_id": request.task_id},
+    ) as span:
         delivery = _capture(runtime, request, claim.attempts, fields)
-        outcome = {"stored": "success", "lease lost": "lease_lost"}.get(delivery.reason,
-                                                                       "failed" if delivery.ack else "retried")
+        outcome = {"stored": "success", "lease lost": "lease_lost"}.get(
+            delivery.reason, "failed" if delivery.ack else "retried"
+        )
         span.set_attribute("outcome", outcome)
     CAPTURE_DURATION.record(time.monotonic() - started, {"archiver": request.archiver, "outcome": outcome})
     return delivery
@@ -58,21 +66,33 @@ def _capture(runtime: Worker, request: ArchiveRequest, attempts: int, fields: di
         try:
             runtime.egress_policy.check_url(request.url)
             capture = runtime.archiver(request.archiver).capture(request.url, request.options)
-            stored = runtime.store.put(storage_key(request.task_id, request.archiver, capture.extension),
-                                       capture.data, capture.content_type)
+            stored = runtime.store.put(
+                storage_key(request.task_id, request.archiver, capture.extension), capture.data, capture.content_type
+            )
             meta = dict(capture.metadata)
             if capture.extras:
-                meta["extras"] = {ext: runtime.store.put(storage_key(request.task_id, request.archiver, ext),
-                                                         data, content_type).key
-                                  for ext, (data, content_type) in capture.extras.items()}
+                meta["extras"] = {
+                    ext: runtime.store.put(storage_key(request.task_id, request.archiver, ext), data, content_type).key
+                    for ext, (data, content_type) in capture.extras.items()
+                }
         except Exception as exc:
             return _failed(runtime, request, exc, attempts, fields)
 
     duration_ms = int((time.monotonic() - started) * 1000)
-    follow_up = [summarize_outgoing(SummarizeRequest(request.task_id, request_id=request.request_id))] \
-        if request.archiver == "readability" else []
-    outbox = ledger.complete(request.task_id, request.archiver, runtime.worker_id, stored,
-                             meta=meta, duration_ms=duration_ms, follow_up=follow_up)
+    follow_up = (
+        [summarize_outgoing(SummarizeRequest(request.task_id, request_id=request.request_id))]
+        if request.archiver == "readability"
+        else []
+    )
+    outbox = ledger.complete(
+        request.task_id,
+        request.archiver,
+        runtime.worker_id,
+        stored,
+        meta=meta,
+        duration_ms=duration_ms,
+        follow_up=follow_up,
+    )
     if outbox is None:  # our lease expired and someone else took over: theirs is the record
         log(logger, logging.WARNING, "capture finished after losing its lease; discarded", **fields)
         LEASE_TAKEOVERS.add(1, {"archiver": request.archiver, "noticed_by": "holder"})
@@ -95,8 +115,15 @@ def dead_letter(runtime: Worker, request: ArchiveRequest, deliveries: str) -> De
     error = f"undeliverable after {deliveries} delivery attempts" + (f"; last error: {last}" if last else "")
     failed = runtime.ledger.fail_undelivered(request.task_id, request.archiver, error)
     runtime.replica.sync(request.task_id)
-    log(logger, logging.ERROR, "dead letter recorded", task_id=request.task_id, archiver=request.archiver,
-        marked_failed=failed, error=error)
+    log(
+        logger,
+        logging.ERROR,
+        "dead letter recorded",
+        task_id=request.task_id,
+        archiver=request.archiver,
+        marked_failed=failed,
+        error=error,
+    )
     return Delivery(True, "dead-lettered")
 
 
@@ -110,11 +137,11 @@ def _failed(runtime: Worker, request: ArchiveRequest, exc: Exception, attempts: 
     if not permanent and (spent := _not_worth_another_try(runtime, request, exc, attempts)):
         permanent, error = True, f"{error}; not retried: {spent}"
     final = runtime.ledger.fail(request.task_id, request.archiver, runtime.worker_id, error, permanent=permanent)
-    CAPTURES.add(1, {"archiver": request.archiver, "outcome": "failed" if final else "retried",
-                     "error_kind": error_kind(exc)})
+    CAPTURES.add(
+        1, {"archiver": request.archiver, "outcome": "failed" if final else "retried", "error_kind": error_kind(exc)}
+    )
     runtime.replica.sync(request.task_id)
-    log(logger, logging.WARNING, "capture failed" + (" for good" if final else "; will retry"),
-        error=error, **fields)
+    log(logger, logging.WARNING, "capture failed" + (" for good" if final else "; will retry"), error=error, **fields)
     return Delivery(True, "failed") if final else Delivery(False, error)
 
 

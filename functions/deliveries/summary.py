@@ -5,6 +5,7 @@ version, so the same article is never sent to the same model twice unless a
 client forces it. A request that exhausts its deliveries fails its summary with
 the reason (``dead_letter``), so no client waits for it forever.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,38 +47,71 @@ def summarize(runtime: Worker, request: SummarizeRequest, delivery_attempt: int 
     # On the last delivery a rate-limited chain falls back rather than asking for another. The
     # subscription dead-letters after MAX_DELIVERY_ATTEMPTS; where the push does not number its
     # deliveries (the emulator), the summary's own count says which one this is.
-    deliveries = runtime.summaries.delivered(request.task_id, key, model=summarizer.model_id,
-                                             prompt_version=summarizer.prompt_version)
+    deliveries = runtime.summaries.delivered(
+        request.task_id, key, model=summarizer.model_id, prompt_version=summarizer.prompt_version
+    )
     last_try = (delivery_attempt or deliveries) >= runtime.settings.max_delivery_attempts
     try:
-        summary = summarizer.summarize(text, title=article.meta.get("title") or "",
-                                       language=article.meta.get("language") or "", may_retry_later=not last_try)
+        summary = summarizer.summarize(
+            text,
+            title=article.meta.get("title") or "",
+            language=article.meta.get("language") or "",
+            may_retry_later=not last_try,
+        )
     except RetryLater as exc:
         runtime.summaries.delivery_failed(key, str(exc))
-        log(logger, logging.INFO, "summary rate limited; asking for redelivery", retry_after_s=exc.retry_after_s,
-            deliveries=deliveries, **fields)
+        log(
+            logger,
+            logging.INFO,
+            "summary rate limited; asking for redelivery",
+            retry_after_s=exc.retry_after_s,
+            deliveries=deliveries,
+            **fields,
+        )
         SUMMARIES.add(1, {"provider": provider_of(summarizer.model_id), "outcome": "retry"})
         return Delivery(False, str(exc), retry_after_s=exc.retry_after_s)
     except SummaryFailed as exc:
-        SUMMARIES.add(1, {"provider": provider_of(summarizer.model_id),
-                          "outcome": "retry" if exc.transient else "failed"})
+        SUMMARIES.add(
+            1, {"provider": provider_of(summarizer.model_id), "outcome": "retry" if exc.transient else "failed"}
+        )
         if exc.transient:
             runtime.summaries.delivery_failed(key, exc.reason)
             return Delivery(False, exc.reason)
-        runtime.summaries.save(request.task_id, key, status="failed", error=exc.reason, raw_text=exc.raw_text or None,
-                               model=summarizer.model_id, prompt_version=summarizer.prompt_version)
+        runtime.summaries.save(
+            request.task_id,
+            key,
+            status="failed",
+            error=exc.reason,
+            raw_text=exc.raw_text or None,
+            model=summarizer.model_id,
+            prompt_version=summarizer.prompt_version,
+        )
         _sync_every_task_showing(runtime, key)
         log(logger, logging.WARNING, "summary failed", error=exc.reason, **fields)
         return Delivery(True, "failed")
     # Filed under the model that wrote it: a fallback's summary never poses as the primary model's,
     # so a later request tries the primary again.
     written_by = cache_key(text_sha256, summary.model, summary.prompt_version)
-    runtime.summaries.save(request.task_id, written_by, status="success", result=summary.to_dict(),
-                           model=summary.model, prompt_version=summary.prompt_version, requested_key=key)
+    runtime.summaries.save(
+        request.task_id,
+        written_by,
+        status="success",
+        result=summary.to_dict(),
+        model=summary.model,
+        prompt_version=summary.prompt_version,
+        requested_key=key,
+    )
     _sync_every_task_showing(runtime, written_by)
     runtime.search.try_refresh(task_id=request.task_id)
-    log(logger, logging.INFO, "summary stored", model=summary.model, chunks=summary.chunks,
-        duration_ms=summary.duration_ms, **fields)
+    log(
+        logger,
+        logging.INFO,
+        "summary stored",
+        model=summary.model,
+        chunks=summary.chunks,
+        duration_ms=summary.duration_ms,
+        **fields,
+    )
     record_summary(summary)
     return Delivery(True, "stored")
 
@@ -97,14 +131,17 @@ def dead_letter(runtime: Worker, request: SummarizeRequest, deliveries: str) -> 
     if task.summary_key:
         key = task.summary_key
     else:
-        text_sha256 = article.meta.get("text_sha256") or hashlib.sha256(
-            runtime.store.get(article.meta["extras"]["txt"])).hexdigest()
+        text_sha256 = (
+            article.meta.get("text_sha256")
+            or hashlib.sha256(runtime.store.get(article.meta["extras"]["txt"])).hexdigest()
+        )
         key = cache_key(text_sha256, summarizer.model_id, summarizer.prompt_version)
     summary = runtime.summaries.get(key)
     last = summary.error if summary is not None and summary.status != "success" else None
     error = f"undeliverable after {deliveries} delivery attempts" + (f"; last error: {last}" if last else "")
-    failed = runtime.summaries.fail_undelivered(request.task_id, key, error, model=summarizer.model_id,
-                                                prompt_version=summarizer.prompt_version)
+    failed = runtime.summaries.fail_undelivered(
+        request.task_id, key, error, model=summarizer.model_id, prompt_version=summarizer.prompt_version
+    )
     _sync_every_task_showing(runtime, key)
     log(logger, logging.ERROR, "summary dead letter recorded", marked_failed=failed, error=error, **fields)
     return Delivery(True, "dead-lettered")

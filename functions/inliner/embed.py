@@ -5,6 +5,7 @@ Each document is walked twice (see ``rewrite.walk``): ``_Prefetch`` starts
 every fetch and changes nothing, then ``_Embed`` waits for them in document
 order and answers ``data:`` URIs ("" where a fetch failed).
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,7 @@ from functions.inliner import rewrite
 from functions.inliner.fetch import Fetcher, Resource
 
 FETCH_WORKERS = 6
-RESOURCE_TIMEOUT_S = 20.0   # one slow image must not hold the whole capture
+RESOURCE_TIMEOUT_S = 20.0  # one slow image must not hold the whole capture
 MAX_FRAME_DEPTH = 3
 
 
@@ -25,8 +26,8 @@ class InlinedPage:
     html: str
     title: str
     final_url: str
-    embedded: int               # sub-resources embedded
-    failed: dict[str, str]      # sub-resources left out: url -> why, in the order they failed
+    embedded: int  # sub-resources embedded
+    failed: dict[str, str]  # sub-resources left out: url -> why, in the order they failed
 
 
 def inline(url: str, proxy_url: str, timeout: float, max_bytes: int) -> InlinedPage:
@@ -94,8 +95,7 @@ class _Inliner:
     # ---- documents
 
     def page(self, url: str) -> InlinedPage:
-        page = self.fetcher.fetch(url, self.max_bytes, self.timeout,
-                                  accept="text/html,application/xhtml+xml,*/*;q=0.8")
+        page = self.fetcher.fetch(url, self.max_bytes, self.timeout, accept="text/html,application/xhtml+xml,*/*;q=0.8")
         if page.content_type not in rewrite.HTML_TYPES:
             raise PermanentCaptureError(f"not an HTML page ({page.content_type}); monolith archives HTML")
         self.budget -= len(page.data)
@@ -107,7 +107,7 @@ class _Inliner:
         doc = rewrite.parse_html(page.data, page.charset)
         base = rewrite.prepare(doc, page.url)
         rewrite.walk(doc, base, depth, self.prefetch)  # start every fetch...
-        rewrite.walk(doc, base, depth, self.embed)     # ...then embed them in order
+        rewrite.walk(doc, base, depth, self.embed)  # ...then embed them in order
         return rewrite.seal(doc), rewrite.title(doc)
 
 

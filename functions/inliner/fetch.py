@@ -1,5 +1,6 @@
 """The inliner's fetcher: every request through the egress proxy, all of them
 within one deadline, each answer size-capped, every failure a capture error."""
+
 from __future__ import annotations
 
 import mimetypes
@@ -15,15 +16,16 @@ from urllib3.exceptions import ReadTimeoutError
 from functions.archivers.base import CaptureTimeout, PermanentCaptureError, TransientCaptureError, http_failure
 from infra.egress.proxy import REFUSED_HEADER
 
-USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/131.0 Safari/537.36 htbase/2")
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36 htbase/2"
+)
 CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass
 class Resource:
-    url: str                 # after redirects
-    content_type: str        # media type only, lowercase
+    url: str  # after redirects
+    content_type: str  # media type only, lowercase
     charset: str | None
     data: bytes
     text: str = field(default="", repr=False)  # decoded, for stylesheets
@@ -39,8 +41,12 @@ def _proxy_refusal(exc: BaseException) -> str | None:
         if text.startswith("Tunnel connection failed: 403 "):
             return text.removeprefix("Tunnel connection failed: 403 ")
         nested = [a for a in node.args if isinstance(a, BaseException)]
-        node = (getattr(node, "original_error", None) or getattr(node, "reason", None)
-                or (nested[0] if nested else None) or node.__cause__)
+        node = (
+            getattr(node, "original_error", None)
+            or getattr(node, "reason", None)
+            or (nested[0] if nested else None)
+            or node.__cause__
+        )
         node = node if isinstance(node, BaseException) else None
         seen += 1
     return None
@@ -91,8 +97,9 @@ class Fetcher:
         if remaining <= 0:
             raise self._timed_out(url)
         try:
-            with self.session.get(url, stream=True, headers={"Accept": accept},
-                                  timeout=(min(CONNECT_TIMEOUT_S, remaining), remaining)) as resp:
+            with self.session.get(
+                url, stream=True, headers={"Accept": accept}, timeout=(min(CONNECT_TIMEOUT_S, remaining), remaining)
+            ) as resp:
                 _check_status(resp)
                 declared = resp.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > limit and "Content-Encoding" not in resp.headers:
@@ -116,8 +123,12 @@ class Fetcher:
             raise TransientCaptureError(f"proxy error fetching {url}: {exc}") from None
         except (requests.exceptions.Timeout, ReadTimeoutError, TimeoutError):  # body reads raise urllib3's
             raise self._timed_out(url) from None
-        except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
-                requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
+        except (
+            requests.exceptions.TooManyRedirects,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+        ) as exc:
             raise PermanentCaptureError(f"cannot fetch {url}: {exc}") from None
         except (requests.RequestException, Urllib3Error, OSError) as exc:
             raise TransientCaptureError(f"cannot fetch {url}: {exc}") from None

@@ -5,6 +5,7 @@ and hand every reference to a resolver that may replace it.
 replacement (None keeps the reference as it is); ``rewrite_css`` does the same
 for a stylesheet. Nothing here fetches.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,24 +26,53 @@ _META_CHARSET = re.compile(r"""<meta[^>]+charset\s*=\s*["']?\s*([\w.:-]+)""", re
 _CSS_CHARSET = re.compile(r"""^@charset\s+["']([\w.:-]+)["']""", re.I)
 _CSS_CHARSET_RULE = re.compile(r"""^\s*@charset\s+["'][^"']*["']\s*;""", re.I)
 # HTML treats these labels as windows-1252, a superset.
-_ENCODING_ALIASES = {"iso-8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
-                     "us-ascii": "cp1252", "ascii": "cp1252"}
+_ENCODING_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+}
 
-_CSS_TOKEN = re.compile(r"""
+_CSS_TOKEN = re.compile(
+    r"""
     (?P<comment>/\*.*?(?:\*/|\Z))
   | @import\s*(?:url\(\s*(?P<q1>["']?)(?P<import1>.*?)(?P=q1)\s*\)|(?P<q2>["'])(?P<import2>.*?)(?P=q2))
   | (?<![\w-])url\(\s*(?P<q3>["']?)(?P<url>.*?)(?P=q3)\s*\)
   | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-""", re.I | re.S | re.X)
+""",
+    re.I | re.S | re.X,
+)
 
 # Elements and attributes holding one URL to embed.
 _ASSET_ATTRS = {
-    "img": ("src",), "input": ("src",), "video": ("poster", "src"), "audio": ("src",),
-    "source": ("src",), "track": ("src",), "image": ("href", "xlink:href"),
-    "body": ("background",), "table": ("background",), "td": ("background",), "th": ("background",),
+    "img": ("src",),
+    "input": ("src",),
+    "video": ("poster", "src"),
+    "audio": ("src",),
+    "source": ("src",),
+    "track": ("src",),
+    "image": ("href", "xlink:href"),
+    "body": ("background",),
+    "table": ("background",),
+    "td": ("background",),
+    "th": ("background",),
 }
-_URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data", "poster", "background",
-              "cite", "srcset", "lowsrc", "ping", "longdesc"}
+_URL_ATTRS = {
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "xlink:href",
+    "data",
+    "poster",
+    "background",
+    "cite",
+    "srcset",
+    "lowsrc",
+    "ping",
+    "longdesc",
+}
 _DROPPED_RELS = {"preload", "prefetch", "modulepreload", "preconnect", "dns-prefetch", "prerender", "manifest"}
 _DROPPED_META = {"refresh", "content-security-policy", "content-type", "set-cookie"}
 
@@ -117,6 +147,7 @@ def rewrite_css(text: str, base: str, asset: Callable, css_import: Callable) -> 
     """Replace every ``url()`` and ``@import`` in ``text`` (resolved against
     ``base``) with what the callbacks answer; None keeps the original.
     Comments go; strings stay as they are."""
+
     def replace(m: re.Match) -> str:
         if m["comment"] is not None:
             return ""
@@ -199,6 +230,7 @@ def _srcset(value: str, base: str, asset: Callable) -> str | None:
 
 def walk(doc, base: str, depth: int, r: Resolver) -> None:
     """Every reference in ``doc`` through resolver ``r``."""
+
     def absolute(value: str) -> str:
         return urljoin(base, value.strip())
 

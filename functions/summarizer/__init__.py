@@ -6,6 +6,7 @@ summarizer.prompt_version)``, call ``summarize()`` and store ``to_dict()``;
 answer ``RetryLater`` with a 429 and record ``SummaryFailed`` (keeping its
 ``raw_text``) unless it is ``transient``.
 """
+
 from functions.summarizer.errors import RetryLater, SummaryFailed
 from functions.summarizer.pipeline import Summarizer, cache_key
 from functions.summarizer.schema import Summary

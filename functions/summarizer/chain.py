@@ -12,15 +12,16 @@ The chain raises ``RetryLater`` instead, so the push is redelivered. On the last
 delivery attempt the handler passes ``may_retry_later=False`` and takes the
 offline summary rather than none.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from functions.summarizer.errors import (ProviderError, ProviderUnavailable, RateLimited, RetryLater,
-                                         SummaryFailed)
+from functions.summarizer.errors import ProviderError, ProviderUnavailable, RateLimited, RetryLater, SummaryFailed
 from functions.summarizer.prompts import Message
 from functions.summarizer.providers import Completion, Provider
 from functions.summarizer.schema import Summary
@@ -42,8 +43,7 @@ class Step(Protocol):
     prompt_version: str
     offline: bool
 
-    def summarize(self, text: str, title: str, language: str) -> Summary:
-        ...
+    def summarize(self, text: str, title: str, language: str) -> Summary: ...
 
 
 class RateLimiter:
@@ -53,8 +53,9 @@ class RateLimiter:
     all hitting the provider in the same second.
     """
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, per_minute: int, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._interval = 60.0 / per_minute if per_minute > 0 else 0.0
         self._clock, self._sleep = clock, sleep
         self._next = float("-inf")
@@ -116,8 +117,9 @@ class CircuitBreaker:
 class GuardedProvider:
     """A provider that is skipped while its breaker is open and never exceeds its rate."""
 
-    def __init__(self, provider: Provider, limiter: RateLimiter, breaker: CircuitBreaker,
-                 max_wait_s: float = MAX_LOCAL_WAIT_S) -> None:
+    def __init__(
+        self, provider: Provider, limiter: RateLimiter, breaker: CircuitBreaker, max_wait_s: float = MAX_LOCAL_WAIT_S
+    ) -> None:
         self.name, self.model_id = provider.name, provider.model_id
         self.provider, self.limiter, self.breaker = provider, limiter, breaker
         self._max_wait = max_wait_s
@@ -149,8 +151,7 @@ class Chain:
             raise ValueError("a chain needs at least one step")
         self.steps = list(steps)
 
-    def summarize(self, text: str, title: str = "", language: str = "", *,
-                  may_retry_later: bool = True) -> Summary:
+    def summarize(self, text: str, title: str = "", language: str = "", *, may_retry_later: bool = True) -> Summary:
         reasons: list[str] = []
         raw_text, retry_after, transient = "", None, False
         for step in self.steps:
@@ -174,8 +175,13 @@ class Chain:
                 reasons.append(f"{step.name}: {exc.reason}")
             else:
                 if reasons:
-                    log(logger, logging.WARNING, "summary made by a fallback provider", provider=step.name,
-                        failures="; ".join(reasons))
+                    log(
+                        logger,
+                        logging.WARNING,
+                        "summary made by a fallback provider",
+                        provider=step.name,
+                        failures="; ".join(reasons),
+                    )
                 return summary
         if retry_after is not None and may_retry_later:
             raise RetryLater(retry_after)

@@ -4,11 +4,13 @@ Pieces break between paragraphs where they can, else between sentences, else
 between words, and only as a last resort inside a word. Each piece is a slice
 of the original text, so nothing is lost or rewritten.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from functions.summarizer.sentences import CJK, paragraph_spans, sentence_spans
 
@@ -16,8 +18,7 @@ Span = tuple[int, int]
 
 
 class TokenCounter(Protocol):
-    def count(self, text: str) -> int:
-        ...
+    def count(self, text: str) -> int: ...
 
 
 # Scripts most tokenizers spend a token or more per character on.

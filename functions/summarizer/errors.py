@@ -5,6 +5,7 @@ delivery comes back later) and ``SummaryFailed`` (record it, keep the raw model
 text for diagnosis). The rest describe one provider call or one model answer
 and are handled inside the package.
 """
+
 from __future__ import annotations
 
 

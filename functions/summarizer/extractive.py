@@ -8,6 +8,7 @@ boost (articles put the news first), fragments and headings a penalty. The
 summary is the best non-redundant sentences in article order; tags are the
 heaviest words. Everything is linear in the article's length.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,11 +18,25 @@ from collections import Counter
 
 from functions.summarizer.errors import SummaryFailed
 from functions.summarizer.languages import detect_language, is_function_word, stopwords
-from functions.summarizer.schema import (KEY_POINT_MAX_WORDS, KEY_POINTS_MAX, KEY_POINTS_MIN, LEDE_MAX_WORDS,
-                                         SUMMARY_MAX_WORDS, Summary, require_article_text,
-                                         validate_summary_fields)
-from functions.summarizer.sentences import (is_cjk, is_terminated, join_sentences, sentence_spans, truncate_words,
-                                            word_count, words)
+from functions.summarizer.schema import (
+    KEY_POINT_MAX_WORDS,
+    KEY_POINTS_MAX,
+    KEY_POINTS_MIN,
+    LEDE_MAX_WORDS,
+    SUMMARY_MAX_WORDS,
+    Summary,
+    require_article_text,
+    validate_summary_fields,
+)
+from functions.summarizer.sentences import (
+    is_cjk,
+    is_terminated,
+    join_sentences,
+    sentence_spans,
+    truncate_words,
+    word_count,
+    words,
+)
 
 MODEL_ID = "extractive-v1"
 NO_PROMPT = "none"  # no prompt is involved, so prompt changes never invalidate these summaries
@@ -50,19 +65,26 @@ class ExtractiveSummarizer:
         counts = [word_count(s) for s in sentences]
         ranking = _rank(sentences, tokens, counts, weights, title_words)
 
-        fields = validate_summary_fields({
-            "lede": _lede(sentences, counts, ranking),
-            "summary": _summary(sentences, counts, ranking, sum(counts)),
-            "key_points": _key_points(sentences, counts, ranking),
-            "tags": _tags(weights, df, len(sentences), text, has_stopwords=bool(stop)),
-        })
-        return Summary.build(fields, language=language, model=MODEL_ID, prompt_version=NO_PROMPT,
-                             duration_ms=round((time.monotonic() - started) * 1000), chunks=1)
+        fields = validate_summary_fields(
+            {
+                "lede": _lede(sentences, counts, ranking),
+                "summary": _summary(sentences, counts, ranking, sum(counts)),
+                "key_points": _key_points(sentences, counts, ranking),
+                "tags": _tags(weights, df, len(sentences), text, has_stopwords=bool(stop)),
+            }
+        )
+        return Summary.build(
+            fields,
+            language=language,
+            model=MODEL_ID,
+            prompt_version=NO_PROMPT,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            chunks=1,
+        )
 
 
 def _content(tokens: list[str], stop: frozenset[str]) -> list[str]:
-    return [t for t in tokens
-            if (len(t) > 1 or is_cjk(t)) and not t.isdigit() and not is_function_word(t, stop)]
+    return [t for t in tokens if (len(t) > 1 or is_cjk(t)) and not t.isdigit() and not is_function_word(t, stop)]
 
 
 def _keyword_weights(tokens: list[list[str]], title: set[str]) -> tuple[dict[str, float], Counter]:
@@ -73,15 +95,16 @@ def _keyword_weights(tokens: list[list[str]], title: set[str]) -> tuple[dict[str
     return weights, df
 
 
-def _rank(sentences: list[str], tokens: list[list[str]], counts: list[int],
-          weights: dict[str, float], title: set[str]) -> list[int]:
+def _rank(
+    sentences: list[str], tokens: list[list[str]], counts: list[int], weights: dict[str, float], title: set[str]
+) -> list[int]:
     """Sentence indexes, best first, near-duplicates last.
 
     Headings, captions and the title line are left out unless the article has
     too few real sentences to make its key points.
     """
     scores = []
-    for i, (toks, count) in enumerate(zip(tokens, counts)):
+    for i, (toks, count) in enumerate(zip(tokens, counts, strict=True)):
         distinct = set(toks)
         score = sum(weights[t] for t in distinct) / math.sqrt(len(distinct) + 1)
         score *= 1 + 0.8 / math.sqrt(1 + i)  # the news comes first
@@ -143,8 +166,7 @@ def _key_points(sentences: list[str], counts: list[int], ranking: list[int]) -> 
     return points
 
 
-def _tags(weights: dict[str, float], df: Counter, n_sentences: int, text: str, *,
-          has_stopwords: bool) -> list[str]:
+def _tags(weights: dict[str, float], df: Counter, n_sentences: int, text: str, *, has_stopwords: bool) -> list[str]:
     tags: list[str] = []
     for word in sorted(weights, key=lambda w: -weights[w]):
         if not is_cjk(word) and not has_stopwords and _looks_like_function_word(word, df[word], n_sentences):

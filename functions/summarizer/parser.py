@@ -6,6 +6,7 @@ reply is closed at its last complete value (the half-written value is dropped,
 not guessed at); if what remains passes the schema it is used, otherwise the
 caller re-asks.
 """
+
 from __future__ import annotations
 
 import json

@@ -10,19 +10,21 @@ A summary has one time budget (``SUMMARY_TIMEOUT``) for the whole chain, under
 the push's ack deadline: a model call that its own timeout could carry past the
 budget is not started, and the chain falls back to its next step.
 """
+
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import math
 import re
-import contextvars
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from functions.summarizer.chain import Chain, CircuitBreaker, GuardedProvider, RateLimiter, Step
 from functions.summarizer.chunker import ApproxTokenCounter, TokenCounter, chunk_text, count_messages
@@ -30,8 +32,14 @@ from functions.summarizer.errors import SummaryFailed, SummaryParseError
 from functions.summarizer.extractive import ExtractiveSummarizer
 from functions.summarizer.languages import detect_language
 from functions.summarizer.parser import parse_summary
-from functions.summarizer.prompts import (PROMPT_VERSION, Message, map_messages, reduce_messages,
-                                          single_pass_messages, with_correction)
+from functions.summarizer.prompts import (
+    PROMPT_VERSION,
+    Message,
+    map_messages,
+    reduce_messages,
+    single_pass_messages,
+    with_correction,
+)
 from functions.summarizer.providers import Completion, OpenAICompatibleProvider, Provider, TgiProvider
 from functions.summarizer.schema import Summary, require_article_text
 from htbase.config import ConfigError, Settings
@@ -79,8 +87,7 @@ class Summarizer:
     def prompt_version(self) -> str:
         return self.steps[0].prompt_version
 
-    def summarize(self, text: str, title: str = "", language: str = "", *,
-                  may_retry_later: bool = True) -> Summary:
+    def summarize(self, text: str, title: str = "", language: str = "", *, may_retry_later: bool = True) -> Summary:
         """A validated summary, or ``RetryLater`` / ``SummaryFailed`` (see chain.py)."""
         started = time.monotonic()
         require_article_text(text)  # before any provider is called
@@ -88,8 +95,9 @@ class Summarizer:
         try:
             with TRACER.start_as_current_span("summarize", attributes={"text_chars": len(text)}) as span:
                 summary = self._chain.summarize(text, title, language, may_retry_later=may_retry_later)
-                span.set_attributes({"model": summary.model, "tokens_in": summary.tokens_in,
-                                     "tokens_out": summary.tokens_out})
+                span.set_attributes(
+                    {"model": summary.model, "tokens_in": summary.tokens_in, "tokens_out": summary.tokens_out}
+                )
         finally:
             _deadline.reset(budget)
         return replace(summary, duration_ms=round((time.monotonic() - started) * 1000))
@@ -102,30 +110,34 @@ def build_step(name: str, settings: Settings) -> Step:
     if name == "openai":
         if not settings.llm_model:
             raise ConfigError("LLM_PROVIDER=openai needs LLM_MODEL")
-        provider: Provider = OpenAICompatibleProvider(settings.llm_base_url or OPENAI_BASE_URL, settings.llm_model,
-                                                      settings.llm_api_key, settings.llm_timeout_s)
+        provider: Provider = OpenAICompatibleProvider(
+            settings.llm_base_url or OPENAI_BASE_URL, settings.llm_model, settings.llm_api_key, settings.llm_timeout_s
+        )
     elif name == "tgi":
         if not settings.llm_base_url:
             raise ConfigError("LLM_PROVIDER=tgi needs LLM_BASE_URL")
-        provider = TgiProvider(settings.llm_base_url, settings.llm_timeout_s, settings.llm_model,
-                               settings.llm_api_key)
+        provider = TgiProvider(settings.llm_base_url, settings.llm_timeout_s, settings.llm_model, settings.llm_api_key)
     else:
         raise ConfigError(f"LLM_PROVIDER has unknown provider {name!r}; known: {', '.join(PROVIDERS)}")
     return llm_step(provider, settings)
 
 
-def llm_step(provider: Provider, settings: Settings) -> "LLMSummarizer":
+def llm_step(provider: Provider, settings: Settings) -> LLMSummarizer:
     """``provider`` behind its own rate limiter and circuit breaker, as a chain step."""
     if settings.llm_context_tokens < MIN_CONTEXT_TOKENS:
         raise ConfigError(f"LLM_CONTEXT_TOKENS must be at least {MIN_CONTEXT_TOKENS}")
-    guarded = GuardedProvider(provider, RateLimiter(settings.llm_requests_per_minute),
-                              CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s))
+    guarded = GuardedProvider(
+        provider,
+        RateLimiter(settings.llm_requests_per_minute),
+        CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s),
+    )
     return LLMSummarizer(guarded, settings.llm_context_tokens, call_timeout_s=settings.llm_timeout_s)
 
 
 @dataclass
 class _Run:
     """One summary in the making: its deadline, and token totals added to from the map threads."""
+
     deadline: float
     tokens_in: int = 0
     tokens_out: int = 0
@@ -143,8 +155,14 @@ class LLMSummarizer:
     offline = False
     prompt_version = PROMPT_VERSION
 
-    def __init__(self, provider: Provider, context_tokens: int, counter: TokenCounter | None = None, *,
-                 call_timeout_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        context_tokens: int,
+        counter: TokenCounter | None = None,
+        *,
+        call_timeout_s: float = 0.0,
+    ) -> None:
         self.provider = provider
         self.call_timeout_s = call_timeout_s  # the longest one model call may take
         self.name, self.model_id = provider.name, provider.model_id
@@ -167,15 +185,22 @@ class LLMSummarizer:
             notes = self._condense(self._notes(pieces, title, language, run), title, language, run)
             fields = self._summary(reduce_messages(notes, title, language), run)
         model_language = fields["language"] if _LANGUAGE_CODE.match(fields["language"]) else ""
-        return Summary.build(fields, language=language or model_language or detect_language(text),
-                             model=self.model_id, prompt_version=PROMPT_VERSION, tokens_in=run.tokens_in,
-                             tokens_out=run.tokens_out, duration_ms=round((time.monotonic() - started) * 1000),
-                             chunks=chunks)
+        return Summary.build(
+            fields,
+            language=language or model_language or detect_language(text),
+            model=self.model_id,
+            prompt_version=PROMPT_VERSION,
+            tokens_in=run.tokens_in,
+            tokens_out=run.tokens_out,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            chunks=chunks,
+        )
 
     def _call(self, messages: list[Message], max_tokens: int, run: _Run) -> Completion:
         if time.monotonic() + self.call_timeout_s > run.deadline:
-            raise SummaryFailed("the summary's time budget (SUMMARY_TIMEOUT) leaves no time for another "
-                                "model call", transient=True)
+            raise SummaryFailed(
+                "the summary's time budget (SUMMARY_TIMEOUT) leaves no time for another model call", transient=True
+            )
         completion = self.provider.complete(messages, max_tokens)
         run.add(completion)
         return completion

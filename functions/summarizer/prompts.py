@@ -1,10 +1,16 @@
 """Every prompt the LLM path sends. Change any wording here and bump PROMPT_VERSION:
 the version is part of the summary cache key, so old summaries are not reused
 for a new prompt."""
+
 from __future__ import annotations
 
-from functions.summarizer.schema import (KEY_POINT_MAX_WORDS, KEY_POINTS_MAX, KEY_POINTS_MIN, LEDE_MAX_WORDS,
-                                         SUMMARY_MAX_WORDS)
+from functions.summarizer.schema import (
+    KEY_POINT_MAX_WORDS,
+    KEY_POINTS_MAX,
+    KEY_POINTS_MIN,
+    LEDE_MAX_WORDS,
+    SUMMARY_MAX_WORDS,
+)
 
 PROMPT_VERSION = "summary-v1"
 NOTES_MAX_WORDS = 120
@@ -28,24 +34,36 @@ Keep facts, names, numbers, dates and claims; drop repetition and boilerplate. W
 
 
 def single_pass_messages(text: str, title: str = "", language: str = "") -> list[Message]:
-    return [{"role": "system", "content": _SUMMARY_SYSTEM},
-            {"role": "user", "content": f"{_header(title, language)}Article:\n{text}\n\nReply with the JSON object."}]
+    return [
+        {"role": "system", "content": _SUMMARY_SYSTEM},
+        {"role": "user", "content": f"{_header(title, language)}Article:\n{text}\n\nReply with the JSON object."},
+    ]
 
 
 def map_messages(text: str, title: str, language: str, part: int, parts: int) -> list[Message]:
     """Notes on one chunk (also used to condense notes when there are too many to reduce at once)."""
-    return [{"role": "system", "content": _NOTES_SYSTEM},
-            {"role": "user", "content": f"{_header(title, language)}Part {part} of {parts}:\n{text}\n\n"
-                                        f"Write notes on this part as short lines, at most {NOTES_MAX_WORDS} words "
-                                        "in all. Notes only, no introduction."}]
+    return [
+        {"role": "system", "content": _NOTES_SYSTEM},
+        {
+            "role": "user",
+            "content": f"{_header(title, language)}Part {part} of {parts}:\n{text}\n\n"
+            f"Write notes on this part as short lines, at most {NOTES_MAX_WORDS} words "
+            "in all. Notes only, no introduction.",
+        },
+    ]
 
 
 def reduce_messages(notes: list[str], title: str = "", language: str = "") -> list[Message]:
     parts = "\n\n".join(f"Notes on part {i} of {len(notes)}:\n{note}" for i, note in enumerate(notes, 1))
-    return [{"role": "system", "content": _SUMMARY_SYSTEM},
-            {"role": "user", "content": f"{_header(title, language)}The article was too long to read at once. "
-                                        "These are notes on each of its parts, in order:\n\n"
-                                        f"{parts}\n\nSummarize the whole article. Reply with the JSON object."}]
+    return [
+        {"role": "system", "content": _SUMMARY_SYSTEM},
+        {
+            "role": "user",
+            "content": f"{_header(title, language)}The article was too long to read at once. "
+            "These are notes on each of its parts, in order:\n\n"
+            f"{parts}\n\nSummarize the whole article. Reply with the JSON object.",
+        },
+    ]
 
 
 def with_correction(messages: list[Message], reason: str) -> list[Message]:
@@ -56,8 +74,10 @@ def with_correction(messages: list[Message], reason: str) -> list[Message]:
     insist) and the request within the context budget.
     """
     last = messages[-1]
-    note = (f"\n\nYour previous reply could not be used: {reason}. "
-            "Reply again with only the JSON object, following every rule.")
+    note = (
+        f"\n\nYour previous reply could not be used: {reason}. "
+        "Reply again with only the JSON object, following every rule."
+    )
     return messages[:-1] + [{"role": last["role"], "content": last["content"] + note}]
 
 

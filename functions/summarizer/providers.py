@@ -7,12 +7,14 @@ TGI all serve it under ``/v1``); ``TgiProvider`` speaks TGI's native
 5xx: try the next provider, count towards the circuit breaker) and
 ``ProviderError`` (any other 4xx or a nonsense response: a retry will not help).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import requests
 from opentelemetry.trace import SpanKind
@@ -39,8 +41,7 @@ class Provider(Protocol):
     name: str
     model_id: str  # stable id for cache keys and the summary's ``model``, e.g. "openai:gpt-4o-mini"
 
-    def complete(self, messages: list[Message], max_tokens: int) -> Completion:
-        ...
+    def complete(self, messages: list[Message], max_tokens: int) -> Completion: ...
 
 
 class OpenAICompatibleProvider:
@@ -53,17 +54,23 @@ class OpenAICompatibleProvider:
         self._headers = _auth(api_key)
 
     def complete(self, messages: list[Message], max_tokens: int) -> Completion:
-        body = _post_json(self._url, {"model": self._model, "messages": messages, "max_tokens": max_tokens,
-                                      "temperature": 0.2}, self._headers, self._timeout)
+        body = _post_json(
+            self._url,
+            {"model": self._model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.2},
+            self._headers,
+            self._timeout,
+        )
         try:
             text = body["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             raise ProviderError(f"{self._url}: no choices[0].message.content in {str(body)[:200]}") from None
         usage = body.get("usage") or {}
-        return Completion(text=text,
-                          tokens_in=usage.get("prompt_tokens") or count_messages(messages, _COUNTER),
-                          tokens_out=usage.get("completion_tokens") or _COUNTER.count(text),
-                          model=body.get("model") or self._model)
+        return Completion(
+            text=text,
+            tokens_in=usage.get("prompt_tokens") or count_messages(messages, _COUNTER),
+            tokens_out=usage.get("completion_tokens") or _COUNTER.count(text),
+            model=body.get("model") or self._model,
+        )
 
 
 class TgiProvider:
@@ -84,17 +91,27 @@ class TgiProvider:
 
     def complete(self, messages: list[Message], max_tokens: int) -> Completion:
         prompt = render_prompt(messages)
-        body = _post_json(self._url, {"inputs": prompt, "parameters": {
-            "max_new_tokens": max_tokens, "details": True, "return_full_text": False}}, self._headers, self._timeout)
+        body = _post_json(
+            self._url,
+            {
+                "inputs": prompt,
+                "parameters": {"max_new_tokens": max_tokens, "details": True, "return_full_text": False},
+            },
+            self._headers,
+            self._timeout,
+        )
         if isinstance(body, list) and body:  # the hosted Inference API wraps the answer in a list
             body = body[0]
         if not isinstance(body, dict) or not isinstance(body.get("generated_text"), str):
             raise ProviderError(f"{self._url}: no generated_text in {str(body)[:200]}")
         text = body["generated_text"]
         details = body.get("details") or {}
-        return Completion(text=text, tokens_in=_COUNTER.count(prompt),
-                          tokens_out=details.get("generated_tokens") or _COUNTER.count(text),
-                          model=self._model or "tgi")
+        return Completion(
+            text=text,
+            tokens_in=_COUNTER.count(prompt),
+            tokens_out=details.get("generated_tokens") or _COUNTER.count(text),
+            model=self._model or "tgi",
+        )
 
 
 def render_prompt(messages: list[Message]) -> str:
@@ -122,8 +139,8 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -
     except (TypeError, ValueError):
         return DEFAULT_RETRY_AFTER_S
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _auth(api_key: str) -> dict[str, str]:

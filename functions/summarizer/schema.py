@@ -1,4 +1,5 @@
 """The summary every provider must produce, and the rules it is checked against."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -36,13 +37,18 @@ class Summary:
         return data
 
     @classmethod
-    def build(cls, fields: dict[str, Any], **meta: Any) -> "Summary":
+    def build(cls, fields: dict[str, Any], **meta: Any) -> Summary:
         """From validated content fields plus metadata (language, model, prompt_version, counts)."""
-        return cls(lede=fields["lede"], summary=fields["summary"], key_points=tuple(fields["key_points"]),
-                   tags=tuple(fields["tags"]), **meta)
+        return cls(
+            lede=fields["lede"],
+            summary=fields["summary"],
+            key_points=tuple(fields["key_points"]),
+            tags=tuple(fields["tags"]),
+            **meta,
+        )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Summary":
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["key_points"] = tuple(values.get("key_points", ()))
@@ -66,8 +72,7 @@ def validate_summary_fields(obj: Any) -> dict[str, Any]:
         raise SummaryValidationError("key_points must be a list of strings")
     points = [_clean(p) for p in points if p.strip()]
     if len(points) < KEY_POINTS_MIN:
-        raise SummaryValidationError(
-            f"key_points has {len(points)} items; need {KEY_POINTS_MIN} to {KEY_POINTS_MAX}")
+        raise SummaryValidationError(f"key_points has {len(points)} items; need {KEY_POINTS_MIN} to {KEY_POINTS_MAX}")
     for point in points:
         if word_count(point) > KEY_POINT_MAX_WORDS:
             raise SummaryValidationError(f"a key point has {word_count(point)} words; at most {KEY_POINT_MAX_WORDS}")
@@ -87,8 +92,13 @@ def validate_summary_fields(obj: Any) -> dict[str, Any]:
     language = obj.get("language", "")
     language = _clean(language).lower() if isinstance(language, str) and len(language) <= 20 else ""
     # Extra key points beyond the maximum are surplus, not an error worth a re-ask.
-    return {"lede": lede, "summary": summary, "key_points": points[:KEY_POINTS_MAX],
-            "tags": clean_tags[:TAGS_MAX], "language": language}
+    return {
+        "lede": lede,
+        "summary": summary,
+        "key_points": points[:KEY_POINTS_MAX],
+        "tags": clean_tags[:TAGS_MAX],
+        "language": language,
+    }
 
 
 def require_article_text(text: str) -> None:

@@ -10,6 +10,7 @@ Chinese and Japanese have no spaces between words, so for scoring a run of
 kana/Han characters becomes overlapping character bigrams, and for length limits
 two such characters count as one word.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,15 +30,19 @@ _CLOSERS_CJK = _CJK_ENDS + "」』）】〕》"  # after these, no space before 
 
 # Lower-case, without the final period. Single letters (initials, "z. B.") and
 # dotted forms ("e.g.", "U.S.") are recognised without being listed.
-_ABBREVIATIONS = frozenset("""
+_ABBREVIATIONS = frozenset(
+    """
 mr mrs ms dr prof sr jr st mt ft vs etc approx ca cf al fig figs vol pp ed eds inc ltd corp co
 gen gov sen rep rev hon capt col lt sgt jan feb mar apr jun jul aug sep sept oct nov dec
 bzw usw ggf evtl nr str hr fr vgl bspw inkl sog mme mlle av bd sra srta ud uds dra pág sig dott ecc
-""".split())
+""".split()
+)
 # "am 3. Oktober": a day number with a period before a month is an ordinal, not a sentence end.
-_MONTHS = frozenset("""
+_MONTHS = frozenset(
+    """
 januar jänner februar märz april mai juni juli august september oktober november dezember
-""".split())
+""".split()
+)
 
 _SCORING_TOKEN = re.compile(rf"(?P<cjk>[{CJK}]+)|[^\W_{CJK}]+")
 _CJK_CHAR = re.compile(f"[{CJK}]")
@@ -93,7 +98,7 @@ def words(text: str) -> list[str]:
     for m in _SCORING_TOKEN.finditer(text.lower()):
         run = m.group()
         if m.group("cjk"):
-            tokens.extend([run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)])
+            tokens.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
         else:
             tokens.append(run)
     return tokens
@@ -143,7 +148,7 @@ def _ends_sentence(text: str, t_start: int, t_end: int, p_start: int, p_end: int
     if word in _ABBREVIATIONS or ("." in word and all(len(part) <= 2 for part in word.split("."))):
         return False  # "Dr.", "e.g.", "U.S."
     if word.isdigit() and len(word) <= 2:
-        next_word = text[nxt:nxt + 12].split(maxsplit=1)[0].casefold() if nxt < p_end else ""
+        next_word = text[nxt : nxt + 12].split(maxsplit=1)[0].casefold() if nxt < p_end else ""
         return next_word.rstrip(",.") not in _MONTHS
     return True
 

@@ -3,6 +3,7 @@
 The policy resolves a host once and judges every address it answers, so the
 caller can connect to exactly what was vetted.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -13,6 +13,7 @@ two codings, and a body in a coding the proxy cannot decode but browsers can
 cut, so a client that counts too sees the excess, not a clean short body. An
 HTTPS tunnel is opaque: it carries at most the limit in bytes, either way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,10 +44,18 @@ _UNDECODABLE = frozenset({"br", "zstd"})
 # ~1000-fold, so the slice that crosses the limit overshoots it by ~2 MB
 # (unless codings are nested: the browser's own count stops those).
 _COMPRESSED_SLICE = 2048
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-    "proxy-authorization", "te", "trailer", "upgrade",
-})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
 
 
 class _BadRequest(Exception):
@@ -109,7 +118,7 @@ class _SizeMeter:
         piece that took the body past the limit has been passed on."""
         step = _COMPRESSED_SLICE if self.inflaters else max(1, len(data))
         for start in range(0, len(data), step):
-            piece = data[start:start + step]
+            piece = data[start : start + step]
             for decoded in self._decoded(piece, 0):
                 self.size += len(decoded)
                 if self.size > self.limit:
@@ -128,8 +137,11 @@ class _SizeMeter:
 
 def _offered_codings(accept_encoding: str) -> str:
     """A request's Accept-Encoding cut down to the codings the proxy can measure."""
-    kept = [part.strip() for part in accept_encoding.split(",")
-            if part.split(";")[0].strip().lower() in (*_INFLATED, "identity")]
+    kept = [
+        part.strip()
+        for part in accept_encoding.split(",")
+        if part.split(";")[0].strip().lower() in (*_INFLATED, "identity")
+    ]
     return ", ".join(kept) or "identity"
 
 
@@ -139,7 +151,7 @@ def _header_safe(text: str) -> str:
 
 @dataclass
 class _Message:
-    start: list[str]                  # request or status line, split in three
+    start: list[str]  # request or status line, split in three
     headers: list[tuple[str, str]]
 
     @classmethod
@@ -311,8 +323,14 @@ class EgressProxy:
     and a tunnel once it carried that many.
     """
 
-    def __init__(self, policy: EgressPolicy, *, max_body_bytes: int | None = None,
-                 connect_timeout: float = 10.0, idle_timeout: float = 120.0):
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        max_body_bytes: int | None = None,
+        connect_timeout: float = 10.0,
+        idle_timeout: float = 120.0,
+    ):
         self.policy = policy
         self.max_body_bytes = max_body_bytes
         self.connect_timeout = connect_timeout
@@ -396,8 +414,12 @@ class EgressProxy:
 
     def _reply(self, client: socket.socket, status: int, phrase: str, body: str, headers=()) -> None:
         data = body.encode("utf-8")
-        head = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
-                ("Connection", "close"), *headers]
+        head = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close"),
+            *headers,
+        ]
         with contextlib.suppress(OSError):
             client.sendall(_encode_head(f"HTTP/1.1 {status} {_header_safe(phrase)}", head) + data)
 
@@ -445,8 +467,14 @@ class EgressProxy:
                 conn.buf.clear()
             self._pipe(conn.sock, upstream, carried)
         except _TooLarge as exc:
-            log(logger, logging.WARNING, "egress cut a tunnel over the size limit", host=host, port=port,
-                reason=str(exc))
+            log(
+                logger,
+                logging.WARNING,
+                "egress cut a tunnel over the size limit",
+                host=host,
+                port=port,
+                reason=str(exc),
+            )
         finally:
             self._close(upstream)
 
@@ -528,11 +556,16 @@ class EgressProxy:
                 codings = response.token_list("content-encoding")
                 undecodable = _UNDECODABLE.intersection(codings)
                 if undecodable:
-                    raise _UpstreamFailed(f"Content-Encoding {', '.join(sorted(undecodable))} is not allowed: "
-                                          "its decoded size cannot be checked")
+                    raise _UpstreamFailed(
+                        f"Content-Encoding {', '.join(sorted(undecodable))} is not allowed: "
+                        "its decoded size cannot be checked"
+                    )
                 meter = _SizeMeter(codings, self.max_body_bytes)
-            keep_alive = (body is not None and version == "HTTP/1.1"
-                          and "close" not in request.tokens("connection") | request.tokens("proxy-connection"))
+            keep_alive = (
+                body is not None
+                and version == "HTTP/1.1"
+                and "close" not in request.tokens("connection") | request.tokens("proxy-connection")
+            )
             # An origin must not be able to pose as the guard.
             headers = [(k, v) for k, v in response.forwardable() if k.lower() != REFUSED_HEADER.lower()]
             headers.append(("Connection", "keep-alive" if keep_alive else "close"))

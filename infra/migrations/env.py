@@ -1,5 +1,6 @@
 """Alembic environment: runs on the connection ``infra.db.migrate`` hands over,
 or, from the alembic CLI, on the database that Settings (DATABASE_URL) names."""
+
 from alembic import context
 
 from infra.models import Base

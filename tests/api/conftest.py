@@ -1,4 +1,5 @@
 """The API on the embedded service with its dispatcher stopped: accepted work stays queued, nothing is captured."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Serving archives: written by strangers, they never run script with the API's origin; big ones stream."""
+
 from __future__ import annotations
 
 import io
@@ -21,14 +22,29 @@ PNG = bytes.fromhex(
 BIG_PDF = b"%PDF-1.4\n" + bytes(range(256)) * (3 * CHUNK_BYTES // 256 * 16)  # ~3 MB, many chunks
 
 
-def finish(service, task_id: str, archiver: str, data: bytes, content_type: str, extension: str,
-           extras: dict[str, tuple[bytes, str]] | None = None) -> None:
+def finish(
+    service,
+    task_id: str,
+    archiver: str,
+    data: bytes,
+    content_type: str,
+    extension: str,
+    extras: dict[str, tuple[bytes, str]] | None = None,
+) -> None:
     """Record a finished capture the way a push handler does: claim, store, complete."""
     ledger, store = service.runtime.ledger, service.runtime.store
     ledger.claim(task_id, archiver, "test")
     stored = store.put(f"{task_id}/{archiver}.{extension}", data, content_type)
-    meta = {"extras": {ext: store.put(f"{task_id}/{archiver}.{ext}", extra, kind).key
-                       for ext, (extra, kind) in (extras or {}).items()}} if extras else {}
+    meta = (
+        {
+            "extras": {
+                ext: store.put(f"{task_id}/{archiver}.{ext}", extra, kind).key
+                for ext, (extra, kind) in (extras or {}).items()
+            }
+        }
+        if extras
+        else {}
+    )
     assert ledger.complete(task_id, archiver, "test", stored, meta=meta, duration_ms=1) is not None
 
 
@@ -36,24 +52,36 @@ def finish(service, task_id: str, archiver: str, data: bytes, content_type: str,
 def archived(service) -> str:
     """A task whose page was hostile, captured five ways."""
     url = "https://hostile.example/stored-xss.html"
-    task_id = service.runtime.ledger.create_task([NewItem(url, "x" * 64, "hostile")],
-                                                 ["singlefile", "readability", "pdf", "screenshot"]).task_id
+    task_id = service.runtime.ledger.create_task(
+        [NewItem(url, "x" * 64, "hostile")], ["singlefile", "readability", "pdf", "screenshot"]
+    ).task_id
     finish(service, task_id, "singlefile", HOSTILE, "text/html; charset=utf-8", "html")
-    finish(service, task_id, "readability", HOSTILE, "text/html; charset=utf-8", "html",
-           {"txt": (b"Nothing to see here\n", "text/plain; charset=utf-8")})
+    finish(
+        service,
+        task_id,
+        "readability",
+        HOSTILE,
+        "text/html; charset=utf-8",
+        "html",
+        {"txt": (b"Nothing to see here\n", "text/plain; charset=utf-8")},
+    )
     finish(service, task_id, "pdf", BIG_PDF, "application/pdf", "pdf")
     finish(service, task_id, "screenshot", PNG, "image/png", "png")
     return task_id
 
 
-@pytest.mark.parametrize("archiver, content_type, disposition, sandboxed", [
-    ("singlefile", "text/html; charset=utf-8", "inline", True),
-    ("readability", "text/html; charset=utf-8", "inline", True),
-    ("screenshot", "image/png", "inline", False),  # no document to run script in
-    ("pdf", "application/pdf", "inline", False),  # Chromium shows no PDF under a sandbox
-])
-def test_each_archive_is_served_with_deliberate_headers(client, archived, archiver, content_type, disposition,
-                                                        sandboxed):
+@pytest.mark.parametrize(
+    "archiver, content_type, disposition, sandboxed",
+    [
+        ("singlefile", "text/html; charset=utf-8", "inline", True),
+        ("readability", "text/html; charset=utf-8", "inline", True),
+        ("screenshot", "image/png", "inline", False),  # no document to run script in
+        ("pdf", "application/pdf", "inline", False),  # Chromium shows no PDF under a sandbox
+    ],
+)
+def test_each_archive_is_served_with_deliberate_headers(
+    client, archived, archiver, content_type, disposition, sandboxed
+):
     response = client.get(f"{API}/archives/{archived}/{archiver}")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == content_type  # the charset said once
@@ -90,8 +118,13 @@ def test_the_zip_is_an_attachment_and_every_answer_says_nosniff(client, archived
     assert response.headers["Content-Type"] == "application/zip"
     assert response.headers["Content-Disposition"] == f'attachment; filename="{archived}.zip"'
     assert response.headers["Content-Security-Policy"] == ARCHIVE_POLICY
-    for answer in (response, client.get(f"{API}/tasks/{archived}"), client.get(f"{API}/tasks/nope"),
-                   client.post(f"{API}/archive", json={}), client.get("/healthz")):
+    for answer in (
+        response,
+        client.get(f"{API}/tasks/{archived}"),
+        client.get(f"{API}/tasks/nope"),
+        client.post(f"{API}/archive", json={}),
+        client.get("/healthz"),
+    ):
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -110,14 +143,20 @@ def test_the_zip_of_all_artifacts_streams(client, archived):
     assert len(pieces) > 1 and max(map(len, pieces)) <= 2 * CHUNK_BYTES
     archive = zipfile.ZipFile(io.BytesIO(b"".join(pieces)))
     assert archive.testzip() is None
-    assert sorted(archive.namelist()) == ["pdf.pdf", "readability.html", "readability.txt", "screenshot.png",
-                                          "singlefile.html"]
+    assert sorted(archive.namelist()) == [
+        "pdf.pdf",
+        "readability.html",
+        "readability.txt",
+        "screenshot.png",
+        "singlefile.html",
+    ]
     assert archive.read("pdf.pdf") == BIG_PDF and archive.read("singlefile.html") == HOSTILE
 
 
 def test_a_list_of_tasks_counts_a_batchs_children_instead_of_showing_them(client, service):
-    batch = client.post(f"{API}/archive/batch", json={
-        "items": [{"url": f"https://e.org/{n}"} for n in range(3)], "archivers": ["pdf"]}).get_json()
+    batch = client.post(
+        f"{API}/archive/batch", json={"items": [{"url": f"https://e.org/{n}"} for n in range(3)], "archivers": ["pdf"]}
+    ).get_json()
     single = client.post(f"{API}/archive", json={"url": "https://e.org/single"}).get_json()
     first_child = batch["tasks"][0]["task_id"]
     finish(service, first_child, "pdf", b"%PDF-1.4", "application/pdf", "pdf")
@@ -153,8 +192,11 @@ def test_a_hostile_archive_opened_from_the_api_runs_no_script(served_api, archiv
             page.goto(f"{served_api}{API}/archives/{archived}/singlefile")
             expect(page.locator("#verdict")).to_have_text("no script ran")
             expect(page.locator("#verdict")).to_have_css("color", "rgb(0, 128, 0)")
-            for target, refusal in (("#js-link", "JavaScript URL"), ("#svg-link", "JavaScript URL"),
-                                    ("#js-button", "form submission")):
+            for target, refusal in (
+                ("#js-link", "JavaScript URL"),
+                ("#svg-link", "JavaScript URL"),
+                ("#js-button", "form submission"),
+            ):
                 with page.expect_console_message(lambda message, refusal=refusal: refusal in message.text):
                     page.click(target)
                 expect(page.locator("#verdict")).to_have_text("no script ran")

@@ -1,4 +1,5 @@
 """Property-based fuzzing of the API's JSON bodies: whatever a client sends, the answer is never a 5xx."""
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,17 @@ from tests.api.conftest import API
 # Text as JSON can carry it: NUL, controls and lone surrogates included.
 TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | TEXT
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(TEXT, inner, max_size=4), max_leaves=10)
+JSON_VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4), max_leaves=10
+)
 
 # Each field is a plausible value (so that requests are also accepted) or anything at all.
-GOOD_URLS = st.builds("{}://{}/{}".format, st.sampled_from(["http", "https", "HTTPS"]),
-                      st.sampled_from(["example.org", "e.org:8080", "[::1]", "xn--e1afmkfd.org"]),
-                      st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=30))
+GOOD_URLS = st.builds(
+    "{}://{}/{}".format,
+    st.sampled_from(["http", "https", "HTTPS"]),
+    st.sampled_from(["example.org", "e.org:8080", "[::1]", "xn--e1afmkfd.org"]),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30),
+)
 GOOD_IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._~:@+=-]{0,8}", fullmatch=True)
 GOOD = {
     "url": GOOD_URLS,
@@ -43,15 +48,19 @@ def bodies(required: dict, optional: dict) -> st.SearchStrategy:
     """Well-formed bodies, bodies with any field gone wrong, and any JSON at all."""
     good = {name: GOOD[name] for name in optional}
     either = {name: GOOD[name] | ANY[name] for name in optional}
-    return (st.fixed_dictionaries(required, optional=good)
-            | st.fixed_dictionaries({}, optional={**either, **{name: value | JSON_VALUES
-                                                              for name, value in required.items()}})
-            | JSON_VALUES)
+    return (
+        st.fixed_dictionaries(required, optional=good)
+        | st.fixed_dictionaries(
+            {}, optional={**either, **{name: value | JSON_VALUES for name, value in required.items()}}
+        )
+        | JSON_VALUES
+    )
 
 
 ARCHIVE_BODIES = bodies({"url": GOOD_URLS}, {"item_id", "archivers", "options", "webhook_url"})
 ITEMS = st.fixed_dictionaries({"url": GOOD_URLS}, optional={"item_id": GOOD_IDS}) | st.fixed_dictionaries(
-    {}, optional={"url": GOOD_URLS | ANY["url"], "item_id": GOOD_IDS | ANY["item_id"]})
+    {}, optional={"url": GOOD_URLS | ANY["url"], "item_id": GOOD_IDS | ANY["item_id"]}
+)
 BATCH_BODIES = bodies({"items": st.lists(ITEMS, min_size=1, max_size=5)}, {"archivers", "options", "webhook_url"})
 SUMMARIZE_BODIES = st.fixed_dictionaries({}, optional={"force": st.booleans() | JSON_VALUES}) | JSON_VALUES
 FUZZ = hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

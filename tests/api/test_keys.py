@@ -1,5 +1,6 @@
 """API keys: when auth is on, 401 for no key or a wrong or revoked one, 403 for a missing scope, the open
 routes, the per-key submission rate, and the starts that are refused without a key (SQLite and Postgres)."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,14 @@ def test_on_loopback_the_api_is_open_until_a_key_is_made(service_on_each_databas
 def test_wrong_malformed_and_revoked_keys_get_401(service_on_each_database):
     service, client = service_on_each_database, service_on_each_database.api.test_client()
     info, key = keys_of(service).create("phone", "admin")
-    for wrong in (key[:-1] + ("A" if key[-1] != "A" else "B"), f"htb_{info.prefix}_", "htb_0000000_x", "nonsense",
-                  "htb_" + "\x00" * 8 + "_" + "a" * 43, "Bearer"):
+    for wrong in (
+        key[:-1] + ("A" if key[-1] != "A" else "B"),
+        f"htb_{info.prefix}_",
+        "htb_0000000_x",
+        "nonsense",
+        "htb_" + "\x00" * 8 + "_" + "a" * 43,
+        "Bearer",
+    ):
         assert error_of(client.get(f"{API}/tasks", headers=bearer(wrong))) == (401, "unauthorized"), wrong
     assert client.get(f"{API}/tasks", headers={"Authorization": "Basic abc"}).status_code == 401
     assert keys_of(service).revoke(info.prefix).revoked_at is not None
@@ -79,8 +86,12 @@ def test_keys_over_http_with_the_admin_scope(service_on_each_database):
     assert revoked.status_code == 200 and revoked.get_json()["revoked_at"]
     assert client.get(f"{API}/tasks", headers=bearer(new["key"])).status_code == 401
     assert error_of(client.delete(f"{API}/keys/{new['prefix']}", headers=bearer(admin))) == (404, "not_found")
-    for body in ({"name": "x", "scope": "root"}, {"name": "", "scope": "read"}, {"name": "a\x00", "scope": "read"},
-                 {"scope": "read"}):
+    for body in (
+        {"name": "x", "scope": "root"},
+        {"name": "", "scope": "read"},
+        {"name": "a\x00", "scope": "read"},
+        {"scope": "read"},
+    ):
         assert error_of(client.post(f"{API}/keys", json=body, headers=bearer(admin))) == (400, "bad_request"), body
     assert error_of(client.delete(f"{API}/keys/not-hex", headers=bearer(admin))) == (400, "bad_request")
 
@@ -118,11 +129,14 @@ def test_a_token_bucket_refills_at_its_rate():
     assert TokenBuckets(per_minute=0, burst=1).take("k") == 0  # 0: no limit
 
 
-@pytest.mark.parametrize("changes, reason", [
-    ({"host": "0.0.0.0"}, "HOST=0.0.0.0 is not loopback"),
-    ({"host": "192.0.2.7"}, "HOST=192.0.2.7 is not loopback"),
-    ({"api_keys_required": True}, "API_KEYS_REQUIRED is on"),
-])
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"host": "0.0.0.0"}, "HOST=0.0.0.0 is not loopback"),
+        ({"host": "192.0.2.7"}, "HOST=192.0.2.7 is not loopback"),
+        ({"api_keys_required": True}, "API_KEYS_REQUIRED is on"),
+    ],
+)
 def test_a_start_that_needs_keys_is_refused_without_one(service, changes, reason):
     settings = service.settings.with_(**changes)
     assert keys_required(settings)
@@ -137,8 +151,14 @@ def test_loopback_and_cloud_roles():
 
     assert not keys_required(Settings(host="127.0.0.1")) and not keys_required(Settings(host="::1"))
     assert not keys_required(Settings(host="localhost"))
-    cloud = Settings.from_env({"SERVICE_ROLE": "api", "BROKER": "pubsub", "GOOGLE_CLOUD_PROJECT": "p",
-                               "DATABASE_URL": "postgresql+pg8000://u@h/db"})
+    cloud = Settings.from_env(
+        {
+            "SERVICE_ROLE": "api",
+            "BROKER": "pubsub",
+            "GOOGLE_CLOUD_PROJECT": "p",
+            "DATABASE_URL": "postgresql+pg8000://u@h/db",
+        }
+    )
     assert keys_required(cloud)
     emulated = cloud.with_(pubsub_emulator_host="127.0.0.1:8085")
     assert not keys_required(emulated)
@@ -159,5 +179,12 @@ def test_a_route_needs_the_scope_of_its_method_unless_it_declares_one():
     def submit() -> None: ...
 
     assert [scope_of(plain, m) for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")] == [
-        "read", "read", "write", "write", "write", "admin", None]
+        "read",
+        "read",
+        "write",
+        "write",
+        "write",
+        "admin",
+        None,
+    ]
     assert (scope_of(purge, "POST"), scope_of(probe, "GET"), scope_of(submit, "POST")) == ("admin", None, "write")

@@ -1,5 +1,6 @@
 """Search, tags, import and export through the API, on SQLite and Postgres (captures are made in the ledger:
 the dispatcher is stopped, so nothing is captured for real)."""
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,9 @@ def indexed(runtime, url: str, **fields) -> str:
 
 
 def upload(client, data: bytes, name: str = "bookmarks.html", **fields):
-    return client.post(f"{API}/import", data={"file": (io.BytesIO(data), name), **fields},
-                       content_type="multipart/form-data")
+    return client.post(
+        f"{API}/import", data={"file": (io.BytesIO(data), name), **fields}, content_type="multipart/form-data"
+    )
 
 
 def test_search_ranks_marks_and_pages(client, runtime):
@@ -58,8 +60,12 @@ def test_search_phrases_prefixes_and_deleted_items(client, runtime):
     assert urls('"red fox"') == ["https://a.example/"]
     assert urls("marm*") == ["https://a.example/", "https://b.example/"]
     with runtime.engine.begin() as connection:  # a delete: the snapshots' rows, then the item
-        tasks = [t for (t,) in connection.execute(Task.__table__.select().with_only_columns(Task.task_id)
-                                                  .where(Task.item_id == gone))]
+        tasks = [
+            t
+            for (t,) in connection.execute(
+                Task.__table__.select().with_only_columns(Task.task_id).where(Task.item_id == gone)
+            )
+        ]
         connection.execute(delete(Artifact).where(Artifact.task_id.in_(tasks)))
         connection.execute(delete(Task).where(Task.task_id.in_(tasks)))
         connection.execute(delete(Item).where(Item.item_id == gone))
@@ -77,8 +83,9 @@ def test_tags_on_items_are_counted_searched_and_removed(client, runtime):
     answer = client.post(f"{API}/items/{first}/tags", json={"tags": ["Botany", "  to   read "]})
     assert answer.status_code == 200 and answer.get_json() == {"item_id": first, "tags": ["botany", "to read"]}
     client.post(f"{API}/items/{second}/tags", json={"tags": ["botany"]})
-    assert client.get(f"{API}/tags").get_json() == {"tags": [{"tag": "botany", "count": 2},
-                                                             {"tag": "to read", "count": 1}]}
+    assert client.get(f"{API}/tags").get_json() == {
+        "tags": [{"tag": "botany", "count": 2}, {"tag": "to read", "count": 1}]
+    }
     found = client.get(f"{API}/search", query_string={"q": '"to read"'}).get_json()["results"]
     assert [r["item_id"] for r in found] == [first]
     assert client.delete(f"{API}/items/{first}/tags/to read").get_json()["tags"] == ["botany"]
@@ -106,14 +113,16 @@ def test_importing_2000_browser_bookmarks_with_folders(client, runtime):
 
 
 def test_an_import_starts_the_next_captures_as_earlier_ones_finish(client, runtime):
-    body = upload(client, b"\n".join(f"https://paced.example/{n}".encode() for n in range(25)),
-                  name="urls.txt", archivers="pdf").get_json()
+    body = upload(
+        client, b"\n".join(f"https://paced.example/{n}".encode() for n in range(25)), name="urls.txt", archivers="pdf"
+    ).get_json()
     started = [e for e in client.get(body["status_url"]).get_json()["entries"] if e["outcome"] == "started"]
     assert len(started) == 10
     for entry in started[:4]:  # four captures finish...
         runtime.ledger.claim(entry["task_id"], "pdf", "test")
-        runtime.ledger.complete(entry["task_id"], "pdf", "test", StoredObject("k", "u", 1, "s", "application/pdf"),
-                                meta={}, duration_ms=1)
+        runtime.ledger.complete(
+            entry["task_id"], "pdf", "test", StoredObject("k", "u", 1, "s", "application/pdf"), meta={}, duration_ms=1
+        )
     progress = client.get(body["status_url"]).get_json()  # ...and a look at the progress starts four more
     assert progress["counts"] == {"queued": 11, "started": 14}
     assert progress["captures"] == {"running": 10, "finished": 4}
@@ -126,8 +135,12 @@ def test_pocket_csv_and_url_lists_with_their_outcomes(client, runtime):
     listed = upload(client, URL_LIST + b"https://pocket.example/one\n", name="urls.txt").get_json()
     entries = client.get(listed["status_url"]).get_json()["entries"]
     assert [(e["url"], e["outcome"]) for e in entries] == [
-        ("https://list.example/a", "started"), ("https://list.example/b", "started"), ("not a url", "invalid"),
-        ("https://list.example/a", "duplicate"), ("https://pocket.example/one", "duplicate")]
+        ("https://list.example/a", "started"),
+        ("https://list.example/b", "started"),
+        ("not a url", "invalid"),
+        ("https://list.example/a", "duplicate"),
+        ("https://pocket.example/one", "duplicate"),
+    ]
     assert entries[2]["error"] and entries[3]["error"] == "the file lists it before"
 
 
@@ -152,16 +165,20 @@ def test_files_that_hold_no_bookmarks_are_refused(client):
 
 
 @pytest.mark.parametrize("format", ["html", "json", "csv"])
-def test_an_export_imports_into_a_fresh_instance_as_the_same_items_and_tags(client, runtime, format, embedded_settings,
-                                                                          tmp_path):
+def test_an_export_imports_into_a_fresh_instance_as_the_same_items_and_tags(
+    client, runtime, format, embedded_settings, tmp_path
+):
     first = indexed(runtime, "https://a.example/x?y=1&z=2", title="Page A", body="words enough for an article")
     indexed(runtime, "https://b.example/", title="Page B", body="more words enough for an article")
     client.post(f"{API}/items/{first}/tags", json={"tags": ["one", "two words"]})
     exported = client.get(f"{API}/export", query_string={"format": format})
     assert exported.status_code == 200 and "attachment" in exported.headers["Content-Disposition"]
 
-    fresh = quiet_service(embedded_settings.with_(database_url=f"sqlite:///{tmp_path / 'fresh.db'}",
-                                                  local_storage_path=tmp_path / "fresh"))
+    fresh = quiet_service(
+        embedded_settings.with_(
+            database_url=f"sqlite:///{tmp_path / 'fresh.db'}", local_storage_path=tmp_path / "fresh"
+        )
+    )
     try:
         answer = upload(fresh.api.test_client(), exported.data, name=f"export.{format}")
         assert answer.status_code == 202 and answer.get_json()["counts"] == {"started": 2}

@@ -6,6 +6,7 @@ is fetched from the real fake-gcs-server. On Cloud Run there is no key: the stor
 IAM signBlob as SIGNED_URL_SERVICE_ACCOUNT, which needs Google; that path is checked by the
 arguments it hands the storage client.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -43,8 +44,14 @@ def gcs_server():
 def runtime(gcs_server, tmp_path):
     bucket = f"dl-{uuid.uuid4().hex[:12]}"
     gcs_server.create_bucket(bucket)
-    runtime = Runtime(Settings(database_url=f"sqlite:///{tmp_path / 'htbase.db'}", file_storage_provider="gcs",
-                               gcs_bucket=bucket, storage_emulator_host=gcs_server.endpoint))
+    runtime = Runtime(
+        Settings(
+            database_url=f"sqlite:///{tmp_path / 'htbase.db'}",
+            file_storage_provider="gcs",
+            gcs_bucket=bucket,
+            storage_emulator_host=gcs_server.endpoint,
+        )
+    )
     migrate(runtime.engine)
     yield runtime
     runtime.close()
@@ -53,11 +60,13 @@ def runtime(gcs_server, tmp_path):
 def key_signing_store(runtime: Runtime, gcs_server: FakeGcsServer) -> GcsFileStore:
     """The runtime's bucket, through a client whose credentials hold a key (they sign offline)."""
     credentials = service_account.Credentials.from_service_account_info(
-        service_account_key(SIGNER, "htbase-prod"), scopes=storage.Client.SCOPE)
+        service_account_key(SIGNER, "htbase-prod"), scopes=storage.Client.SCOPE
+    )
     # Google would mint the access token; fake-gcs-server takes any, so one is set here.
     credentials.token, credentials.expiry = "local", datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
-    client = storage.Client(project="htbase-prod", credentials=credentials,
-                            client_options={"api_endpoint": gcs_server.endpoint})
+    client = storage.Client(
+        project="htbase-prod", credentials=credentials, client_options={"api_endpoint": gcs_server.endpoint}
+    )
     return GcsFileStore(runtime.settings.gcs_bucket, client)
 
 
@@ -106,9 +115,20 @@ def test_on_cloud_run_the_signer_signs_through_iam_with_the_process_token(runtim
     store = make_file_store(runtime.settings.with_(signed_url_service_account=SIGNER))
     asked: list[dict] = []
     monkeypatch.setattr(identity, "credentials", lambda: SimpleNamespace(token="ya29.process-token"))
-    monkeypatch.setattr(storage.Blob, "generate_signed_url",
-                        lambda blob, **kwargs: asked.append({"name": blob.name, **kwargs}) or "https://signed/")
+    monkeypatch.setattr(
+        storage.Blob,
+        "generate_signed_url",
+        lambda blob, **kwargs: asked.append({"name": blob.name, **kwargs}) or "https://signed/",
+    )
 
     assert store.signed_url("task-1/pdf.pdf", 900) == "https://signed/"
-    assert asked == [{"name": "task-1/pdf.pdf", "version": "v4", "expiration": timedelta(seconds=900),
-                      "method": "GET", "service_account_email": SIGNER, "access_token": "ya29.process-token"}]
+    assert asked == [
+        {
+            "name": "task-1/pdf.pdf",
+            "version": "v4",
+            "expiration": timedelta(seconds=900),
+            "method": "GET",
+            "service_account_email": SIGNER,
+            "access_token": "ya29.process-token",
+        }
+    ]

@@ -1,6 +1,7 @@
 """The web page in Chromium, against the all-in-one service capturing a page of the local test site for real:
 sign in, archive from the box and watch the badges turn done without a reload, read the item, open the
 SingleFile copy (its script reaches neither the cookie nor the API), search, tag, delete."""
+
 from __future__ import annotations
 
 import re
@@ -55,7 +56,8 @@ def test_the_archive_in_a_browser(site, test_site, embedded_settings):
             badges = page.locator("section[aria-labelledby=formats] .badge")
             expect(badges).to_have_count(len(ARCHIVERS))
             expect(page.locator("section[aria-labelledby=formats] .badge.s-success")).to_have_count(
-                len(ARCHIVERS), timeout=180_000)
+                len(ARCHIVERS), timeout=180_000
+            )
             assert loads == [] and page.url == item_url
 
             # Open the item from the home page and read the reader view (the article, not the ad).
@@ -74,10 +76,13 @@ def test_the_archive_in_a_browser(site, test_site, embedded_settings):
             # What the page's script wrote while it was captured may be there; nothing it did here is.
             assert base not in copy.locator("#verdict").inner_text() and key not in copy.content()
             assert '"tasks"' not in copy.locator("#api").inner_text()
-            assert copy.evaluate("() => { try { return document.cookie } catch (e) { return 'refused' } }") \
-                in ("refused", "")
-            answered = copy.evaluate("() => fetch('/api/v2/tasks', {credentials: 'include'})"
-                                     ".then(r => r.status).catch(() => 'refused')")
+            assert copy.evaluate("() => { try { return document.cookie } catch (e) { return 'refused' } }") in (
+                "refused",
+                "",
+            )
+            answered = copy.evaluate(
+                "() => fetch('/api/v2/tasks', {credentials: 'include'}).then(r => r.status).catch(() => 'refused')"
+            )
             assert answered == "refused"
             copy.close()
 

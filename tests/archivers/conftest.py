@@ -1,5 +1,6 @@
 """Shared by the archiver tests: settings that let Chromium reach the local test
 site, and one Browser (one Chromium) for the whole session."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ BROWSER_ARCHIVERS = tuple(ARCHIVER_CLASSES)
 @pytest.fixture(scope="session")
 def archiver_settings(tmp_path_factory) -> Settings:
     # No egress proxy here: loopback (the test site) is reachable directly.
-    return Settings(allow_private_urls=True, capture_timeout_s=30.0,
-                    local_storage_path=tmp_path_factory.mktemp("archives"))
+    return Settings(
+        allow_private_urls=True, capture_timeout_s=30.0, local_storage_path=tmp_path_factory.mktemp("archives")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +38,7 @@ def browser(archiver_settings) -> Iterator[Browser]:
 @pytest.fixture(scope="session")
 def make_archiver(archiver_settings, browser):
     """``make_archiver(name, **setting_changes)``: an archiver on the shared browser."""
+
     def make(name: str, **changes):
         return ARCHIVER_CLASSES[name](archiver_settings.with_(**changes), browser)
 

@@ -18,9 +18,18 @@ CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)")
 
 # Attributes through which an HTML document loads something (not links a reader follows).
 RESOURCE_ATTRS = {
-    "img": ("src", "srcset"), "source": ("src", "srcset"), "script": ("src",), "iframe": ("src",),
-    "frame": ("src",), "embed": ("src",), "object": ("data",), "video": ("src", "poster"),
-    "audio": ("src",), "track": ("src",), "input": ("src",), "image": ("href",),
+    "img": ("src", "srcset"),
+    "source": ("src", "srcset"),
+    "script": ("src",),
+    "iframe": ("src",),
+    "frame": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "track": ("src",),
+    "input": ("src",),
+    "image": ("href",),
 }
 NON_RESOURCE_LINKS = {"canonical", "alternate", "author", "license", "next", "prev", "search"}
 
@@ -47,8 +56,11 @@ def resource_urls(document: str) -> list[str]:
 
 def embedded_png_sizes(document: str) -> set[tuple[int, int]]:
     """The sizes of the PNG images carried inside the document as data: URIs."""
-    return {Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).size
-            for u in resource_urls(document) if u.startswith("data:image/png;base64,")}
+    return {
+        Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).size
+        for u in resource_urls(document)
+        if u.startswith("data:image/png;base64,")
+    }
 
 
 def cli_copy(tmp_path: Path, wrapper: str | None = None, leave_out: tuple[str, ...] = ()) -> str:
@@ -56,12 +68,19 @@ def cli_copy(tmp_path: Path, wrapper: str | None = None, leave_out: tuple[str, .
     .bin/single-file is ``wrapper`` if given: a fault-injecting shell script in
     which REAL is the real CLI and MARKER a file it may create."""
     node_modules = tmp_path / "node_modules"
-    shutil.copytree(REAL_NODE_MODULES, node_modules, symlinks=True, ignore=lambda d, names: [
-        n for n in names if Path(d) == REAL_NODE_MODULES and n in leave_out])
+    shutil.copytree(
+        REAL_NODE_MODULES,
+        node_modules,
+        symlinks=True,
+        ignore=lambda d, names: [n for n in names if Path(d) == REAL_NODE_MODULES and n in leave_out],
+    )
     cli = node_modules / ".bin" / "single-file"
     if wrapper is not None:
         cli.unlink()
-        cli.write_text(wrapper.replace("REAL", str(node_modules / "single-file-cli" / "single-file-node.js"))
-                       .replace("MARKER", str(tmp_path / "ran-once")))
+        cli.write_text(
+            wrapper.replace("REAL", str(node_modules / "single-file-cli" / "single-file-node.js")).replace(
+                "MARKER", str(tmp_path / "ran-once")
+            )
+        )
         cli.chmod(cli.stat().st_mode | stat.S_IEXEC)
     return str(cli)

@@ -1,4 +1,5 @@
 """The checks every archiver shares: one answer to "is this HTTP error worth a retry?"."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The shared Browser: one Chromium, many threads, a DevTools endpoint, and recovery."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,7 +46,8 @@ def test_devtools_endpoint_belongs_to_the_shared_chromium(browser, test_site):
 
     assert url in browser.capture(url, tabs_seen_on_endpoint, timeout=10, max_bytes=LIMIT)
     assert _get_json(f"{endpoint}/json/version")["webSocketDebuggerUrl"].startswith(
-        endpoint.replace("http://", "ws://") + "/devtools/browser/")
+        endpoint.replace("http://", "ws://") + "/devtools/browser/"
+    )
 
 
 def test_concurrent_captures_from_many_threads(browser, make_archiver, test_site):

@@ -2,6 +2,7 @@
 page, its redirects, its sub-resources, and SingleFile's own Node-side fetches,
 goes through the guard. Here the guard allows only the test site (127.0.0.1,
 and localhost); a second site on 127.0.0.2 plays the forbidden internal host."""
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,10 @@ def forbidden_site() -> Iterator[TestSite]:
 @pytest.fixture(scope="module")
 def guarded(archiver_settings) -> Iterator:
     """``guarded(name, **setting_changes)``: an archiver whose Chromium goes through the egress proxy."""
-    with EgressProxy(EgressPolicy(allow_cidrs=("127.0.0.1/32", "::1/128"))) as proxy, \
-            Browser(archiver_settings, proxy_url=proxy.url) as browser:
+    with (
+        EgressProxy(EgressPolicy(allow_cidrs=("127.0.0.1/32", "::1/128"))) as proxy,
+        Browser(archiver_settings, proxy_url=proxy.url) as browser,
+    ):
         yield lambda name, **changes: ARCHIVER_CLASSES[name](archiver_settings.with_(**changes), browser)
 
 
@@ -42,12 +45,14 @@ def test_redirect_to_a_forbidden_host_is_refused(guarded, test_site, forbidden_s
 
 @pytest.mark.parametrize("route", ["refresh-to", "script-to"])
 @pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
-def test_a_page_that_sends_itself_to_a_forbidden_host_fails_with_the_refusal(guarded, test_site, forbidden_site,
-                                                                             name, route):
+def test_a_page_that_sends_itself_to_a_forbidden_host_fails_with_the_refusal(
+    guarded, test_site, forbidden_site, name, route
+):
     # A meta refresh or a script's `location = ...`: the page the capture ends on is the guard's refusal.
     target = forbidden_site.url("/article.html")
-    with pytest.raises(PermanentCaptureError,
-                       match=rf"egress refused for {re.escape(target)}: 127\.0\.0\.2 \(loopback\)"):
+    with pytest.raises(
+        PermanentCaptureError, match=rf"egress refused for {re.escape(target)}: 127\.0\.0\.2 \(loopback\)"
+    ):
         guarded(name).capture(test_site.url(f"/{route}?url={target}"), {})
     assert forbidden_site.requests == []
 

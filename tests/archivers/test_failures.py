@@ -1,5 +1,6 @@
 """Every browser-based archiver fails the same way for the same page: Permanent
 for what a retry cannot fix, Transient for what it might."""
+
 from __future__ import annotations
 
 import time

@@ -2,6 +2,7 @@
 WebRTC to a private address, a cookie left behind for the next capture. Each
 fails the capture the way it should (or leaks nothing), and the next ordinary
 capture still works. Navigations to a refused address are in test_egress."""
+
 from __future__ import annotations
 
 import select
@@ -24,8 +25,7 @@ ARTICLE_TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
 
 @pytest.mark.parametrize("megabytes", [120, 300])
 @pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
-def test_a_gzip_bomb_is_refused_as_too_large_and_the_next_capture_succeeds(make_archiver, test_site, name,
-                                                                            megabytes):
+def test_a_gzip_bomb_is_refused_as_too_large_and_the_next_capture_succeeds(make_archiver, test_site, name, megabytes):
     archiver = make_archiver(name)  # the default limit: 50 MB, far below what the bomb inflates to
     with pytest.raises(PermanentCaptureError, match=r"page is at least \d+ bytes, over the limit of 52428800"):
         archiver.capture(test_site.url(f"/gzip-bomb?mb={megabytes}"), {})

@@ -1,6 +1,7 @@
 """The monolith archiver's built-in inliner, end to end through the real egress
 proxy: the local test site for whole pages and failure modes, small pages of
 our own for each kind of reference it must embed."""
+
 from __future__ import annotations
 
 import base64
@@ -66,6 +67,7 @@ def external(html: str) -> list[str]:
 
 # ----------------------------------------------------------- the test site
 
+
 def test_article_becomes_one_self_contained_file(site_proxy, test_site):
     capture = archiver(site_proxy).capture(test_site.url("/article.html"), {})
     html = capture.data.decode("utf-8")
@@ -108,8 +110,9 @@ def test_500_is_transient(site_proxy, test_site):
         archiver(site_proxy).capture(test_site.url("/server-error"), {})
 
 
-@pytest.mark.parametrize("status, error", [(429, TransientCaptureError), (408, TransientCaptureError),
-                                           (410, PermanentCaptureError)])
+@pytest.mark.parametrize(
+    "status, error", [(429, TransientCaptureError), (408, TransientCaptureError), (410, PermanentCaptureError)]
+)
 def test_http_status_decides_permanent_or_transient(proxy, serve, status, error):
     def answer(handler):
         handler.send_response(status)
@@ -282,7 +285,7 @@ def test_page_charset_is_respected_and_output_is_utf8(proxy, serve):  # noqa: F8
 def test_failing_sub_resources_are_left_out_and_counted(proxy, serve):  # noqa: F811
     forbidden = serve("127.0.0.1", {"/secret.png": ("image/png", A_PNG)})
     page = f"""<html><body><p>still archived</p><img id="ok" src="/a.png"><img id="gone" src="/missing.png">
-        <img id="refused" src="{forbidden.url('/secret.png')}"></body></html>""".encode()
+        <img id="refused" src="{forbidden.url("/secret.png")}"></body></html>""".encode()
     site = serve("127.0.0.2", {"/page.html": ("text/html", page), "/a.png": ("image/png", A_PNG)})
     capture = archiver(proxy).capture(site.url("/page.html"), {})
     doc = lxml.html.document_fromstring(capture.data)
@@ -291,8 +294,10 @@ def test_failing_sub_resources_are_left_out_and_counted(proxy, serve):  # noqa: 
     assert doc.get_element_by_id("gone").get("src") == "" and doc.get_element_by_id("refused").get("src") == ""
     assert (capture.metadata["resources_embedded"], capture.metadata["resources_failed"]) == (1, 2)
     errors = {f["url"]: f["error"] for f in capture.metadata["failed_resources"]}
-    assert errors == {site.url("/missing.png"): f"HTTP 404 Not Found for {site.url('/missing.png')}",
-                      forbidden.url("/secret.png"): f"refused: 127.0.0.1 (loopback); {SETTING_HINT}"}
+    assert errors == {
+        site.url("/missing.png"): f"HTTP 404 Not Found for {site.url('/missing.png')}",
+        forbidden.url("/secret.png"): f"refused: 127.0.0.1 (loopback); {SETTING_HINT}",
+    }
     assert forbidden.requests == []
 
 

@@ -1,4 +1,5 @@
 """PDF: a real PDF of the rendered article."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Readability: the article alone, from the rendered DOM, with its metadata."""
+
 from __future__ import annotations
 
 import hashlib

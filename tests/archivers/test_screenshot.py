@@ -1,4 +1,5 @@
 """Screenshot: one full-page PNG, 1280 pixels wide."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """SingleFile: one self-contained HTML file of the page after its scripts ran."""
+
 from __future__ import annotations
 
 import base64
@@ -60,9 +61,12 @@ def test_local_files_never_end_up_in_the_archive(make_archiver, test_site, tmp_p
 
 def test_missing_output_is_retried(archiver_settings, browser, test_site, tmp_path):
     # The first run does what the real CLI sometimes does: exit 0, write nothing.
-    cli = cli_copy(tmp_path, '#!/bin/sh\n'
-                             '[ -e MARKER ] || { touch MARKER; echo "Execution context not found" >&2; exit 0; }\n'
-                             'exec node REAL "$@"\n')
+    cli = cli_copy(
+        tmp_path,
+        "#!/bin/sh\n"
+        '[ -e MARKER ] || { touch MARKER; echo "Execution context not found" >&2; exit 0; }\n'
+        'exec node REAL "$@"\n',
+    )
     archiver = SingleFileArchiver(archiver_settings.with_(singlefile_path=cli), browser)
     capture = archiver.capture(test_site.url("/article.html"), {})
     assert capture.metadata["attempts"] == 2

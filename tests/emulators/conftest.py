@@ -1,12 +1,13 @@
 """A tiny HTTP server standing in for push services and task targets: it records every request."""
+
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -33,9 +34,14 @@ class Receiver:
                 parts = urlsplit(self.path)
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._changed:
-                    receiver.requests.append(Received(
-                        parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()},
-                        {k.lower(): v for k, v in self.headers.items()}, json.loads(raw) if raw else {}))
+                    receiver.requests.append(
+                        Received(
+                            parts.path,
+                            {k: v[0] for k, v in parse_qs(parts.query).items()},
+                            {k.lower(): v for k, v in self.headers.items()},
+                            json.loads(raw) if raw else {},
+                        )
+                    )
                     statuses = receiver.answers.get(parts.path, [204])
                     status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
                     receiver._changed.notify_all()

@@ -7,6 +7,7 @@ only after an apply) replaced by a value of the same shape, e.g. a service accou
 local each service's env comes from is read from its resource or module block (python-hcl2).
 What this proves is that the configuration Terraform writes is one the code accepts and runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,13 +42,22 @@ RESOURCE_REFERENCE = re.compile(r"\b((?:google|random)_[a-z0-9_]+)\.([a-z0-9_]+)
 # What only the cloud has, and what stands for it here. Everything else a service is given stays as
 # Terraform wrote it (RUN_MIGRATIONS=false, pool sizes, timeouts, the project, prefix and bucket...).
 CLOUD_ONLY = (
-    "INSTANCE_CONNECTION_NAME", "CLOUD_SQL_IP_TYPE", "CLOUD_SQL_IAM_AUTH",  # the connector: DATABASE_URL instead
-    "PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT", "PUSH_ALLOWED_SERVICE_ACCOUNTS",  # OIDC: PUSH_AUTH_TOKEN instead
+    "INSTANCE_CONNECTION_NAME",
+    "CLOUD_SQL_IP_TYPE",
+    "CLOUD_SQL_IAM_AUTH",  # the connector: DATABASE_URL instead
+    "PUSH_AUDIENCE",
+    "PUSH_SERVICE_ACCOUNT",
+    "PUSH_ALLOWED_SERVICE_ACCOUNTS",  # OIDC: PUSH_AUTH_TOKEN instead
     "SIGNED_URL_SERVICE_ACCOUNT",  # IAM signBlob: downloads are streamed
     "TELEMETRY_EXPORTER",  # Cloud Trace and Cloud Monitoring have no emulator: telemetry is off
 )
-EMULATED = ("DATABASE_URL", "PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST",
-            "PUSH_AUTH_TOKEN")
+EMULATED = (
+    "DATABASE_URL",
+    "PUBSUB_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "FIRESTORE_EMULATOR_HOST",
+    "PUSH_AUTH_TOKEN",
+)
 
 
 def parse(path: Path) -> dict:
@@ -88,16 +98,18 @@ def service_envs() -> str:
 
     api_sources = env_sources(api["template"][0]["containers"][0])
     job_sources = env_sources(job["template"][0]["template"][0]["containers"][0])
-    return ("jsonencode({"
-            f"api = {{env = {api_sources['env']}, secrets = {api_sources['secrets']}}}, "
-            f"migrate = {{env = {job_sources['env']}, secrets = {job_sources['secrets']}}}, "
-            f"workers = {{for key, value in {expression(worker['for_each'])} : key => {{"
-            f"env = {each(worker['env'])}, secrets = {each(worker['secret_env'])}, target = {each(worker['target'])}"
-            "}}, "
-            # The first version of every secret a service reads, as Terraform writes it to Secret Manager.
-            "secret_values = {for id in distinct(flatten([for account, env in local.secret_env : values(env)])) : "
-            "id => local.secret_values[id]}"
-            "})")
+    return (
+        "jsonencode({"
+        f"api = {{env = {api_sources['env']}, secrets = {api_sources['secrets']}}}, "
+        f"migrate = {{env = {job_sources['env']}, secrets = {job_sources['secrets']}}}, "
+        f"workers = {{for key, value in {expression(worker['for_each'])} : key => {{"
+        f"env = {each(worker['env'])}, secrets = {each(worker['secret_env'])}, target = {each(worker['target'])}"
+        "}}, "
+        # The first version of every secret a service reads, as Terraform writes it to Secret Manager.
+        "secret_values = {for id in distinct(flatten([for account, env in local.secret_env : values(env)])) : "
+        "id => local.secret_values[id]}"
+        "})"
+    )
 
 
 def resource_stand_ins(locals_text: str) -> tuple[str, str]:
@@ -134,18 +146,28 @@ def render(work: Path) -> dict:
     secret_values: {secret id: value}}, where ``secrets`` maps an env name to a secret id."""
     terraform = shutil.which("terraform")
     assert terraform, "terraform is not on PATH (https://developer.hashicorp.com/terraform/install)"
-    blocks = [block for path in sorted(TERRAFORM.glob("*.tf"))
-              for block in re.findall(r"^locals \{\n.*?^\}\n", path.read_text(), re.M | re.S)]
+    blocks = [
+        block
+        for path in sorted(TERRAFORM.glob("*.tf"))
+        for block in re.findall(r"^locals \{\n.*?^\}\n", path.read_text(), re.M | re.S)
+    ]
     # Locals over the services' outputs (Cloud Build's roll-out list) are not the services' env.
     rewritten, stand_ins = resource_stand_ins("\n".join(b for b in blocks if "module." not in b))
     for source in ("variables.tf", "topology.auto.tfvars.json"):
         shutil.copy(TERRAFORM / source, work)
     (work / "locals.tf").write_text(rewritten)
     (work / "resources.tf").write_text(stand_ins)
-    subprocess.run([terraform, "init", "-backend=false", "-no-color"], cwd=work, env=TERRAFORM_ENV, check=True,
-                   capture_output=True)
-    result = subprocess.run([terraform, "console", "-no-color", f"-var-file={TERRAFORM / 'terraform.tfvars.example'}"],
-                            cwd=work, env=TERRAFORM_ENV, input=service_envs(), capture_output=True, text=True)
+    subprocess.run(
+        [terraform, "init", "-backend=false", "-no-color"], cwd=work, env=TERRAFORM_ENV, check=True, capture_output=True
+    )
+    result = subprocess.run(
+        [terraform, "console", "-no-color", f"-var-file={TERRAFORM / 'terraform.tfvars.example'}"],
+        cwd=work,
+        env=TERRAFORM_ENV,
+        input=service_envs(),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(json.loads(result.stdout))
 
@@ -165,8 +187,9 @@ def rendered(tmp_path_factory) -> dict:
 
 
 def test_terraform_renders_an_env_for_every_service_the_stack_runs(rendered):
-    assert {name: worker["target"] for name, worker in rendered["workers"].items()} == \
-        {r.service: r.target for r in (*ROUTES, HOUSEKEEPING)}
+    assert {name: worker["target"] for name, worker in rendered["workers"].items()} == {
+        r.service: r.target for r in (*ROUTES, HOUSEKEEPING)
+    }
     assert rendered["api"]["env"]["SERVICE_ROLE"] == "api"
     for name, worker in rendered["workers"].items():
         assert set(worker["env"]) >= {"SERVICE_ROLE", "PUSH_AUDIENCE", "INSTANCE_CONNECTION_NAME"}, name
@@ -192,8 +215,13 @@ def ledger(postgres, rendered) -> str:
 def api_key(ledger, rendered) -> str:
     """The key an operator makes after the first apply (the API requires keys: API_KEYS_REQUIRED)."""
     env = {"PATH": os.environ["PATH"], **on_emulators(rendered, "migrate", {"DATABASE_URL": ledger})}
-    made = subprocess.run([HTBASE, "keys", "create", "--name", "cloud-shaped", "--scope", "write"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [HTBASE, "keys", "create", "--name", "cloud-shaped", "--scope", "write"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     return made.stdout.strip().splitlines()[-1]
 
@@ -228,8 +256,13 @@ def stack(rendered, ledger, api_key, tmp_path_factory):
 
 
 def test_every_service_env_terraform_writes_is_a_valid_configuration(rendered):
-    emulators = {"DATABASE_URL": "postgresql+pg8000://htbase@127.0.0.1/htbase", "PUBSUB_EMULATOR_HOST": "x:1",
-                 "STORAGE_EMULATOR_HOST": "http://x:2", "FIRESTORE_EMULATOR_HOST": "x:3", "PUSH_AUTH_TOKEN": "t"}
+    emulators = {
+        "DATABASE_URL": "postgresql+pg8000://htbase@127.0.0.1/htbase",
+        "PUBSUB_EMULATOR_HOST": "x:1",
+        "STORAGE_EMULATOR_HOST": "http://x:2",
+        "FIRESTORE_EMULATOR_HOST": "x:3",
+        "PUSH_AUTH_TOKEN": "t",
+    }
     for name in (API, "migrate", *rendered["workers"]):
         settings = Settings.from_env(on_emulators(rendered, name, emulators))
         assert settings.run_migrations is (name == "migrate"), name
@@ -243,6 +276,9 @@ def test_a_page_is_archived_and_summarized_by_the_services_terraform_configures(
     assert task["status"] == "success", task
     page = api.get(f"/api/v2/archives/{task_id}/monolith")
     assert page.status_code == 200 and b"<html" in page.content.lower()
-    summary = wait_for(lambda: (found := api.get(f"/api/v2/summaries/{task_id}")).status_code == 200 and found,
-                       timeout_s=120, what="the summary")
+    summary = wait_for(
+        lambda: (found := api.get(f"/api/v2/summaries/{task_id}")).status_code == 200 and found,
+        timeout_s=120,
+        what="the summary",
+    )
     assert summary.json()["summary"], summary.text

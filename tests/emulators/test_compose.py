@@ -1,5 +1,6 @@
 """The container files: the compose file validates offline (no Docker engine needed), its services
 and env match what the code reads, and the Dockerfile passes hadolint."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from htbase import topology
 from functions import main
+from htbase import topology
 from htbase.config import Settings
 from htbase.messages import ARCHIVERS
 from tests.helpers import settings_env_names
@@ -37,8 +38,13 @@ def tool(name: str) -> str:
 def compose(*args: str, env_file: Path | None = EXAMPLE_ENV) -> subprocess.CompletedProcess:
     env_args = ["--env-file", str(env_file)] if env_file else []
     # A clean environment: only the env file may supply the variables the file interpolates.
-    return subprocess.run([tool("docker-compose"), *env_args, "-f", str(COMPOSE), *args], capture_output=True,
-                          text=True, env={"PATH": os.environ["PATH"]}, timeout=60)
+    return subprocess.run(
+        [tool("docker-compose"), *env_args, "-f", str(COMPOSE), *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +67,25 @@ def test_only_the_archivers_get_the_browser_image(services):
 
 
 def test_the_recorder_sees_every_setting():
-    assert {"DATABASE_URL", "PUSH_AUTH_TOKEN", "PUSH_AUDIENCE", "ARCHIVERS", "PUBSUB_EMULATOR_HOST",
-            "GOOGLE_CLOUD_PROJECT", "LLM_API_KEY"} <= settings_env_names()
+    assert {
+        "DATABASE_URL",
+        "PUSH_AUTH_TOKEN",
+        "PUSH_AUDIENCE",
+        "ARCHIVERS",
+        "PUBSUB_EMULATOR_HOST",
+        "GOOGLE_CLOUD_PROJECT",
+        "LLM_API_KEY",
+    } <= settings_env_names()
 
 
-@pytest.mark.parametrize("profile, expected", [
-    ("emulators", EMULATORS),
-    ("vps", EMULATORS | PUSH_SERVICES | {"api", "bootstrap"}),
-    ("monitoring", {"otel-collector", "jaeger", "prometheus"}),
-])
+@pytest.mark.parametrize(
+    "profile, expected",
+    [
+        ("emulators", EMULATORS),
+        ("vps", EMULATORS | PUSH_SERVICES | {"api", "bootstrap"}),
+        ("monitoring", {"otel-collector", "jaeger", "prometheus"}),
+    ],
+)
 def test_each_profile_validates_offline_and_runs_its_services(profile, expected):
     result = compose("--profile", profile, "config")
     assert result.returncode == 0, result.stderr
@@ -153,8 +169,9 @@ def test_long_running_services_have_health_checks_restart_policies_and_wait_for_
 
 def test_the_compose_file_passes_yamllint():
     files = [str(COMPOSE), *map(str, sorted((ROOT / "emulators" / "monitoring").glob("*.y*ml")))]
-    result = subprocess.run([sys.executable, "-m", "yamllint", "-s", "-d", YAMLLINT_CONFIG, *files],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-s", "-d", YAMLLINT_CONFIG, *files], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

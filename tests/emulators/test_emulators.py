@@ -1,26 +1,32 @@
 """The real Pub/Sub and Cloud Tasks emulators, and the bootstrap that lays the topology on them."""
+
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.api_core.exceptions import NotFound
 
 from emulators.bootstrap import bootstrap, pubsub_clients, topology
-from htbase.topology import PUSH_SERVICES
 from emulators.cloudtasks import CloudTasksEmulator, tasks_client
 from emulators.gcs import FakeGcsServer
 from emulators.process import alive, http_answers, listeners
 from emulators.pubsub import PubSubEmulator
 from htbase.config import Settings
+from htbase.topology import PUSH_SERVICES
 from infra.storage import gcs_client
 
 PROJECT = "htbase-local"
 TOKEN = "s3cret-token"
-ARCHIVE_TOPICS = ["htbase-archive-singlefile", "htbase-archive-monolith", "htbase-archive-readability",
-                  "htbase-archive-pdf", "htbase-archive-screenshot"]
+ARCHIVE_TOPICS = [
+    "htbase-archive-singlefile",
+    "htbase-archive-monolith",
+    "htbase-archive-readability",
+    "htbase-archive-pdf",
+    "htbase-archive-screenshot",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +49,16 @@ def gcs():
 
 @pytest.fixture(scope="module")
 def settings(pubsub, gcs) -> Settings:
-    return Settings(pubsub_emulator_host=pubsub.host, pubsub_project_id=PROJECT, push_auth_token=TOKEN,
-                    file_storage_provider="gcs", gcs_bucket="htbase-archives", storage_emulator_host=gcs.endpoint,
-                    max_attempts=5, retry_backoff_s=0.1)
+    return Settings(
+        pubsub_emulator_host=pubsub.host,
+        pubsub_project_id=PROJECT,
+        push_auth_token=TOKEN,
+        file_storage_provider="gcs",
+        gcs_bucket="htbase-archives",
+        storage_emulator_host=gcs.endpoint,
+        max_attempts=5,
+        retry_backoff_s=0.1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +96,18 @@ def test_cloud_tasks_emulator_answers_on_loopback_only_and_delivers_http_tasks(t
     client = tasks_client(tasks.host)
     parent = "projects/p/locations/l"
     queue = client.create_queue(parent=parent, queue={"name": f"{parent}/queues/probe"})
-    soon = datetime.now(timezone.utc) + timedelta(seconds=1)
-    client.create_task(parent=queue.name, task={
-        "http_request": {"url": receiver.url("/task"), "body": b'{"hello": "tasks"}',
-                         "headers": {"Content-Type": "application/json"}},
-        "schedule_time": soon,
-    })
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    client.create_task(
+        parent=queue.name,
+        task={
+            "http_request": {
+                "url": receiver.url("/task"),
+                "body": b'{"hello": "tasks"}',
+                "headers": {"Content-Type": "application/json"},
+            },
+            "schedule_time": soon,
+        },
+    )
     [delivered] = receiver.wait_for(lambda r: r.path == "/task", timeout_s=15)
     assert delivered.body == {"hello": "tasks"}
     assert delivered.headers["x-cloudtasks-queuename"] == queue.name
@@ -117,24 +136,28 @@ def test_topology_names_and_policies(settings, endpoints):
 
 
 def test_topology_in_the_cloud_signs_pushes_instead_of_a_url_token(settings, endpoints):
-    cloud = settings.with_(pubsub_emulator_host="", push_service_account="push@p.iam.gserviceaccount.com",
-                           push_audience="https://htbase.example", max_delivery_attempts=100)
+    cloud = settings.with_(
+        pubsub_emulator_host="",
+        push_service_account="push@p.iam.gserviceaccount.com",
+        push_audience="https://htbase.example",
+        max_delivery_attempts=100,
+    )
     for sub in topology(cloud, endpoints).subscriptions:
         assert sub.push_endpoint == endpoints[sub.service]
         assert sub.oidc_service_account == "push@p.iam.gserviceaccount.com"
         assert sub.max_delivery_attempts in (0, 100)
 
 
-def test_bootstrap_creates_exactly_the_topology_and_a_second_run_changes_nothing(
-        bootstrapped, endpoints, tasks, gcs):
+def test_bootstrap_creates_exactly_the_topology_and_a_second_run_changes_nothing(bootstrapped, endpoints, tasks, gcs):
     settings = bootstrapped
     publisher, subscriber = pubsub_clients(settings.pubsub_emulator_host)
 
     def snapshot():
         topics = sorted(t.name for t in publisher.list_topics(project=f"projects/{PROJECT}"))
         subs = sorted(type(s).to_json(s) for s in subscriber.list_subscriptions(project=f"projects/{PROJECT}"))
-        queues = sorted(q.name for q in tasks_client(tasks.host).list_queues(
-            parent=f"projects/{PROJECT}/locations/us-central1"))
+        queues = sorted(
+            q.name for q in tasks_client(tasks.host).list_queues(parent=f"projects/{PROJECT}/locations/us-central1")
+        )
         return topics, subs, queues
 
     before = snapshot()
@@ -142,10 +165,13 @@ def test_bootstrap_creates_exactly_the_topology_and_a_second_run_changes_nothing
     assert snapshot() == before  # ...and no change
 
     topics, _, queues = before
-    assert topics == sorted(f"projects/{PROJECT}/topics/{t}"
-                            for t in [*ARCHIVE_TOPICS, "htbase-summarize", "htbase-dead-letter"])
-    assert queues == [f"projects/{PROJECT}/locations/us-central1/queues/htbase-recaptures",
-                      f"projects/{PROJECT}/locations/us-central1/queues/htbase-webhooks"]
+    assert topics == sorted(
+        f"projects/{PROJECT}/topics/{t}" for t in [*ARCHIVE_TOPICS, "htbase-summarize", "htbase-dead-letter"]
+    )
+    assert queues == [
+        f"projects/{PROJECT}/locations/us-central1/queues/htbase-recaptures",
+        f"projects/{PROJECT}/locations/us-central1/queues/htbase-webhooks",
+    ]
     assert gcs_client(settings).bucket("htbase-archives").exists()
 
     subs = {s.name.rsplit("/", 1)[1]: s for s in subscriber.list_subscriptions(project=f"projects/{PROJECT}")}
@@ -186,8 +212,7 @@ def test_a_push_reaches_its_service_with_the_token(bootstrapped, receiver):
 def test_a_500_is_redelivered(bootstrapped, receiver, answers):
     answers["/archiver-screenshot"] = [500, 204]
     publish(bootstrapped, "htbase-archive-screenshot", {"task_id": "t-retry"})
-    pushes = receiver.wait_for(lambda r: r.path == "/archiver-screenshot" and data(r)["task_id"] == "t-retry",
-                               count=2)
+    pushes = receiver.wait_for(lambda r: r.path == "/archiver-screenshot" and data(r)["task_id"] == "t-retry", count=2)
     assert len(pushes) == 2
     assert pushes[0].body["message"]["messageId"] == pushes[1].body["message"]["messageId"]
     # Acknowledged: no third delivery. A message published afterwards goes through the same
@@ -201,8 +226,7 @@ def test_a_500_is_redelivered(bootstrapped, receiver, answers):
 def test_after_max_attempts_the_dead_letter_service_gets_the_message(bootstrapped, receiver, answers):
     answers["/summarizer"] = [500]
     publish(bootstrapped, "htbase-summarize", {"task_id": "t-poison"})
-    [dead] = receiver.wait_for(lambda r: r.path == "/dead-letter" and data(r)["task_id"] == "t-poison",
-                               timeout_s=60)
+    [dead] = receiver.wait_for(lambda r: r.path == "/dead-letter" and data(r)["task_id"] == "t-poison", timeout_s=60)
     attempts = [r for r in receiver.requests if r.path == "/summarizer" and data(r)["task_id"] == "t-poison"]
     assert len(attempts) == 5
     attributes = dead.body["message"]["attributes"]

@@ -1,4 +1,5 @@
 """ManagedProcess: start, readiness, stop by process group, and the failures it reports."""
+
 from __future__ import annotations
 
 import signal
@@ -13,9 +14,15 @@ from emulators.process import ManagedProcess, ProcessError, alive, family, http_
 
 
 def http_server(port: int, tmp_path, **kwargs) -> ManagedProcess:
-    return ManagedProcess("web", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-                          port=port, cwd=tmp_path, probe=lambda: http_answers(f"http://127.0.0.1:{port}/"),
-                          log_path=tmp_path / "web.log", **kwargs)
+    return ManagedProcess(
+        "web",
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        port=port,
+        cwd=tmp_path,
+        probe=lambda: http_answers(f"http://127.0.0.1:{port}/"),
+        log_path=tmp_path / "web.log",
+        **kwargs,
+    )
 
 
 def test_starts_answers_stops_and_restarts_on_the_same_port(tmp_path):
@@ -47,9 +54,11 @@ def test_a_paused_process_keeps_its_port_answers_nothing_and_resumes(tmp_path):
 def test_stop_ends_the_whole_family_even_a_child_that_left_the_group(tmp_path):
     port = free_port()
     # A child in a session of its own (as browsers start theirs) is not in the process group.
-    script = (f"import subprocess, sys; subprocess.Popen(['sleep', '300'], start_new_session=True); "
-              f"import runpy; sys.argv = ['http.server', '--bind', '127.0.0.1', '{port}']; "
-              f"runpy.run_module('http.server', run_name='__main__')")
+    script = (
+        f"import subprocess, sys; subprocess.Popen(['sleep', '300'], start_new_session=True); "
+        f"import runpy; sys.argv = ['http.server', '--bind', '127.0.0.1', '{port}']; "
+        f"runpy.run_module('http.server', run_name='__main__')"
+    )
     process = ManagedProcess("web", [sys.executable, "-c", script], port=port, cwd=tmp_path).start()
     members = family(process.pid)
     assert len(members) == 2
@@ -60,9 +69,11 @@ def test_stop_ends_the_whole_family_even_a_child_that_left_the_group(tmp_path):
 def test_sigkill_stops_at_once(tmp_path):
     port = free_port()
     # This server ignores SIGTERM: only the SIGKILL (a crash) ends it quickly.
-    script = (f"import signal, runpy, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-              f"sys.argv = ['http.server', '--bind', '127.0.0.1', '{port}']; "
-              f"runpy.run_module('http.server', run_name='__main__')")
+    script = (
+        f"import signal, runpy, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"sys.argv = ['http.server', '--bind', '127.0.0.1', '{port}']; "
+        f"runpy.run_module('http.server', run_name='__main__')"
+    )
     process = ManagedProcess("web", [sys.executable, "-c", script], port=port, cwd=tmp_path).start()
     pid, started = process.pid, time.monotonic()
     process.stop(signal.SIGKILL, timeout_s=60)  # waiting for a SIGTERM to work would take the minute
@@ -70,8 +81,12 @@ def test_sigkill_stops_at_once(tmp_path):
 
 
 def test_a_process_that_exits_is_reported_with_its_log(tmp_path):
-    process = ManagedProcess("broken", [sys.executable, "-c", "print('no config, giving up'); raise SystemExit(3)"],
-                             port=free_port(), log_path=tmp_path / "broken.log")
+    process = ManagedProcess(
+        "broken",
+        [sys.executable, "-c", "print('no config, giving up'); raise SystemExit(3)"],
+        port=free_port(),
+        log_path=tmp_path / "broken.log",
+    )
     with pytest.raises(ProcessError, match=r"(?s)exited with status 3.*no config, giving up"):
         process.start()
     assert not process.alive

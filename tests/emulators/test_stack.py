@@ -1,4 +1,5 @@
 """The whole emulator stack: emulators, bootstrap, and every service as its own process."""
+
 from __future__ import annotations
 
 import json
@@ -79,9 +80,20 @@ def test_the_env_file_and_the_pid_file(stack):
     lines = (stack.root / "stack.env").read_text().splitlines()
     exported = dict(shlex.split(line)[1].split("=", 1) for line in lines if line.startswith("export "))
     assert exported == stack.env
-    for key in ("DATABASE_URL", "FILE_STORAGE_PROVIDER", "GCS_BUCKET", "STORAGE_EMULATOR_HOST",
-                "PUBSUB_EMULATOR_HOST", "PUBSUB_PROJECT_ID", "FIRESTORE_EMULATOR_HOST", "FIRESTORE_PROJECT_ID",
-                "PUSH_AUTH_TOKEN", "TOPIC_PREFIX", "LOG_FORMAT", "ALLOW_PRIVATE_URLS"):
+    for key in (
+        "DATABASE_URL",
+        "FILE_STORAGE_PROVIDER",
+        "GCS_BUCKET",
+        "STORAGE_EMULATOR_HOST",
+        "PUBSUB_EMULATOR_HOST",
+        "PUBSUB_PROJECT_ID",
+        "FIRESTORE_EMULATOR_HOST",
+        "FIRESTORE_PROJECT_ID",
+        "PUSH_AUTH_TOKEN",
+        "TOPIC_PREFIX",
+        "LOG_FORMAT",
+        "ALLOW_PRIVATE_URLS",
+    ):
         assert exported[key], key
     state = json.loads((stack.root / "pids.json").read_text())
     records = state["processes"]
@@ -93,8 +105,10 @@ def test_the_env_file_and_the_pid_file(stack):
 
 def test_each_subscription_pushes_to_its_service_with_the_token(stack):
     _, subscriber = pubsub_clients(stack.env["PUBSUB_EMULATOR_HOST"])
-    subs = {s.name.rsplit("/", 1)[1]: s.push_config.push_endpoint
-            for s in subscriber.list_subscriptions(project="projects/htbase-local")}
+    subs = {
+        s.name.rsplit("/", 1)[1]: s.push_config.push_endpoint
+        for s in subscriber.list_subscriptions(project="projects/htbase-local")
+    }
     token = stack.env["PUSH_AUTH_TOKEN"]
     assert sorted(subs.values()) == sorted(f"{stack.url(name)}?token={token}" for name in PUSH_SERVICES)
 
@@ -120,8 +134,11 @@ def test_a_killed_service_is_started_again_by_the_supervisor_on_its_port(stack):
     members = family(before)
     stack.kill(name)
     assert not any(alive(pid) for pid in members)
-    after = wait_for(lambda: answers(stack, name) and recorded_pid(stack, name) not in (None, before)
-                     and recorded_pid(stack, name), 60, "the supervisor's restart")
+    after = wait_for(
+        lambda: answers(stack, name) and recorded_pid(stack, name) not in (None, before) and recorded_pid(stack, name),
+        60,
+        "the supervisor's restart",
+    )
     assert after == stack.pids()[name]
     assert f"{name} exited; starting it again" in (stack.root / "logs" / "supervisor.log").read_text()
 
@@ -132,8 +149,11 @@ def test_a_stopped_service_stays_down_until_started(stack):
         # While the supervisor restarts a killed service, the stopped one stays down.
         before = stack.pids()["archiver-screenshot"]
         stack.kill("archiver-screenshot")
-        wait_for(lambda: answers(stack, "archiver-screenshot") and stack.pids()["archiver-screenshot"] != before,
-                 60, "the supervisor's restart")
+        wait_for(
+            lambda: answers(stack, "archiver-screenshot") and stack.pids()["archiver-screenshot"] != before,
+            60,
+            "the supervisor's restart",
+        )
         assert not stack.alive("archiver-pdf") and not listeners(stack.ports["archiver-pdf"])
         assert json.loads((stack.root / "pids.json").read_text())["held"] == ["archiver-pdf"]
     finally:
@@ -221,8 +241,9 @@ def test_the_command_line_starts_a_supervised_stack_injects_faults_and_stops_it(
     root, port = tmp_path / "stack", free_port()
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*command, *args, "--root", str(root)], cwd=PROJECT_ROOT, capture_output=True,
-                              text=True, timeout=180)
+        return subprocess.run(
+            [*command, *args, "--root", str(root)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180
+        )
 
     def records() -> dict:
         return json.loads((root / "pids.json").read_text())["processes"]
@@ -239,8 +260,14 @@ def test_the_command_line_starts_a_supervised_stack_injects_faults_and_stops_it(
 
         api = records()["api"]["pid"]
         assert run("kill", "api").returncode == 0
-        wait_for(lambda: records().get("api", {}).get("pid") not in (None, api)
-                 and http_answers(f"http://127.0.0.1:{port}/healthz"), 60, "the supervisor's restart")
+        wait_for(
+            lambda: (
+                records().get("api", {}).get("pid") not in (None, api)
+                and http_answers(f"http://127.0.0.1:{port}/healthz")
+            ),
+            60,
+            "the supervisor's restart",
+        )
         assert run("stop", "tasks").returncode == 0
         assert ["tasks", "stopped"] in [line.split()[:2] for line in run("status").stdout.splitlines()]
         assert run("start", "tasks").returncode == 0 and alive(records()["tasks"]["pid"])
@@ -259,8 +286,13 @@ def test_down_stops_by_pid_what_a_dead_supervisor_left(tmp_path):
     restarts it meanwhile."""
     command = [sys.executable, "-m", "emulators.stack"]
     root = tmp_path / "stack"
-    up = subprocess.run([*command, "up", "--root", str(root), "--port", str(free_port()), "--services", ""],
-                        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    up = subprocess.run(
+        [*command, "up", "--root", str(root), "--port", str(free_port()), "--services", ""],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     started = recorded_family(root)
     try:
         assert up.returncode == 0, up.stdout + up.stderr

@@ -49,8 +49,14 @@ def serve(monkeypatch, tmp_path, ledger_url):
 
     def serve(target: str, **env: str):
         # The broker is never reached: a push for a task nobody knows publishes nothing.
-        env = {"DATABASE_URL": ledger_url, "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
-               "PUBSUB_EMULATOR_HOST": "127.0.0.1:9", "SERVICE_ROLE": "archiver", "ARCHIVERS": "pdf", **env}
+        env = {
+            "DATABASE_URL": ledger_url,
+            "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
+            "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
+            "SERVICE_ROLE": "archiver",
+            "ARCHIVERS": "pdf",
+            **env,
+        }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         return functions_framework.create_app(target, str(MAIN)).test_client()

@@ -1,5 +1,6 @@
 """One archive delivery's verdict on a failure: tried again only while another
 try is worth it. The monolith archiver against the local test site (no browser)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -20,8 +21,9 @@ def make_worker(embedded_settings) -> Iterator[Callable[..., Worker]]:
     made: list[Worker] = []
 
     def make(**changes) -> Worker:
-        made.append(Worker(embedded_settings.with_(archivers=("monolith",), max_attempts=5, capture_timeout_s=1.0,
-                                                   **changes)))
+        made.append(
+            Worker(embedded_settings.with_(archivers=("monolith",), max_attempts=5, capture_timeout_s=1.0, **changes))
+        )
         migrate(made[-1].engine)
         return made[-1]
 
@@ -53,7 +55,8 @@ def test_a_page_that_timed_out_twice_is_not_tried_again(worker, test_site):
     assert retried == [True, False]
     assert (artifact.status, artifact.attempts) == ("failed", 2)
     assert artifact.error.startswith("timed out after 1s fetching") and artifact.error.endswith(
-        "; not retried: timed out 2 times")
+        "; not retried: timed out 2 times"
+    )
 
 
 def test_no_try_starts_that_could_pass_the_tasks_capture_time(make_worker, test_site):
@@ -61,7 +64,8 @@ def test_no_try_starts_that_could_pass_the_tasks_capture_time(make_worker, test_
     retried, artifact = deliveries(make_worker(max_task_capture_s=5.0), test_site.url("/server-error"), {"timeout": 2})
     assert retried == [True, False]
     assert artifact.error.startswith("HTTP 500 Internal Server Error") and artifact.error.endswith(
-        "; not retried: another try of up to 2s would pass the task's 5s of capture time")
+        "; not retried: another try of up to 2s would pass the task's 5s of capture time"
+    )
 
 
 def test_a_failure_worth_retrying_is_retried_up_to_the_ledgers_attempts(worker, test_site):

@@ -1,5 +1,6 @@
 """Every push answers within the ack deadline: the settings that bound a capture or a summary are checked
 against it at start-up, not discovered by a redelivery in production."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,20 +18,28 @@ def test_the_defaults_fit_the_ack_deadline():
     assert settings.summary_timeout_s + PUSH_OVERHEAD_S <= ACK_DEADLINE_S
 
 
-@pytest.mark.parametrize("env", [
-    {"CAPTURE_TIMEOUT": str(ROOM)}, {"MAX_CAPTURE_TIMEOUT": str(ROOM)}, {"SUMMARY_TIMEOUT": str(ROOM)},
-    {"SUMMARY_TIMEOUT": "30", "LLM_TIMEOUT": "30"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CAPTURE_TIMEOUT": str(ROOM)},
+        {"MAX_CAPTURE_TIMEOUT": str(ROOM)},
+        {"SUMMARY_TIMEOUT": str(ROOM)},
+        {"SUMMARY_TIMEOUT": "30", "LLM_TIMEOUT": "30"},
+    ],
+)
 def test_timeouts_that_leave_the_overhead_under_the_deadline_start(env):
     Settings.from_env(env)
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"CAPTURE_TIMEOUT": str(ROOM + 1)}, "CAPTURE_TIMEOUT and MAX_CAPTURE_TIMEOUT"),
-    ({"MAX_CAPTURE_TIMEOUT": str(ROOM + 1)}, "CAPTURE_TIMEOUT and MAX_CAPTURE_TIMEOUT"),
-    ({"SUMMARY_TIMEOUT": str(ROOM + 1)}, "SUMMARY_TIMEOUT"),
-    ({"SUMMARY_TIMEOUT": "30", "LLM_TIMEOUT": "31"}, "LLM_TIMEOUT must not exceed SUMMARY_TIMEOUT"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"CAPTURE_TIMEOUT": str(ROOM + 1)}, "CAPTURE_TIMEOUT and MAX_CAPTURE_TIMEOUT"),
+        ({"MAX_CAPTURE_TIMEOUT": str(ROOM + 1)}, "CAPTURE_TIMEOUT and MAX_CAPTURE_TIMEOUT"),
+        ({"SUMMARY_TIMEOUT": str(ROOM + 1)}, "SUMMARY_TIMEOUT"),
+        ({"SUMMARY_TIMEOUT": "30", "LLM_TIMEOUT": "31"}, "LLM_TIMEOUT must not exceed SUMMARY_TIMEOUT"),
+    ],
+)
 def test_a_timeout_that_could_outlast_the_ack_deadline_refuses_to_start(env, message):
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)

@@ -70,8 +70,15 @@ def target(serve, pubsub):
         wait_for(pulled, 60, f"{count} messages")
         return task_ids
 
-    client = serve("housekeeping", SERVICE_ROLE="api", PUSH_AUTH_TOKEN=TOKEN, PUBSUB_EMULATOR_HOST=pubsub.host,
-                   PUBSUB_PROJECT_ID=PROJECT, TOPIC_PREFIX=prefix, LEASE_SECONDS=str(LEASE_S))
+    client = serve(
+        "housekeeping",
+        SERVICE_ROLE="api",
+        PUSH_AUTH_TOKEN=TOKEN,
+        PUBSUB_EMULATOR_HOST=pubsub.host,
+        PUBSUB_PROJECT_ID=PROJECT,
+        TOPIC_PREFIX=prefix,
+        LEASE_SECONDS=str(LEASE_S),
+    )
     return client, published
 
 

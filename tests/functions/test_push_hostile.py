@@ -1,5 +1,6 @@
 """Push handlers against hostile envelopes: an input error is never answered 5xx (which would bring the
 message back forever), and the dead-letter handler acknowledges everything it cannot process."""
+
 from __future__ import annotations
 
 import base64
@@ -39,8 +40,9 @@ def push_on_each_database(settings):
 
 
 def envelope(data: bytes) -> dict:
-    return build_push_envelope(data, {"CloudPubSubDeadLetterSourceDeliveryCount": "5"},
-                               subscription="projects/p/subscriptions/s")
+    return build_push_envelope(
+        data, {"CloudPubSubDeadLetterSourceDeliveryCount": "5"}, subscription="projects/p/subscriptions/s"
+    )
 
 
 def archive_message(**fields) -> bytes:
@@ -59,8 +61,7 @@ UNPROCESSABLE = [
 
 
 @pytest.mark.parametrize("body", UNPROCESSABLE)
-def test_the_dead_letter_handler_acknowledges_what_it_can_never_process_on_each_database(
-        push_on_each_database, body):
+def test_the_dead_letter_handler_acknowledges_what_it_can_never_process_on_each_database(push_on_each_database, body):
     response = push_on_each_database.post(DEAD_LETTER_PATH, json=body)
     assert response.status_code == 200 and response.get_json()["status"] == "dropped"
 
@@ -83,22 +84,39 @@ def test_the_work_handlers_never_answer_them_with_5xx(push, body):
 # Text as JSON can carry it: NUL, controls and lone surrogates included.
 TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=30)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | TEXT
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(TEXT, inner, max_size=4), max_leaves=10)
-REQUEST_FIELDS = st.fixed_dictionaries({}, optional={
-    "task_id": TEXT | JSON_VALUES, "item_id": TEXT | JSON_VALUES, "url": TEXT | JSON_VALUES,
-    "archiver": st.sampled_from(ARCHIVERS + ("", "fax")) | JSON_VALUES, "options": JSON_VALUES,
-    "request_id": TEXT | JSON_VALUES, "force": JSON_VALUES})
-DATA = (st.binary(max_size=200)
-        | REQUEST_FIELDS.map(lambda fields: json.dumps(fields).encode())
-        | JSON_VALUES.map(lambda value: json.dumps(value).encode()))
-MESSAGES = st.fixed_dictionaries({}, optional={
-    "data": DATA.map(lambda data: base64.b64encode(data).decode()) | JSON_VALUES,
-    "attributes": st.dictionaries(TEXT, TEXT, max_size=3) | JSON_VALUES,
-    "messageId": JSON_VALUES, "publishTime": JSON_VALUES})
-ENVELOPES = (st.fixed_dictionaries({"message": MESSAGES}, optional={"subscription": JSON_VALUES,
-                                                                     "deliveryAttempt": JSON_VALUES})
-             | JSON_VALUES)
+JSON_VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4), max_leaves=10
+)
+REQUEST_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "task_id": TEXT | JSON_VALUES,
+        "item_id": TEXT | JSON_VALUES,
+        "url": TEXT | JSON_VALUES,
+        "archiver": st.sampled_from(ARCHIVERS + ("", "fax")) | JSON_VALUES,
+        "options": JSON_VALUES,
+        "request_id": TEXT | JSON_VALUES,
+        "force": JSON_VALUES,
+    },
+)
+DATA = (
+    st.binary(max_size=200)
+    | REQUEST_FIELDS.map(lambda fields: json.dumps(fields).encode())
+    | JSON_VALUES.map(lambda value: json.dumps(value).encode())
+)
+MESSAGES = st.fixed_dictionaries(
+    {},
+    optional={
+        "data": DATA.map(lambda data: base64.b64encode(data).decode()) | JSON_VALUES,
+        "attributes": st.dictionaries(TEXT, TEXT, max_size=3) | JSON_VALUES,
+        "messageId": JSON_VALUES,
+        "publishTime": JSON_VALUES,
+    },
+)
+ENVELOPES = (
+    st.fixed_dictionaries({"message": MESSAGES}, optional={"subscription": JSON_VALUES, "deliveryAttempt": JSON_VALUES})
+    | JSON_VALUES
+)
 
 
 @hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -34,8 +34,15 @@ def stub():
 def worker(settings, stub):
     # MAX_ATTEMPTS (the ledger's captures) is not what counts for a push: the subscription's
     # MAX_DELIVERY_ATTEMPTS is.
-    chain = settings.with_(llm_providers=("openai", "extractive"), llm_base_url=stub.url, llm_model="stub-model",
-                           llm_requests_per_minute=0, llm_timeout_s=5, max_attempts=2, max_delivery_attempts=5)
+    chain = settings.with_(
+        llm_providers=("openai", "extractive"),
+        llm_base_url=stub.url,
+        llm_model="stub-model",
+        llm_requests_per_minute=0,
+        llm_timeout_s=5,
+        max_attempts=2,
+        max_delivery_attempts=5,
+    )
     worker = Worker(chain)
     migrate(worker.engine)
     yield worker
@@ -54,15 +61,24 @@ def readable_task(worker: Worker, n: int = 0) -> str:
     ledger.claim(task_id, "readability", "archiver")
     text = worker.store.put(f"{task_id}/readability.txt", articles.ENGLISH.encode(), "text/plain; charset=utf-8")
     html = worker.store.put(f"{task_id}/readability.html", b"<article>...</article>", "text/html")
-    ledger.complete(task_id, "readability", "archiver", html, duration_ms=1,
-                    meta={"title": articles.ENGLISH_TITLE, "language": "en", "extras": {"txt": text.key}})
+    ledger.complete(
+        task_id,
+        "readability",
+        "archiver",
+        html,
+        duration_ms=1,
+        meta={"title": articles.ENGLISH_TITLE, "language": "en", "extras": {"txt": text.key}},
+    )
     return task_id
 
 
 def push(client, path: str, task_id: str, delivery_attempt: int | None = None, force: bool = False, **attributes: str):
-    envelope = build_push_envelope(SummarizeRequest(task_id, force).to_json(), attributes,
-                                   delivery_attempt=delivery_attempt,
-                                   subscription="projects/p/subscriptions/htbase-summarize-push")
+    envelope = build_push_envelope(
+        SummarizeRequest(task_id, force).to_json(),
+        attributes,
+        delivery_attempt=delivery_attempt,
+        subscription="projects/p/subscriptions/htbase-summarize-push",
+    )
     return client.post(path, json=envelope)
 
 

@@ -1,4 +1,5 @@
 """The Worker's health: what the push services' liveness probe (GET /healthz) reports."""
+
 from __future__ import annotations
 
 from functions.worker import Worker
@@ -29,8 +30,12 @@ def test_the_liveness_probe_needs_no_token_and_reports_the_checks(serve):
 
 
 def test_the_liveness_probe_fails_while_the_ledger_does_not_answer(serve):
-    client = serve("archive_pdf", PUSH_AUTH_TOKEN="a-shared-token",
-                   DATABASE_URL="postgresql+pg8000://nobody@127.0.0.1:9/nothing", RUN_MIGRATIONS="0")
+    client = serve(
+        "archive_pdf",
+        PUSH_AUTH_TOKEN="a-shared-token",
+        DATABASE_URL="postgresql+pg8000://nobody@127.0.0.1:9/nothing",
+        RUN_MIGRATIONS="0",
+    )
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json() == {"status": "unhealthy", "ledger": False, "browser": True}

@@ -1,4 +1,5 @@
 """The registry is the one topic map: every route is served, named once, and deployable."""
+
 from __future__ import annotations
 
 import functions.main

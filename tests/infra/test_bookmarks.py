@@ -1,5 +1,6 @@
 """Bookmark files: browsers' Netscape HTML (folders become tags), Pocket's CSV, URL lists, and our exports,
 which import again as the same bookmarks."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -35,25 +36,39 @@ def test_pockets_csv_export():
 
 def test_a_plain_list_of_urls_keeps_every_line_but_comments_and_blanks():
     assert [b.url for b in parse(URL_LIST)] == [
-        "https://list.example/a", "https://list.example/b", "not a url", "https://list.example/a"]
+        "https://list.example/a",
+        "https://list.example/b",
+        "not a url",
+        "https://list.example/a",
+    ]
 
 
 def test_pockets_older_html_export():
-    data = (b"<!DOCTYPE html><html><body><h1>Unread</h1><ul>"
-            b'<li><a href="https://pocket.example/x" time_added="1700000000" tags="a,b">X</a></li></ul></body></html>')
+    data = (
+        b"<!DOCTYPE html><html><body><h1>Unread</h1><ul>"
+        b'<li><a href="https://pocket.example/x" time_added="1700000000" tags="a,b">X</a></li></ul></body></html>'
+    )
     [bookmark] = parse(data)
     assert (bookmark.url, bookmark.title, bookmark.tags) == ("https://pocket.example/x", "X", ("a", "b"))
 
 
 @pytest.mark.parametrize("format", RENDERERS)
 def test_every_export_imports_as_the_same_bookmarks(format):
-    bookmarks = [Bookmark("https://a.example/?q=1&r=<2>", 'Title "quoted", with, commas & <tags>', ("one", "two words"),
-                          datetime(2024, 5, 1, 12, 0, 0), datetime(2024, 6, 1, 8, 30, 0)),
-                 Bookmark("https://b.example/", "", (), None, None),
-                 Bookmark("https://c.example/ünï", "Ünïcode ✓", ("ü",), datetime(2020, 1, 1), None)]
+    bookmarks = [
+        Bookmark(
+            "https://a.example/?q=1&r=<2>",
+            'Title "quoted", with, commas & <tags>',
+            ("one", "two words"),
+            datetime(2024, 5, 1, 12, 0, 0),
+            datetime(2024, 6, 1, 8, 30, 0),
+        ),
+        Bookmark("https://b.example/", "", (), None, None),
+        Bookmark("https://c.example/ünï", "Ünïcode ✓", ("ü",), datetime(2020, 1, 1), None),
+    ]
     again = parse(RENDERERS[format](bookmarks).encode())
-    assert [(b.url, b.title or b.url, b.tags, b.added_at) for b in again] == \
-           [(b.url, b.title or b.url, b.tags, b.added_at) for b in bookmarks]
+    assert [(b.url, b.title or b.url, b.tags, b.added_at) for b in again] == [
+        (b.url, b.title or b.url, b.tags, b.added_at) for b in bookmarks
+    ]
     if format != "html":  # the browsers' format has no place for a capture time
         assert [b.captured_at for b in again] == [b.captured_at for b in bookmarks]
 

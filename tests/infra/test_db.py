@@ -5,6 +5,7 @@ recorder that captures what htbase asks of it and hands out real connections to
 the throwaway PostgreSQL: everything past the connector (the engine, its pool,
 migrations, the ledger) runs for real.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,10 +102,14 @@ def test_password_login_and_the_ip_type_from_settings(connectors, database):
         pass
     engine.dispose()
     (connector,) = connectors
-    assert connector.kwargs == {"ip_type": cloud_sql.IPTypes.PRIVATE, "enable_iam_auth": False,
-                                "refresh_strategy": "lazy"}
-    assert connector.connects == [(INSTANCE, "pg8000", {"db": make_url(database).database, "user": "owner",
-                                                        "password": "s3cret"})]
+    assert connector.kwargs == {
+        "ip_type": cloud_sql.IPTypes.PRIVATE,
+        "enable_iam_auth": False,
+        "refresh_strategy": "lazy",
+    }
+    assert connector.connects == [
+        (INSTANCE, "pg8000", {"db": make_url(database).database, "user": "owner", "password": "s3cret"})
+    ]
 
 
 @pytest.mark.parametrize("ip_type, expected", [("public", "PUBLIC"), ("private", "PRIVATE"), ("psc", "PSC")])
@@ -118,8 +123,9 @@ def test_every_ip_type_names_the_connectors(connectors, database, ip_type, expec
 
 def test_iam_login_sends_no_password(connectors, database):
     name = make_url(database).database
-    settings = cloud_sql_settings(database, cloud_sql_iam_auth=True,
-                                  database_url=f"postgresql+pg8000://{iam_database_user(API_ACCOUNT)}@/{name}")
+    settings = cloud_sql_settings(
+        database, cloud_sql_iam_auth=True, database_url=f"postgresql+pg8000://{iam_database_user(API_ACCOUNT)}@/{name}"
+    )
     engine = make_engine(settings)
     with engine.connect():
         pass
@@ -135,8 +141,9 @@ def test_iam_login_without_a_user_is_the_service_accounts_own(connectors, databa
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     monkeypatch.setattr(identity, "_credentials", None)
     name = make_url(database).database
-    engine = make_engine(cloud_sql_settings(database, cloud_sql_iam_auth=True,
-                                            database_url=f"postgresql+pg8000://@/{name}"))
+    engine = make_engine(
+        cloud_sql_settings(database, cloud_sql_iam_auth=True, database_url=f"postgresql+pg8000://@/{name}")
+    )
     with engine.connect():
         pass
     engine.dispose()
@@ -173,4 +180,3 @@ def test_closing_the_runtime_closes_the_connector(connectors, database, tmp_path
 def test_the_iam_user_is_the_email_without_the_domain():
     assert iam_database_user(API_ACCOUNT) == "htbase-api@htbase-prod.iam"
     assert iam_database_user("someone@example.com") == "someone@example.com"
-

@@ -1,5 +1,6 @@
 """The egress policy: which resolved addresses archivers may reach, and why not.
 Literal addresses and a stand-in resolver: nothing is contacted."""
+
 from __future__ import annotations
 
 import socket
@@ -12,29 +13,32 @@ from infra.egress.policy import SETTING_HINT, EgressPolicy, EgressRefused, HostN
 from tests.egress_fixtures import fake_dns
 
 
-@pytest.mark.parametrize("host, message", [
-    ("127.0.0.1", "refused: 127.0.0.1 (loopback)"),
-    ("localhost", "refused: 'localhost' resolves to 127.0.0.1 (loopback)"),
-    ("2130706433", "refused: '2130706433' resolves to 127.0.0.1 (loopback)"),  # 127.0.0.1 as one number
-    ("10.20.30.40", "refused: 10.20.30.40 (private)"),
-    ("172.16.5.4", "refused: 172.16.5.4 (private)"),
-    ("192.168.1.1", "refused: 192.168.1.1 (private)"),
-    ("169.254.169.254", "refused: 169.254.169.254 (cloud metadata)"),
-    ("169.254.10.20", "refused: 169.254.10.20 (link-local)"),
-    ("100.64.0.1", "refused: 100.64.0.1 (shared address space)"),
-    ("0.0.0.0", "refused: 0.0.0.0 (unspecified)"),
-    ("224.0.0.251", "refused: 224.0.0.251 (multicast)"),
-    ("240.0.0.1", "refused: 240.0.0.1 (reserved)"),
-    ("::1", "refused: ::1 (loopback)"),
-    ("[::1]", "refused: ::1 (loopback)"),
-    ("::", "refused: :: (unspecified)"),
-    ("::ffff:127.0.0.1", "refused: ::ffff:127.0.0.1 (loopback, 127.0.0.1 embedded in IPv6)"),
-    ("::ffff:10.0.0.1", "refused: ::ffff:10.0.0.1 (private, 10.0.0.1 embedded in IPv6)"),
-    ("64:ff9b::a9fe:a9fe", "refused: 64:ff9b::a9fe:a9fe (cloud metadata, 169.254.169.254 embedded in IPv6)"),
-    ("fd00::1", "refused: fd00::1 (private)"),
-    ("fe80::1", "refused: fe80::1 (link-local)"),
-    ("ff02::1", "refused: ff02::1 (multicast)"),
-])
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        ("127.0.0.1", "refused: 127.0.0.1 (loopback)"),
+        ("localhost", "refused: 'localhost' resolves to 127.0.0.1 (loopback)"),
+        ("2130706433", "refused: '2130706433' resolves to 127.0.0.1 (loopback)"),  # 127.0.0.1 as one number
+        ("10.20.30.40", "refused: 10.20.30.40 (private)"),
+        ("172.16.5.4", "refused: 172.16.5.4 (private)"),
+        ("192.168.1.1", "refused: 192.168.1.1 (private)"),
+        ("169.254.169.254", "refused: 169.254.169.254 (cloud metadata)"),
+        ("169.254.10.20", "refused: 169.254.10.20 (link-local)"),
+        ("100.64.0.1", "refused: 100.64.0.1 (shared address space)"),
+        ("0.0.0.0", "refused: 0.0.0.0 (unspecified)"),
+        ("224.0.0.251", "refused: 224.0.0.251 (multicast)"),
+        ("240.0.0.1", "refused: 240.0.0.1 (reserved)"),
+        ("::1", "refused: ::1 (loopback)"),
+        ("[::1]", "refused: ::1 (loopback)"),
+        ("::", "refused: :: (unspecified)"),
+        ("::ffff:127.0.0.1", "refused: ::ffff:127.0.0.1 (loopback, 127.0.0.1 embedded in IPv6)"),
+        ("::ffff:10.0.0.1", "refused: ::ffff:10.0.0.1 (private, 10.0.0.1 embedded in IPv6)"),
+        ("64:ff9b::a9fe:a9fe", "refused: 64:ff9b::a9fe:a9fe (cloud metadata, 169.254.169.254 embedded in IPv6)"),
+        ("fd00::1", "refused: fd00::1 (private)"),
+        ("fe80::1", "refused: fe80::1 (link-local)"),
+        ("ff02::1", "refused: ff02::1 (multicast)"),
+    ],
+)
 def test_policy_refuses_non_public_addresses(host, message):
     with pytest.raises(EgressRefused) as raised:
         EgressPolicy().resolve(host, 80)
@@ -88,8 +92,10 @@ def test_a_name_is_refused_if_any_of_its_addresses_is_private(monkeypatch):
     def getaddrinfo(host, port, *args, **kwargs):
         if host != "mixed.example":
             return real(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
+        ]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     with pytest.raises(EgressRefused, match=r"refused: 'mixed.example' resolves to 10\.0\.0\.7 \(private\)"):

@@ -5,6 +5,7 @@ Only 127.0.0.0/8 is ever connected to: the ``connections`` fixture
 (tests/egress_fixtures.py) records every upstream connection the proxy opens
 and fails any other address before a packet leaves.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -28,8 +29,16 @@ from tests.site.server import gzip_bomb
 
 LOOPBACK = f"refused: 127.0.0.1 (loopback); {SETTING_HINT}"
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def session_via(proxy: EgressProxy) -> requests.Session:
@@ -231,8 +240,10 @@ def test_request_bodies_are_forwarded(proxy, serve):
 def test_expect_100_continue_gets_its_go_ahead(proxy, serve):
     site = serve("127.0.0.2", {"/echo": echo})
     with proxy_socket(proxy) as sock:
-        sock.sendall(f"POST {site.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                     "Expect: 100-continue\r\n\r\n".encode())
+        sock.sendall(
+            f"POST {site.url('/echo')} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
         assert read_head(sock) == b"HTTP/1.1 100 Continue\r\n\r\n"
         sock.sendall(b"hello")
         response = read_head(sock)
@@ -301,15 +312,17 @@ def test_chromium_loads_an_allowed_page_but_not_its_loopback_resources(proxy, se
     on 127.0.0.2 shows, the image and stylesheet it pulls from 127.0.0.1 are refused."""
     forbidden = serve("127.0.0.1", {"/pixel.png": ("image/png", png()), "/style.css": ("text/css", b"body{}")})
     page_html = f"""<!DOCTYPE html><html><head>
-        <link rel="stylesheet" href="{forbidden.url('/style.css')}"></head><body>
+        <link rel="stylesheet" href="{forbidden.url("/style.css")}"></head><body>
         <p id="text">allowed page</p>
-        <img id="allowed" src="/pixel.png"><img id="blocked" src="{forbidden.url('/pixel.png')}">
+        <img id="allowed" src="/pixel.png"><img id="blocked" src="{forbidden.url("/pixel.png")}">
         </body></html>""".encode()
     site = serve("127.0.0.2", {"/page.html": ("text/html", page_html), "/pixel.png": ("image/png", png())})
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            *CHROMIUM_ARGS, f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"])
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[*CHROMIUM_ARGS, f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"],
+        )
         try:
             page = browser.new_page()
             responses = {}
@@ -364,7 +377,7 @@ def dechunk(data: bytes) -> tuple[bytes, bool]:
         if size == 0:
             return bytes(body), True
         body += data[:size]
-        data = data[size + 2:]
+        data = data[size + 2 :]
 
 
 def test_a_gzip_bomb_is_cut_once_it_inflates_past_the_limit(limited, serve, caplog):

@@ -4,6 +4,7 @@ On Cloud Run the metadata server answers; here a service-account key file made
 on the spot (GOOGLE_APPLICATION_CREDENTIALS) names the project, through the
 same ``google.auth.default()`` call and without a network call.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,12 +51,15 @@ def test_an_explicit_pubsub_project_stays(key_file):
     assert (settings.google_cloud_project, settings.pubsub_project_id) == ("from-credentials", "topics-live-here")
 
 
-@pytest.mark.parametrize("env", [
-    pytest.param({}, id="all-in-one"),
-    pytest.param({**CLOUD_ROLE, "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, id="pubsub-emulator"),
-    pytest.param({**CLOUD_ROLE, "STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"}, id="gcs-emulator"),
-    pytest.param({**CLOUD_ROLE, "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8086"}, id="firestore-emulator"),
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        pytest.param({}, id="all-in-one"),
+        pytest.param({**CLOUD_ROLE, "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, id="pubsub-emulator"),
+        pytest.param({**CLOUD_ROLE, "STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"}, id="gcs-emulator"),
+        pytest.param({**CLOUD_ROLE, "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8086"}, id="firestore-emulator"),
+    ],
+)
 def test_embedded_and_emulator_runs_never_ask(key_file, env):
     key_file.unlink()  # asking now would fail
     settings = Settings.from_env(env)
@@ -72,8 +76,11 @@ def test_the_log_trace_field_names_the_credentials_project(key_file, capsys):
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     # The span a log line is written in names its trace (infra/telemetry.py continues a caller's).
-    span = NonRecordingSpan(SpanContext(int("4bf92f3577b34da6a3ce929d0e0e4736", 16), 0x00F067AA0BA902B7, True,
-                                        TraceFlags(TraceFlags.SAMPLED)))
+    span = NonRecordingSpan(
+        SpanContext(
+            int("4bf92f3577b34da6a3ce929d0e0e4736", 16), 0x00F067AA0BA902B7, True, TraceFlags(TraceFlags.SAMPLED)
+        )
+    )
     try:
         setup_logging(with_project(Settings.from_env({**CLOUD_ROLE, "LOG_FORMAT": "json"})))
         with trace.use_span(span):

@@ -1,4 +1,5 @@
 """The ledger on both engines: atomic acceptance, leases, retries, the sweeper."""
+
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from htbase.messages import ArchiveRequest, ArtifactStatus as S, TaskStatus as T, derive_task_status
+from htbase.messages import ArchiveRequest, derive_task_status
+from htbase.messages import ArtifactStatus as S
+from htbase.messages import TaskStatus as T
 from infra.documents import task_status
 from infra.ledger import Claim, ClaimOutcome, ItemConflict, Ledger
 from infra.models import Base, utcnow
@@ -36,7 +39,12 @@ def test_create_task_writes_task_artifacts_and_outbox_together(ledger):
     outbox = Outbox(ledger.engine).unsent()
     assert [row.topic for row in outbox] == ["archive-pdf", "archive-screenshot"]
     message = ArchiveRequest.from_json(outbox[0].data)
-    assert (message.task_id, message.url, message.options, message.request_id) == (created.task_id, URL, {"timeout": 5}, "r1")
+    assert (message.task_id, message.url, message.options, message.request_id) == (
+        created.task_id,
+        URL,
+        {"timeout": 5},
+        "r1",
+    )
     assert [row.id for row in created.outbox] == [row.id for row in outbox]
     Outbox(ledger.engine).mark_sent([outbox[0].id])
     assert [row.id for row in Outbox(ledger.engine).unsent()] == [outbox[1].id]
@@ -122,8 +130,8 @@ def test_sweeper_republishes_expired_work_and_fails_exhausted_work(engine):
     ledger = Ledger(engine, lease_s=60, max_attempts=2)
     task_id = ledger.create_task([new_item()], ["pdf", "screenshot"]).task_id
     Outbox(ledger.engine).mark_sent(row.id for row in Outbox(ledger.engine).unsent())
-    ledger.claim(task_id, "pdf", "crashed")          # attempt 1 of 2: will be republished
-    for owner in ("a", "b"):                         # attempts exhausted: will be failed
+    ledger.claim(task_id, "pdf", "crashed")  # attempt 1 of 2: will be republished
+    for owner in ("a", "b"):  # attempts exhausted: will be failed
         ledger.claim(task_id, "screenshot", owner)
         time_passes(ledger, task_id, 61)
     assert ledger.sweep() == {"republished": 1, "failed": 1}
@@ -155,17 +163,20 @@ def test_tasks_list_newest_first_with_pagination(ledger):
     assert [t.task_id for t in page] == [ids[0]]
 
 
-@pytest.mark.parametrize("statuses, expected", [
-    ([], (T.PENDING, 0.0)),
-    ([S.PENDING, S.PENDING], (T.PENDING, 0.0)),
-    ([S.PROCESSING, S.PENDING], (T.PROCESSING, 0.0)),
-    ([S.SUCCESS, S.PENDING], (T.PROCESSING, 0.5)),
-    ([S.SUCCESS, S.SUCCESS], (T.SUCCESS, 1.0)),
-    ([S.SUCCESS, S.FAILED], (T.PARTIAL, 1.0)),
-    ([S.FAILED, S.FAILED], (T.FAILED, 1.0)),
-    ([S.CANCELLED, S.CANCELLED], (T.CANCELLED, 1.0)),
-    ([S.FAILED, S.CANCELLED], (T.CANCELLED, 1.0)),
-])
+@pytest.mark.parametrize(
+    "statuses, expected",
+    [
+        ([], (T.PENDING, 0.0)),
+        ([S.PENDING, S.PENDING], (T.PENDING, 0.0)),
+        ([S.PROCESSING, S.PENDING], (T.PROCESSING, 0.0)),
+        ([S.SUCCESS, S.PENDING], (T.PROCESSING, 0.5)),
+        ([S.SUCCESS, S.SUCCESS], (T.SUCCESS, 1.0)),
+        ([S.SUCCESS, S.FAILED], (T.PARTIAL, 1.0)),
+        ([S.FAILED, S.FAILED], (T.FAILED, 1.0)),
+        ([S.CANCELLED, S.CANCELLED], (T.CANCELLED, 1.0)),
+        ([S.FAILED, S.CANCELLED], (T.CANCELLED, 1.0)),
+    ],
+)
 def test_task_status_is_derived_from_artifacts(statuses, expected):
     assert derive_task_status(statuses) == expected
 
@@ -182,6 +193,7 @@ def test_a_held_lease_outlives_its_length_and_a_crash_lets_it_expire(engine):
         assert ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.BUSY  # ...and it is still held
     held_until = lease_expiry(ledger, task_id)
     # No more heartbeats, as after a crash: the lease ends when it was last renewed to.
-    assert wait_for(lambda: ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.CLAIMED, 60,
-                    "the lease to expire")
+    assert wait_for(
+        lambda: ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.CLAIMED, 60, "the lease to expire"
+    )
     assert utcnow() > held_until

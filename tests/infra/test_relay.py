@@ -1,6 +1,7 @@
 """The outbox relay: on the real Pub/Sub emulator, a message the broker can never take is failed with
 its work, and never holds up the messages behind it; on its own, with a broker that can be down,
 rows stay unsent through an outage and go out, in order, when it ends."""
+
 from __future__ import annotations
 
 import time
@@ -32,9 +33,14 @@ def pubsub():
 
 @pytest.fixture
 def runtime(pubsub, tmp_path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'ledger.db'}", local_storage_path=tmp_path / "archives",
-                        pubsub_emulator_host=pubsub.host, pubsub_project_id=PROJECT, broker="pubsub",
-                        topic_prefix=f"t{time.monotonic_ns()}-")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        local_storage_path=tmp_path / "archives",
+        pubsub_emulator_host=pubsub.host,
+        pubsub_project_id=PROJECT,
+        broker="pubsub",
+        topic_prefix=f"t{time.monotonic_ns()}-",
+    )
     runtime = Runtime(settings, PubSubPublisher(settings))
     migrate(runtime.engine)
     yield runtime
@@ -76,8 +82,10 @@ def outbox_states(ledger) -> dict[int, tuple[bool, bool, str | None]]:
     from infra.models import OutboxMessage
 
     with ledger.session() as session:
-        return {m.id: (m.sent_at is not None, m.failed_at is not None, m.last_error)
-                for m in session.scalars(select(OutboxMessage))}
+        return {
+            m.id: (m.sent_at is not None, m.failed_at is not None, m.last_error)
+            for m in session.scalars(select(OutboxMessage))
+        }
 
 
 def test_poisoned_rows_are_failed_with_their_work_and_hold_up_nothing(runtime, pdf_subscription):

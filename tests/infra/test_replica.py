@@ -1,5 +1,6 @@
 """The Firestore replica against the real Firestore emulator: written after commit, queued on failure,
 caught up with the latest state, bounded when Firestore is down or hangs, and off when not configured."""
+
 from __future__ import annotations
 
 import socket
@@ -13,10 +14,10 @@ from emulators.postgres import ThrowawayPostgres
 from htbase.config import Settings
 from infra.db import make_engine, migrate
 from infra.ledger import Ledger
-from infra.replica_queue import PendingReplica, ReplicaQueue
-from infra.summaries import Summaries
 from infra.models import ReplicaPending
 from infra.replica import FirestoreReplica, ReplicaSync, firestore_client, make_replica, task_documents
+from infra.replica_queue import PendingReplica, ReplicaQueue
+from infra.summaries import Summaries
 from tests.helpers import new_item, stored, wait_for
 
 PROJECT = "htbase-replica-test"
@@ -54,7 +55,9 @@ def replica_settings(settings, emulator, monkeypatch):
 
 @pytest.fixture
 def replica_sync(ledger, replica_settings):
-    return ReplicaSync(ReplicaQueue(ledger.engine), make_replica(replica_settings), task_documents(ledger, Summaries(ledger.engine)))
+    return ReplicaSync(
+        ReplicaQueue(ledger.engine), make_replica(replica_settings), task_documents(ledger, Summaries(ledger.engine))
+    )
 
 
 @pytest.fixture
@@ -81,8 +84,14 @@ def queued(ledger):
 def test_sync_writes_the_task_document_with_artifacts_and_summary(ledger, replica_sync, read):
     task_id = create(ledger).task_id
     finish(ledger, task_id)
-    Summaries(ledger.engine).save(task_id, "k" * 64, status="success", model="extractive", prompt_version="v1",
-                        result={"summary": "Short.", "key_points": ["one", "two"], "tags": ["x"]})
+    Summaries(ledger.engine).save(
+        task_id,
+        "k" * 64,
+        status="success",
+        model="extractive",
+        prompt_version="v1",
+        result={"summary": "Short.", "key_points": ["one", "two"], "tags": ["x"]},
+    )
 
     replica_sync.sync(task_id)
 
@@ -111,11 +120,11 @@ def test_a_batch_item_change_rewrites_the_batch_document_too(ledger, replica_syn
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # the engine the replica runs with
-def test_outage_queues_without_failing_and_the_retry_writes_the_latest_state(ledger, replica_settings,
-                                                                              emulator, read):
-    replica = FirestoreReplica(firestore_client(replica_settings), replica_settings.firestore_collection,
-                               timeout_s=1.0)
-    replica_sync = ReplicaSync(ReplicaQueue(ledger.engine), replica, task_documents(ledger, Summaries(ledger.engine)), backoff_s=0)
+def test_outage_queues_without_failing_and_the_retry_writes_the_latest_state(ledger, replica_settings, emulator, read):
+    replica = FirestoreReplica(firestore_client(replica_settings), replica_settings.firestore_collection, timeout_s=1.0)
+    replica_sync = ReplicaSync(
+        ReplicaQueue(ledger.engine), replica, task_documents(ledger, Summaries(ledger.engine)), backoff_s=0
+    )
     task_id, other_id = create(ledger).task_id, create(ledger, "https://example.org/b").task_id
     replica_sync.sync(task_id)
     emulator.stop()
@@ -139,8 +148,10 @@ def test_outage_queues_without_failing_and_the_retry_writes_the_latest_state(led
     assert replica_sync.retry_pending() == {"written": 2, "failed": 0}
     document = read(task_id)
     assert document["status"] == "success"
-    assert {name: sub["status"] for name, sub in document["subtasks"].items()} == {"pdf": "success",
-                                                                                 "screenshot": "success"}
+    assert {name: sub["status"] for name, sub in document["subtasks"].items()} == {
+        "pdf": "success",
+        "screenshot": "success",
+    }
     assert read(other_id)["status"] == "pending"
     assert queued(ledger) == {}
     # Firestore answers again: a sync writes at once instead of queueing.
@@ -154,9 +165,13 @@ def test_a_hanging_firestore_costs_one_bounded_write(ledger):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        host = "127.0.0.1:%d" % silent.getsockname()[1]
+        host = f"127.0.0.1:{silent.getsockname()[1]}"
         client = firestore_client(Settings(firestore_project_id=PROJECT, firestore_emulator_host=host))
-        replica_sync = ReplicaSync(ReplicaQueue(ledger.engine), FirestoreReplica(client, "tasks", timeout_s=1.0), task_documents(ledger, Summaries(ledger.engine)))
+        replica_sync = ReplicaSync(
+            ReplicaQueue(ledger.engine),
+            FirestoreReplica(client, "tasks", timeout_s=1.0),
+            task_documents(ledger, Summaries(ledger.engine)),
+        )
         task_id = create(ledger).task_id
         started = time.monotonic()
         replica_sync.sync(task_id)
@@ -176,7 +191,7 @@ def test_a_stale_write_that_lands_last_is_corrected(ledger, replica_sync, read):
                 raced.append(True)
                 finish(ledger, task_id)
                 other_writer.sync(task_id)  # B writes the newer state first
-            replica.write(documents)        # then A's stale documents land
+            replica.write(documents)  # then A's stale documents land
 
     replica_sync.replica = Racing()
     replica_sync.sync(task_id)
@@ -188,7 +203,9 @@ def test_a_stale_write_that_lands_last_is_corrected(ledger, replica_sync, read):
 def test_turned_off_it_renders_writes_and_queues_nothing(ledger, settings, replica_settings, read):
     assert make_replica(settings) is None  # no FIRESTORE_PROJECT_ID
     rendered = []
-    replica_sync = ReplicaSync(ReplicaQueue(ledger.engine), make_replica(settings), lambda task_id: rendered.append(task_id) or {})
+    replica_sync = ReplicaSync(
+        ReplicaQueue(ledger.engine), make_replica(settings), lambda task_id: rendered.append(task_id) or {}
+    )
     task_id = create(ledger).task_id
 
     replica_sync.sync(task_id)
@@ -219,7 +236,6 @@ def test_pending_rows_are_one_per_task_versioned_and_backed_off(ledger):
     assert queue.due() == [] and queued(ledger)["t2"].attempts == 3
 
 
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # unused: the test brings its own Postgres
 def test_a_change_the_ledger_went_down_right_after_is_queued_once_it_answers(replica_settings, read):
     """The capture committed, then the ledger went down before its document was written or queued:
@@ -228,8 +244,9 @@ def test_a_change_the_ledger_went_down_right_after_is_queued_once_it_answers(rep
         engine = make_engine(replica_settings.with_(database_url=server.url))
         migrate(engine)
         ledger = Ledger(engine)
-        replica_sync = ReplicaSync(ReplicaQueue(engine), make_replica(replica_settings),
-                                   task_documents(ledger, Summaries(engine)), backoff_s=0)
+        replica_sync = ReplicaSync(
+            ReplicaQueue(engine), make_replica(replica_settings), task_documents(ledger, Summaries(engine)), backoff_s=0
+        )
         task_id = create(ledger).task_id
         finish(ledger, task_id)
         server.halt()

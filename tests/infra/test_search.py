@@ -1,5 +1,6 @@
 """Full-text search on both engines (SQLite FTS5, PostgreSQL tsvector): ranking, snippets, phrases,
 prefixes, languages, tags, and items that leave the index when they or their snapshots are deleted."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,17 @@ def search(engine, store):
     return Search(engine, store)
 
 
-def capture(ledger, store, url: str, *, title: str = "", body: str = "", language: str = "en",
-            item_id: str | None = None, archivers=("readability",)) -> str:
+def capture(
+    ledger,
+    store,
+    url: str,
+    *,
+    title: str = "",
+    body: str = "",
+    language: str = "en",
+    item_id: str | None = None,
+    archivers=("readability",),
+) -> str:
     """A finished snapshot of ``url``: a readability capture with ``body`` as its article text."""
     created = ledger.create_task([NewItem(url, url_hash(url), item_id)], archivers)
     task_id = created.task_id
@@ -55,8 +65,14 @@ def indexed(ledger, store, search, url, **fields) -> str:
 
 def test_words_must_all_match_and_title_outranks_body(ledger, store, search):
     indexed(ledger, store, search, "https://a.example/", title="Notes", body="the lighthouse keeper kept a diary")
-    indexed(ledger, store, search, "https://b.example/", title="The lighthouse keeper",
-            body="a story about the sea and a keeper")
+    indexed(
+        ledger,
+        store,
+        search,
+        "https://b.example/",
+        title="The lighthouse keeper",
+        body="a story about the sea and a keeper",
+    )
     indexed(ledger, store, search, "https://c.example/", title="Gardening", body="tomatoes and the lighthouse")
     assert found(search, "lighthouse keeper") == ["https://b.example/", "https://a.example/"]
     assert found(search, "tomatoes") == ["https://c.example/"]
@@ -100,9 +116,19 @@ def test_url_site_tags_and_summary_are_indexed(ledger, store, search, engine):
     assert found(search, "news") == ["https://news.example.org/tech/zeppelin-story"]
     Tags(engine).add(item_id, ["Reading List"])
     summaries = Summaries(engine)
-    summaries.save(task_id, "k" * 64, status="success", model="m", prompt_version="1",
-                   result={"lede": "An airship.", "summary": "About dirigibles.", "key_points": ["helium matters"],
-                           "tags": ["aviation"]})
+    summaries.save(
+        task_id,
+        "k" * 64,
+        status="success",
+        model="m",
+        prompt_version="1",
+        result={
+            "lede": "An airship.",
+            "summary": "About dirigibles.",
+            "key_points": ["helium matters"],
+            "tags": ["aviation"],
+        },
+    )
     assert found(search, "dirigibles") == []  # not until the index is told
     search.refresh(item_id)
     for word in ("dirigibles", "helium", "aviation", '"reading list"'):
@@ -110,8 +136,14 @@ def test_url_site_tags_and_summary_are_indexed(ledger, store, search, engine):
 
 
 def test_accents_fold_and_postgres_stems_in_the_articles_language(ledger, store, search, engine):
-    indexed(ledger, store, search, "https://a.example/", language="de",
-            body="Die Häuser der Altstadt wurden im Jahr renoviert und sehen schön aus")
+    indexed(
+        ledger,
+        store,
+        search,
+        "https://a.example/",
+        language="de",
+        body="Die Häuser der Altstadt wurden im Jahr renoviert und sehen schön aus",
+    )
     assert found(search, "häuser") == found(search, "hauser") == ["https://a.example/"]
     # PostgreSQL's German stemmer makes Häuser "haus"; SQLite's Porter stemmer knows English only.
     assert found(search, "haus") == (["https://a.example/"] if engine.dialect.name == "postgresql" else [])
@@ -157,8 +189,9 @@ def test_pages_and_totals(ledger, store, search):
 
 
 def test_snapshots_without_an_article_are_found_by_title_and_url(ledger, store, search):
-    task_id = capture(ledger, store, "https://shots.example/gallery", title="Mountain photos",
-                      archivers=("screenshot",))
+    task_id = capture(
+        ledger, store, "https://shots.example/gallery", title="Mountain photos", archivers=("screenshot",)
+    )
     search.refresh_task(task_id)
     assert found(search, "mountain") == ["https://shots.example/gallery"]
 
@@ -176,8 +209,12 @@ def test_queries_that_hold_no_words_or_too_many_are_refused():
 def test_query_syntax():
     terms = parse_query('Red "big Fox" archiv* e-mail "unclosed phrase')
     assert [(t.words, t.prefix) for t in terms] == [
-        (("red",), False), (("big", "fox"), False), (("archiv",), True), (("e", "mail"), False),
-        (("unclosed", "phrase"), False)]
+        (("red",), False),
+        (("big", "fox"), False),
+        (("archiv",), True),
+        (("e", "mail"), False),
+        (("unclosed", "phrase"), False),
+    ]
 
 
 def test_operators_in_a_query_are_only_words(ledger, store, search):
@@ -185,4 +222,3 @@ def test_operators_in_a_query_are_only_words(ledger, store, search):
     for query in ("AND", "NOT near", "words:", "near(", "'or' | !", "^plain", "plain AND"):
         search.search(query)  # never a syntax error from either engine
     assert found(search, "NOT near") == ["https://a.example/"]
-

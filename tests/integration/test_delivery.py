@@ -4,6 +4,7 @@ One stack for the module: the Pub/Sub, Firestore, GCS and Cloud Tasks
 emulators, a throwaway Postgres, the API and one push service per archiver,
 the summarizer and the dead-letter handler.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,9 +29,9 @@ from tests.helpers import API, HttpApi, finished, submit, task, wait_for
 def stack(tmp_path_factory):
     overrides = {
         "ALLOW_PRIVATE_URLS": "1",
-        "LEASE_SECONDS": "6",               # a killed capture is taken over within seconds
+        "LEASE_SECONDS": "6",  # a killed capture is taken over within seconds
         "SWEEP_INTERVAL_SECONDS": "1",
-        "MAX_ATTEMPTS": "20",               # transient failures are left to the subscription's dead-letter policy
+        "MAX_ATTEMPTS": "20",  # transient failures are left to the subscription's dead-letter policy
         "MAX_DELIVERY_ATTEMPTS": "5",
         "RETRY_BACKOFF_SECONDS": "0.5",
     }
@@ -64,12 +65,22 @@ def test_a_url_is_archived_five_ways_into_gcs_postgres_and_firestore(stack, api,
     assert all(sub["attempts"] == 1 for sub in result["subtasks"].values())
 
     names = {blob.name for blob in gcs_client(stack.settings).bucket("htbase-archives").list_blobs(prefix=task_id)}
-    assert names == {f"{task_id}/{n}" for n in ("singlefile.html", "monolith.html", "readability.html",
-                                                  "readability.txt", "pdf.pdf", "screenshot.png")}
+    assert names == {
+        f"{task_id}/{n}"
+        for n in (
+            "singlefile.html",
+            "monolith.html",
+            "readability.html",
+            "readability.txt",
+            "pdf.pdf",
+            "screenshot.png",
+        )
+    }
     engine = sa.create_engine(stack.env["DATABASE_URL"])
     with engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT archiver, status, sha256 FROM artifacts WHERE task_id = :t"),
-                                  {"t": task_id}).all()
+        rows = connection.execute(
+            sa.text("SELECT archiver, status, sha256 FROM artifacts WHERE task_id = :t"), {"t": task_id}
+        ).all()
     engine.dispose()
     assert {(r.archiver, r.status) for r in rows} == {(n, "success") for n in result["subtasks"]}
     rows_sha256 = {r.archiver: r.sha256 for r in rows}
@@ -80,11 +91,19 @@ def test_a_url_is_archived_five_ways_into_gcs_postgres_and_firestore(stack, api,
         assert len(served) == sub["artifact"]["size"], name
 
     # The summarizer service follows the readable article, and the replica follows both.
-    summary = wait_for(lambda: (r := requests.get(f"{stack.api_url}{API}/summaries/{task_id}", timeout=10))
-                       .status_code == 200 and r.json(), 60, "the summary")
+    summary = wait_for(
+        lambda: (
+            (r := requests.get(f"{stack.api_url}{API}/summaries/{task_id}", timeout=10)).status_code == 200 and r.json()
+        ),
+        60,
+        "the summary",
+    )
     assert summary["status"] == "success" and summary["lede"] and 3 <= len(summary["key_points"]) <= 7
-    document = wait_for(lambda: (d := firestore_doc(stack, task_id)) and d.get("summary") and d, 30,
-                        "the replica document with its summary")
+    document = wait_for(
+        lambda: (d := firestore_doc(stack, task_id)) and d.get("summary") and d,
+        30,
+        "the replica document with its summary",
+    )
     assert document["status"] == "success" and set(document["subtasks"]) == set(result["subtasks"])
 
 
@@ -114,8 +133,14 @@ def test_the_same_request_published_twice_is_captured_once(stack, api, test_site
         publisher.publish(topic, message).result(timeout=10)
     result = finished(api, task_id)
     assert result["status"] == "success" and result["subtasks"]["pdf"]["attempts"] == 1
-    wait_for(lambda: len([e for e in log_lines(stack, "archiver-pdf", task_id)
-                          if e["message"].startswith("delivery skipped")]) == 2, 30, "both duplicates acked")
+    wait_for(
+        lambda: (
+            len([e for e in log_lines(stack, "archiver-pdf", task_id) if e["message"].startswith("delivery skipped")])
+            == 2
+        ),
+        30,
+        "both duplicates acked",
+    )
     started = [e for e in log_lines(stack, "archiver-pdf", task_id) if e["message"] == "capture started"]
     assert len(started) == 1
 
@@ -144,8 +169,10 @@ def test_submissions_while_pubsub_is_down_are_accepted_and_finish_when_it_return
     stack.stop("pubsub")
     try:
         started = time.monotonic()
-        task_ids = [submit(api, test_site.url(f"/article.html?ps={n}-{uuid.uuid4().hex}"), archivers=["monolith"])
-                    for n in range(5)]
+        task_ids = [
+            submit(api, test_site.url(f"/article.html?ps={n}-{uuid.uuid4().hex}"), archivers=["monolith"])
+            for n in range(5)
+        ]
         accepted_in = time.monotonic() - started
         assert all(task(api, t)["status"] == "pending" for t in task_ids)
     finally:
@@ -160,8 +187,10 @@ def test_postgres_down_means_503_and_nothing_half_written(stack):
 
     def counts():
         with engine.connect() as connection:
-            return [connection.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
-                    for t in ("tasks", "artifacts", "outbox")]
+            return [
+                connection.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                for t in ("tasks", "artifacts", "outbox")
+            ]
 
     before = counts()
     engine.dispose()

@@ -1,4 +1,5 @@
 """The `htbase` command as `make run` uses it: a served all-in-one process, and the archive client."""
+
 from __future__ import annotations
 
 import os
@@ -20,19 +21,29 @@ HTBASE = str(Path(sys.executable).parent / "htbase")
 def serve(tmp_path):
     """Start `htbase serve` on a free port with the embedded defaults in tmp_path; yields (url, start)."""
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'htbase.db'}",
-           "LOCAL_STORAGE_PATH": str(tmp_path / "archives"), "ALLOW_PRIVATE_URLS": "1",
-           "ARCHIVERS": "monolith,pdf", "LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'htbase.db'}",
+        "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
+        "ALLOW_PRIVATE_URLS": "1",
+        "ARCHIVERS": "monolith,pdf",
+        "LOG_FORMAT": "json",
+    }
     processes = []
 
     def start():
         log = open(tmp_path / f"serve-{len(processes)}.log", "w")
-        process = subprocess.Popen([HTBASE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [HTBASE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         processes.append(process)
         try:
-            wait_for(lambda: http_answers(f"http://127.0.0.1:{port}/healthz", lambda status: status == 200), 60,
-                     "htbase serve to answer")
+            wait_for(
+                lambda: http_answers(f"http://127.0.0.1:{port}/healthz", lambda status: status == 200),
+                60,
+                "htbase serve to answer",
+            )
         except AssertionError:
             raise AssertionError((tmp_path / f"serve-{len(processes) - 1}.log").read_text()) from None
         return process
@@ -72,8 +83,9 @@ def test_work_accepted_before_a_crash_finishes_after_a_restart(serve, test_site)
     url, start = serve
     server, api = start(), HttpApi(url)
     task_id = submit(api, test_site.url("/delay?s=3&crash"), archivers=["monolith"])
-    wait_for(lambda: task(api, task_id)["subtasks"]["monolith"]["status"] == "processing", 60,
-             "the capture to be under way")
+    wait_for(
+        lambda: task(api, task_id)["subtasks"]["monolith"]["status"] == "processing", 60, "the capture to be under way"
+    )
     os.killpg(server.pid, signal.SIGKILL)
     server.wait()
     start()

@@ -1,5 +1,6 @@
 """The `htbase` command as a client and as the keeper of keys: keys made, listed and revoked in the ledger;
 list, show, get, cancel and delete against a served htbase with auth on; --wait says where everything is."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,7 @@ KEY = re.compile(r"htb_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 
 def htbase(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HTBASE_")}
-    return subprocess.run([HTBASE, *args], env={**clean, **env}, cwd=cwd, capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run([HTBASE, *args], env={**clean, **env}, cwd=cwd, capture_output=True, text=True, timeout=180)
 
 
 def test_keys_are_made_listed_and_revoked_in_the_ledger(tmp_path):
@@ -55,15 +55,23 @@ def test_a_start_that_needs_a_key_is_refused_and_says_how_to_make_one(tmp_path):
 
 
 def test_on_loopback_with_no_key_htbase_serves_openly_and_says_so(tmp_path):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'htbase.db'}", "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
-           "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'htbase.db'}",
+        "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
+        "PORT": str(free_port()),
+        "PYTHONUNBUFFERED": "1",
+    }
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HTBASE_")}
     with open(tmp_path / "serve.log", "w") as log:
-        server = subprocess.Popen([HTBASE, "serve"], env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [HTBASE, "serve"], env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        wait_for(lambda: http_answers(f"http://127.0.0.1:{env['PORT']}/api/v2/tasks", lambda status: status == 200),
-                 60, "htbase serve to answer without a key")
+        wait_for(
+            lambda: http_answers(f"http://127.0.0.1:{env['PORT']}/api/v2/tasks", lambda status: status == 200),
+            60,
+            "htbase serve to answer without a key",
+        )
         assert "no API key exists: the API is open to anyone" in (tmp_path / "serve.log").read_text()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -85,8 +93,12 @@ def test_the_client_commands_with_a_key(served_htbase, test_site, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     task_id = re.search(r"accepted: task (\S+)", done.stdout)[1]
     fetch = done.stdout.split("fetch:", 1)[1]
-    for where in (f"{url}/api/v2/archives/{task_id}/monolith", f"{url}/api/v2/archives/{task_id}/readability",
-                  f"{url}/api/v2/archives/{task_id}/readability?format=txt", f"{url}/api/v2/summaries/{task_id}"):
+    for where in (
+        f"{url}/api/v2/archives/{task_id}/monolith",
+        f"{url}/api/v2/archives/{task_id}/readability",
+        f"{url}/api/v2/archives/{task_id}/readability?format=txt",
+        f"{url}/api/v2/summaries/{task_id}",
+    ):
         assert where in fetch, done.stdout
 
     listed = htbase("list", env=env)

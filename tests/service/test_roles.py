@@ -5,6 +5,7 @@ of its own would silently lose work, so ``SERVICE_ROLE=api|archiver|summarizer``
 refuses them. On Cloud Run the ``migrate`` job (``htbase migrate``) changes the
 schema and the services start with ``RUN_MIGRATIONS=false``.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,16 +59,28 @@ def htbase(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.C
 
 
 @pytest.mark.parametrize("role", ["api", "archiver", "summarizer"])
-@pytest.mark.parametrize("env, message", [
-    pytest.param({"DATABASE_URL": SHARED["DATABASE_URL"]}, "needs Pub/Sub: set BROKER=pubsub", id="no-broker"),
-    pytest.param({"BROKER": "embedded", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085",
-                  "DATABASE_URL": SHARED["DATABASE_URL"]}, "needs Pub/Sub", id="embedded-broker"),
-    pytest.param({"BROKER": "pubsub"}, "needs the shared PostgreSQL ledger, but DATABASE_URL is unset", id="no-db"),
-    pytest.param({"BROKER": "pubsub", "DATABASE_URL": "sqlite:////tmp/mine.db"},
-                 "needs the shared PostgreSQL ledger, not sqlite", id="sqlite"),
-    pytest.param({"BROKER": "pubsub", "INSTANCE_CONNECTION_NAME": "p:r:i"},
-                 "needs the shared PostgreSQL ledger, but DATABASE_URL is unset", id="connector-without-url"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        pytest.param({"DATABASE_URL": SHARED["DATABASE_URL"]}, "needs Pub/Sub: set BROKER=pubsub", id="no-broker"),
+        pytest.param(
+            {"BROKER": "embedded", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085", "DATABASE_URL": SHARED["DATABASE_URL"]},
+            "needs Pub/Sub",
+            id="embedded-broker",
+        ),
+        pytest.param({"BROKER": "pubsub"}, "needs the shared PostgreSQL ledger, but DATABASE_URL is unset", id="no-db"),
+        pytest.param(
+            {"BROKER": "pubsub", "DATABASE_URL": "sqlite:////tmp/mine.db"},
+            "needs the shared PostgreSQL ledger, not sqlite",
+            id="sqlite",
+        ),
+        pytest.param(
+            {"BROKER": "pubsub", "INSTANCE_CONNECTION_NAME": "p:r:i"},
+            "needs the shared PostgreSQL ledger, but DATABASE_URL is unset",
+            id="connector-without-url",
+        ),
+    ],
+)
 def test_a_cloud_role_never_falls_back_to_what_only_one_process_can_use(role, env, message):
     with pytest.raises(ConfigError, match=f"SERVICE_ROLE={role} {message}"):
         Settings.from_env({"SERVICE_ROLE": role, **env})
@@ -79,9 +92,16 @@ def test_the_all_in_one_process_keeps_its_embedded_defaults():
 
 
 def test_cloud_sql_names_user_and_database_in_a_url_without_a_host():
-    settings = Settings.from_env({**SHARED, "SERVICE_ROLE": "api", "INSTANCE_CONNECTION_NAME": "p:us-central1:i",
-                                  "DATABASE_URL": "postgresql+pg8000://htbase-api@p.iam@/htbase",
-                                  "CLOUD_SQL_IAM_AUTH": "true", "CLOUD_SQL_IP_TYPE": "private"})
+    settings = Settings.from_env(
+        {
+            **SHARED,
+            "SERVICE_ROLE": "api",
+            "INSTANCE_CONNECTION_NAME": "p:us-central1:i",
+            "DATABASE_URL": "postgresql+pg8000://htbase-api@p.iam@/htbase",
+            "CLOUD_SQL_IAM_AUTH": "true",
+            "CLOUD_SQL_IP_TYPE": "private",
+        }
+    )
     assert (settings.cloud_sql_iam_auth, settings.cloud_sql_ip_type) == (True, "private")
     with pytest.raises(ConfigError, match="CLOUD_SQL_IP_TYPE must be one of"):
         Settings.from_env({"CLOUD_SQL_IP_TYPE": "carrier-pigeon"})
@@ -114,11 +134,19 @@ def start_api(database: str, tmp_path: Path, **env: str) -> bool:
     """Start the API role (gunicorn) on ``database`` until it answers or gives up, then stop it;
     whether it answered."""
     port = free_port()
-    env = {"SERVICE_ROLE": "api", "DATABASE_URL": database, "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
-           "PORT": str(port), "WEB_CONCURRENCY": "1", "LOCAL_STORAGE_PATH": str(tmp_path / "archives"), **env}
+    env = {
+        "SERVICE_ROLE": "api",
+        "DATABASE_URL": database,
+        "PUBSUB_EMULATOR_HOST": "127.0.0.1:9",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "LOCAL_STORAGE_PATH": str(tmp_path / "archives"),
+        **env,
+    }
     with open(tmp_path / "api.log", "w") as log:
-        server = subprocess.Popen([HTBASE, "serve"], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [HTBASE, "serve"], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 60
         while server.poll() is None:

@@ -1,6 +1,6 @@
 """Summaries through the whole pipeline: triggered by the readable article, cached, re-requested, forced."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
@@ -44,8 +44,13 @@ def test_the_default_extractive_summarizer_summarizes_every_readable_article(emb
 
 
 def test_an_llm_summary_is_made_once_then_reused_until_forced(embedded_settings, test_site, stub):
-    settings = embedded_settings.with_(llm_providers=("openai",), llm_base_url=stub.url, llm_model="stub-model",
-                                       llm_requests_per_minute=0, llm_timeout_s=5)
+    settings = embedded_settings.with_(
+        llm_providers=("openai",),
+        llm_base_url=stub.url,
+        llm_model="stub-model",
+        llm_requests_per_minute=0,
+        llm_timeout_s=5,
+    )
     with EmbeddedService(settings) as service:
         client = service.api.test_client()
         task_id = archive(service, test_site.url("/article.html"))

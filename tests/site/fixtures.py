@@ -1,4 +1,5 @@
 """Pytest plugin (registered in tests/conftest.py): the local test site, one per session."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -29,6 +29,7 @@ Usage::
     with serve_test_site() as site:
         site.url("/article.html")
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,9 +52,11 @@ PAGES = Path(__file__).resolve().parent / "pages"
 HUGE_TARGET_BYTES = 8 * 1024 * 1024
 MB = 1024 * 1024
 # Enough words for the readability archiver to call a page an article.
-FILLER = ("<p>The harbour master reminds every skipper that the tide tables for the estuary were revised "
-          "this season, that the new times apply from the first of the month, and that the lock gates "
-          "close an hour earlier on spring tides until the repairs to the outer sill are finished.</p>")
+FILLER = (
+    "<p>The harbour master reminds every skipper that the tide tables for the estuary were revised "
+    "this season, that the new times apply from the first of the month, and that the lock gates "
+    "close an hour earlier on spring tides until the repairs to the outer sill are finished.</p>"
+)
 
 
 @functools.cache
@@ -63,7 +66,7 @@ def huge_page() -> bytes:
         "<p>Paragraph {n}: the tide tables for the estuary were revised again this season, "
         "and the harbour master asks all skippers to check the new times before sailing.</p>\n"
     )
-    head = b"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Huge page</title></head><body>\n"
+    head = b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Huge page</title></head><body>\n'
     tail = b"</body></html>\n"
     parts, size, n = [head], len(head) + len(tail), 0
     while size < HUGE_TARGET_BYTES:
@@ -143,8 +146,13 @@ class _Handler(SimpleHTTPRequestHandler):
     def _query(self) -> dict[str, str]:
         return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
 
-    def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/html; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -171,8 +179,10 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def _error_page(self, status: HTTPStatus) -> None:
         # A real body, so a capture that ignores the status would visibly archive an error page.
-        body = (f"<!DOCTYPE html><html><head><title>{status.value} {status.phrase}</title></head>"
-                f"<body><h1>{status.value} {status.phrase}</h1><p>Error page body.</p></body></html>")
+        body = (
+            f"<!DOCTYPE html><html><head><title>{status.value} {status.phrase}</title></head>"
+            f"<body><h1>{status.value} {status.phrase}</h1><p>Error page body.</p></body></html>"
+        )
         self._send(status, body.encode())
 
     def _article(self) -> None:
@@ -190,9 +200,11 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def _embed(self) -> None:
         src = html.escape(self._query().get("img", ""), quote=True)
-        body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Embed test</title></head>"
-                "<body><h1>Embed test</h1><p>The image below comes from elsewhere.</p>"
-                f"<img src=\"{src}\" alt=\"embedded\"></body></html>")
+        body = (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Embed test</title></head>'
+            "<body><h1>Embed test</h1><p>The image below comes from elsewhere.</p>"
+            f'<img src="{src}" alt="embedded"></body></html>'
+        )
         self._send(200, body.encode())
 
     def _huge(self) -> None:
@@ -221,8 +233,10 @@ class _Handler(SimpleHTTPRequestHandler):
             pass  # the client hung up
 
     def _gzip_bomb(self) -> None:
-        self._stream(gzip_bomb(int(self._query().get("mb", 300))),
-                     {"Content-Type": "text/html; charset=utf-8", "Content-Encoding": "gzip"})
+        self._stream(
+            gzip_bomb(int(self._query().get("mb", 300))),
+            {"Content-Type": "text/html; charset=utf-8", "Content-Encoding": "gzip"},
+        )
 
     def _endless(self) -> None:
         def lines() -> Iterator[bytes]:
@@ -236,13 +250,15 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def _webrtc(self) -> None:
         stun = json.dumps("stun:" + self._query().get("stun", "127.0.0.1:3478"))
-        body = ("<!DOCTYPE html><html><head><title>WebRTC</title></head><body><p id=\"ice\">gathering</p><script>"
-                f"const pc = new RTCPeerConnection({{iceServers: [{{urls: {stun}}}]}});"
-                "pc.createDataChannel('probe');"
-                "pc.onicecandidate = (event) => {"
-                " if (!event.candidate) document.getElementById('ice').textContent = 'complete'; };"
-                "pc.createOffer().then((offer) => pc.setLocalDescription(offer));"
-                "</script></body></html>")
+        body = (
+            '<!DOCTYPE html><html><head><title>WebRTC</title></head><body><p id="ice">gathering</p><script>'
+            f"const pc = new RTCPeerConnection({{iceServers: [{{urls: {stun}}}]}});"
+            "pc.createDataChannel('probe');"
+            "pc.onicecandidate = (event) => {"
+            " if (!event.candidate) document.getElementById('ice').textContent = 'complete'; };"
+            "pc.createOffer().then((offer) => pc.setLocalDescription(offer));"
+            "</script></body></html>"
+        )
         self._send(200, body.encode())
 
     def _cookie(self) -> None:
@@ -256,9 +272,11 @@ class _Handler(SimpleHTTPRequestHandler):
             if "hold" in self._query():  # an image that keeps the page loading that long
                 hold = f'<img src="/delay?s={float(self._query()["hold"]):g}&amp;cookie={html.escape(value)}" alt="">'
         script += "document.getElementById('script-cookie').textContent = 'document.cookie: ' + document.cookie;"
-        body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Cookie jar</title></head>"
-                f"<body><article><h1>Cookie jar</h1><p id=\"cookie\">Cookie header: {html.escape(sent or 'none')}</p>"
-                f"<p id=\"script-cookie\"></p>{FILLER}{hold}</article><script>{script}</script></body></html>")
+        body = (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Cookie jar</title></head>'
+            f'<body><article><h1>Cookie jar</h1><p id="cookie">Cookie header: {html.escape(sent or "none")}</p>'
+            f'<p id="script-cookie"></p>{FILLER}{hold}</article><script>{script}</script></body></html>'
+        )
         self._send(200, body.encode(), headers=headers)
 
     def _refresh_to(self) -> None:
@@ -267,8 +285,10 @@ class _Handler(SimpleHTTPRequestHandler):
             jump = f'<meta http-equiv="refresh" content="0;url={html.escape(target, quote=True)}">'
         else:
             jump = f"<script>location = {json.dumps(target)};</script>"
-        body = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Moving on</title>"
-                f"{jump}</head><body><article><h1>Moving on</h1>{FILLER}</article></body></html>")
+        body = (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Moving on</title>'
+            f"{jump}</head><body><article><h1>Moving on</h1>{FILLER}</article></body></html>"
+        )
         self._send(200, body.encode())
 
     def _slow(self) -> None:
@@ -376,8 +396,7 @@ class TestSite:
 def serve_test_site(host: str = "127.0.0.1", port: int = 0) -> Iterator[TestSite]:
     """Serve the test site on a free port (or ``port``) for the duration of the block."""
     server = _Server((host, port))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name="test-site", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="test-site", daemon=True)
     thread.start()
     try:
         yield TestSite(server)

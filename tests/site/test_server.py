@@ -1,4 +1,5 @@
 """The test site itself: routes behave as documented, it survives load, and stops cleanly."""
+
 from __future__ import annotations
 
 import io
@@ -66,8 +67,9 @@ def test_slow_never_finishes(test_site):
 
 def test_many_concurrent_connections(test_site):
     with ThreadPoolExecutor(max_workers=64) as pool:
-        codes = list(pool.map(lambda _: requests.get(test_site.url("/article.html"), timeout=10).status_code,
-                              range(300)))
+        codes = list(
+            pool.map(lambda _: requests.get(test_site.url("/article.html"), timeout=10).status_code, range(300))
+        )
     assert codes == [200] * 300
 
 
@@ -90,8 +92,11 @@ def test_embed_page_and_request_log(test_site):
     resp = requests.get(test_site.url("/embed"), params={"img": 'http://elsewhere.example/a.png?x=1&y="2"'}, timeout=5)
     assert resp.status_code == 200
     assert '<img src="http://elsewhere.example/a.png?x=1&amp;y=&quot;2&quot;"' in resp.text
-    assert ("GET", '/embed?img=http%3A%2F%2Felsewhere.example%2Fa.png%3Fx%3D1%26y%3D%222%22',
-            resp.request.headers["User-Agent"]) in test_site.requests
+    assert (
+        "GET",
+        "/embed?img=http%3A%2F%2Felsewhere.example%2Fa.png%3Fx%3D1%26y%3D%222%22",
+        resp.request.headers["User-Agent"],
+    ) in test_site.requests
 
 
 def test_the_gzip_bomb_is_small_and_inflates_to_the_size_asked(test_site):
@@ -123,7 +128,12 @@ def test_cookie_routes_set_show_and_record_cookies(test_site):
     assert ("/cookie/set?value=v1", "") in test_site.cookies and ("/cookie/read?n=1", "jar=v1") in test_site.cookies
 
 
-@pytest.mark.parametrize("route, jump", [("refresh-to", '<meta http-equiv="refresh" content="0;url=http://10.0.0.1/">'),
-                                         ("script-to", '<script>location = "http://10.0.0.1/";</script>')])
+@pytest.mark.parametrize(
+    "route, jump",
+    [
+        ("refresh-to", '<meta http-equiv="refresh" content="0;url=http://10.0.0.1/">'),
+        ("script-to", '<script>location = "http://10.0.0.1/";</script>'),
+    ],
+)
 def test_pages_that_send_themselves_elsewhere(test_site, route, jump):
     assert jump in requests.get(test_site.url(f"/{route}?url=http://10.0.0.1/"), timeout=5).text

@@ -1,4 +1,5 @@
 """Article texts as readability hands them over: one paragraph per line."""
+
 from __future__ import annotations
 
 import random
@@ -66,8 +67,10 @@ JAPANESE = """\
 最初の自転車レーンは中央駅と大学を結び、毎日数千人の学生が利用する。
 """
 
-_VOCABULARY = ("river harbour bridge council budget museum railway festival teacher market farmer weather "
-               "library hospital engineer program village forest station tunnel").split()
+_VOCABULARY = (
+    "river harbour bridge council budget museum railway festival teacher market farmer weather "
+    "library hospital engineer program village forest station tunnel"
+).split()
 
 
 def long_article(words: int, seed: int = 7) -> str:
@@ -76,8 +79,10 @@ def long_article(words: int, seed: int = 7) -> str:
     paragraphs, sentences, count = [], [], 0
     while count < words:
         chosen = rng.sample(_VOCABULARY, 4)
-        sentence = (f"The {chosen[0]} near the {chosen[1]} was discussed by the {chosen[2]} "
-                    f"while the {chosen[3]} waited for news about item {count}.")
+        sentence = (
+            f"The {chosen[0]} near the {chosen[1]} was discussed by the {chosen[2]} "
+            f"while the {chosen[3]} waited for news about item {count}."
+        )
         sentences.append(sentence)
         count += len(sentence.split())
         if len(sentences) == 6:

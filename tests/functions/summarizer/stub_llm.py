@@ -3,6 +3,7 @@
 Replies come from the script (in order) and then from ``respond`` (a function
 of the call). Every request is recorded with its arrival time.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,20 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 GOOD_SUMMARY = {
     "lede": "The city council approved forty kilometres of protected bicycle lanes downtown.",
     "summary": "After two years of debate the council voted 7 to 2 for protected bicycle lanes on six streets. "
-               "Shop owners fear losing parking, so a parking study comes first. Work starts next spring.",
-    "key_points": ["The council voted 7 to 2 for the lanes.", "Parking on six streets will be replaced.",
-                   "A federal grant pays most of the 18.5 million dollars."],
+    "Shop owners fear losing parking, so a parking study comes first. Work starts next spring.",
+    "key_points": [
+        "The council voted 7 to 2 for the lanes.",
+        "Parking on six streets will be replaced.",
+        "A federal grant pays most of the 18.5 million dollars.",
+    ],
     "tags": ["Cycling", "city council", "transport"],
     "language": "en",
 }
@@ -50,11 +55,19 @@ class Call:
 
 
 def chat(content: str, *, prompt_tokens: int = 120, completion_tokens: int = 80, model: str = "stub-model") -> Reply:
-    return Reply(body={"id": "chatcmpl-stub", "object": "chat.completion", "model": model,
-                       "choices": [{"index": 0, "finish_reason": "stop",
-                                    "message": {"role": "assistant", "content": content}}],
-                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                 "total_tokens": prompt_tokens + completion_tokens}})
+    return Reply(
+        body={
+            "id": "chatcmpl-stub",
+            "object": "chat.completion",
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+    )
 
 
 def good_chat(**changes: Any) -> Reply:
@@ -62,8 +75,9 @@ def good_chat(**changes: Any) -> Reply:
 
 
 def tgi(text: str, generated_tokens: int = 42) -> Reply:
-    return Reply(body={"generated_text": text,
-                       "details": {"finish_reason": "eos_token", "generated_tokens": generated_tokens}})
+    return Reply(
+        body={"generated_text": text, "details": {"finish_reason": "eos_token", "generated_tokens": generated_tokens}}
+    )
 
 
 class StubLLM:

@@ -1,4 +1,5 @@
 """Fallback, circuit breaker, rate limiting and 429 handling, against real HTTP stubs."""
+
 from __future__ import annotations
 
 import threading
@@ -9,7 +10,8 @@ import pytest
 from functions.summarizer import RetryLater, Summarizer, SummaryFailed
 from functions.summarizer.chain import CircuitBreaker, RateLimiter
 from functions.summarizer.errors import RateLimited
-from functions.summarizer.extractive import MODEL_ID as EXTRACTIVE, ExtractiveSummarizer
+from functions.summarizer.extractive import MODEL_ID as EXTRACTIVE
+from functions.summarizer.extractive import ExtractiveSummarizer
 from functions.summarizer.pipeline import llm_step
 from functions.summarizer.providers import OpenAICompatibleProvider
 from tests.functions.summarizer import articles
@@ -56,8 +58,7 @@ def test_provider_a_refusing_connections_hands_over_to_provider_b(stub):
 def test_http_errors_fall_back_and_say_whether_retrying_could_help(stub, status, transient):
     stub.respond = lambda call: Reply(status, {"error": {"message": "nope"}})
 
-    assert Summarizer(llm_settings(stub, llm_providers=("openai", "extractive"))).summarize(ARTICLE).model \
-        == EXTRACTIVE
+    assert Summarizer(llm_settings(stub, llm_providers=("openai", "extractive"))).summarize(ARTICLE).model == EXTRACTIVE
     with pytest.raises(SummaryFailed) as failure:
         Summarizer(llm_settings(stub)).summarize(ARTICLE)
     assert failure.value.transient is transient and f"HTTP {status}" in failure.value.reason
@@ -65,8 +66,9 @@ def test_http_errors_fall_back_and_say_whether_retrying_could_help(stub, status,
 
 def test_circuit_opens_after_repeated_failures_and_recloses_after_the_cool_down(stub):
     stub.respond = lambda call: Reply(500, {"error": "down"})
-    summarizer = Summarizer(llm_settings(stub, llm_providers=("openai", "extractive"), llm_breaker_failures=2,
-                                         llm_breaker_cooldown_s=1.0))
+    summarizer = Summarizer(
+        llm_settings(stub, llm_providers=("openai", "extractive"), llm_breaker_failures=2, llm_breaker_cooldown_s=1.0)
+    )
 
     for _ in range(5):
         assert summarizer.summarize(ARTICLE).model == EXTRACTIVE

@@ -1,4 +1,5 @@
 """A summary has one time budget (SUMMARY_TIMEOUT) for every model call it makes, under the ack deadline."""
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,9 @@ def slow_model(call) -> Reply:
 
 def budget_settings(stub, providers):
     # A long article: a dozen map calls, four at a time, then a reduce; about 2.4 s in all.
-    return llm_settings(stub, llm_providers=providers, llm_context_tokens=1024, llm_timeout_s=1.0,
-                        summary_timeout_s=2.0)
+    return llm_settings(
+        stub, llm_providers=providers, llm_context_tokens=1024, llm_timeout_s=1.0, summary_timeout_s=2.0
+    )
 
 
 def test_no_model_call_starts_that_could_end_after_the_budget_and_the_chain_falls_back(stub):

@@ -1,6 +1,6 @@
 """The offline default: no network, no model, any language."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
@@ -50,10 +50,13 @@ def test_french_article():
     assert summary.language == "fr" and "pistes" in summary.tags
 
 
-@pytest.mark.parametrize("text, language, tag", [
-    (articles.CHINESE, "zh", "自行车道"),
-    (articles.JAPANESE, "ja", "自転車レーン"),
-])
+@pytest.mark.parametrize(
+    "text, language, tag",
+    [
+        (articles.CHINESE, "zh", "自行车道"),
+        (articles.JAPANESE, "ja", "自転車レーン"),
+    ],
+)
 def test_cjk_articles(text, language, tag):
     summary = summarize(text)
 
@@ -64,11 +67,13 @@ def test_cjk_articles(text, language, tag):
 
 
 def test_language_without_a_word_list_filters_common_words_statistically():
-    polish = ("Rada miasta zatwierdziła we wtorek budowę czterdziestu kilometrów dróg rowerowych w centrum. "
-              "Plan burmistrza zastąpi miejsca parkingowe na sześciu ulicach drogami rowerowymi. "
-              "Zwolennicy mówią, że drogi rowerowe poprawią bezpieczeństwo i się opłacą. "
-              "Kupcy z głównej ulicy sprzeciwiają się planowi, bo boją się utraty klientów. "
-              "Budowa dróg rowerowych ma się zacząć wiosną i kosztować około 18,5 miliona złotych.")
+    polish = (
+        "Rada miasta zatwierdziła we wtorek budowę czterdziestu kilometrów dróg rowerowych w centrum. "
+        "Plan burmistrza zastąpi miejsca parkingowe na sześciu ulicach drogami rowerowymi. "
+        "Zwolennicy mówią, że drogi rowerowe poprawią bezpieczeństwo i się opłacą. "
+        "Kupcy z głównej ulicy sprzeciwiają się planowi, bo boją się utraty klientów. "
+        "Budowa dróg rowerowych ma się zacząć wiosną i kosztować około 18,5 miliona złotych."
+    )
     summary = summarize(polish)
 
     _assert_valid(summary, polish)
@@ -88,8 +93,10 @@ def test_empty_article_fails_clearly(text):
 
 
 def test_short_article_uses_clauses_for_key_points():
-    text = ("The museum reopened on Monday after a two-year renovation, adding three new galleries; "
-            "visitors queued for hours, and tickets sold out by noon.")
+    text = (
+        "The museum reopened on Monday after a two-year renovation, adding three new galleries; "
+        "visitors queued for hours, and tickets sold out by noon."
+    )
     summary = summarize(text)
     assert validate_summary_fields(summary.to_dict()) and len(summary.key_points) == 3
 

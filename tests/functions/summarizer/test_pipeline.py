@@ -1,4 +1,5 @@
 """The LLM path end to end against a real OpenAI-compatible HTTP stub."""
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,7 @@ def test_reply_in_fences_with_prose_and_trailing_commas_is_one_call(stub):
 
 def test_output_cut_off_after_the_key_points_is_repaired_without_a_second_call(stub):
     whole = json.dumps(GOOD_SUMMARY)
-    stub.script(chat(whole[:whole.index('"Cycling", "city') + 12]))  # stops inside the second tag
+    stub.script(chat(whole[: whole.index('"Cycling", "city') + 12]))  # stops inside the second tag
 
     summary = Summarizer(llm_settings(stub)).summarize(articles.ENGLISH)
 
@@ -71,7 +72,7 @@ def test_output_cut_off_after_the_key_points_is_repaired_without_a_second_call(s
 
 def test_output_cut_off_in_the_summary_is_asked_again(stub):
     whole = json.dumps(GOOD_SUMMARY)
-    stub.script(chat(whole[:whole.index("Shop owners")]), good_chat())
+    stub.script(chat(whole[: whole.index("Shop owners")]), good_chat())
 
     summary = Summarizer(llm_settings(stub)).summarize(articles.ENGLISH)
 
@@ -116,8 +117,9 @@ def test_empty_article_fails_clearly_without_calling_anyone(stub):
 
 def test_article_far_longer_than_the_context_is_mapped_then_reduced(stub):
     settings = llm_settings(stub, llm_context_tokens=1024)
-    stub.respond = lambda call: chat(f"- notes on {call.body['messages'][-1]['content'][:20]}") \
-        if call.is_notes else good_chat()
+    stub.respond = lambda call: (
+        chat(f"- notes on {call.body['messages'][-1]['content'][:20]}") if call.is_notes else good_chat()
+    )
     text = articles.long_article(6000)
 
     summary = Summarizer(settings).summarize(text, title="Town news")
@@ -131,8 +133,13 @@ def test_article_far_longer_than_the_context_is_mapped_then_reduced(stub):
     for call in stub.calls:  # every request fits the model's context with room for the reply
         assert count_messages(call.body["messages"], counter) + call.body["max_tokens"] <= 1024
     # Every word of the article went to exactly one map call, in order.
-    parts = sorted((int(m[1]), m[2]) for m in (re.search(r"Part (\d+) of \d+:\n(.*)\n\nWrite notes",
-                                                         c.body["messages"][-1]["content"], re.DOTALL) for c in maps))
+    parts = sorted(
+        (int(m[1]), m[2])
+        for m in (
+            re.search(r"Part (\d+) of \d+:\n(.*)\n\nWrite notes", c.body["messages"][-1]["content"], re.DOTALL)
+            for c in maps
+        )
+    )
     assert [n for n, _ in parts] == list(range(1, len(maps) + 1))
     assert " ".join(piece for _, piece in parts).split() == text.split()
     assert summary.tokens_in == 120 * len(stub.calls)
@@ -155,9 +162,17 @@ def test_cache_key_hashes_text_model_and_prompt_version():
     key = cache_key("a" * 64, "openai:stub-model", PROMPT_VERSION)
     assert len(key) == 64 and int(key, 16) >= 0
     assert key == cache_key("a" * 64, "openai:stub-model", PROMPT_VERSION)
-    assert len({key, cache_key("b" * 64, "openai:stub-model", PROMPT_VERSION),
+    assert (
+        len(
+            {
+                key,
+                cache_key("b" * 64, "openai:stub-model", PROMPT_VERSION),
                 cache_key("a" * 64, "openai:other", PROMPT_VERSION),
-                cache_key("a" * 64, "openai:stub-model", "summary-v2")}) == 4
+                cache_key("a" * 64, "openai:stub-model", "summary-v2"),
+            }
+        )
+        == 4
+    )
 
 
 def test_extractive_is_the_default_and_needs_no_configuration():
@@ -168,8 +183,15 @@ def test_extractive_is_the_default_and_needs_no_configuration():
 
 
 def test_chain_and_limits_come_from_the_environment():
-    settings = Settings.from_env({"LLM_PROVIDER": "openai, tgi,extractive", "LLM_BASE_URL": "http://llm:8080/v1",
-                                  "LLM_MODEL": "llama3", "LLM_BREAKER_FAILURES": "5", "LLM_BREAKER_COOLDOWN": "2.5"})
+    settings = Settings.from_env(
+        {
+            "LLM_PROVIDER": "openai, tgi,extractive",
+            "LLM_BASE_URL": "http://llm:8080/v1",
+            "LLM_MODEL": "llama3",
+            "LLM_BREAKER_FAILURES": "5",
+            "LLM_BREAKER_COOLDOWN": "2.5",
+        }
+    )
     summarizer = Summarizer(settings)
 
     assert [step.name for step in summarizer.steps] == ["openai", "tgi", "extractive"]
@@ -177,13 +199,16 @@ def test_chain_and_limits_come_from_the_environment():
     assert (settings.llm_breaker_failures, settings.llm_breaker_cooldown_s) == (5, 2.5)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"llm_providers": ("gemini",)}, "unknown provider 'gemini'"),
-    ({"llm_providers": ("openai",)}, "needs LLM_MODEL"),
-    ({"llm_providers": ("tgi",)}, "needs LLM_BASE_URL"),
-    ({"llm_providers": ("openai",), "llm_model": "m", "llm_context_tokens": 512}, "at least 1024"),
-    ({"llm_providers": ()}, "names no provider"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"llm_providers": ("gemini",)}, "unknown provider 'gemini'"),
+        ({"llm_providers": ("openai",)}, "needs LLM_MODEL"),
+        ({"llm_providers": ("tgi",)}, "needs LLM_BASE_URL"),
+        ({"llm_providers": ("openai",), "llm_model": "m", "llm_context_tokens": 512}, "at least 1024"),
+        ({"llm_providers": ()}, "names no provider"),
+    ],
+)
 def test_bad_provider_settings_fail_at_start_up(changes, message):
     with pytest.raises(ConfigError, match=message):
         Summarizer(Settings().with_(**changes))

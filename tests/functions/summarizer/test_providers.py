@@ -1,16 +1,21 @@
 """The two wire protocols and how HTTP failures are classified."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
 
 from functions.summarizer import Summarizer
 from functions.summarizer.errors import ProviderError, ProviderUnavailable, RateLimited
-from functions.summarizer.providers import (DEFAULT_RETRY_AFTER_S, OpenAICompatibleProvider, TgiProvider,
-                                            parse_retry_after)
+from functions.summarizer.providers import (
+    DEFAULT_RETRY_AFTER_S,
+    OpenAICompatibleProvider,
+    TgiProvider,
+    parse_retry_after,
+)
 from tests.functions.summarizer import articles
 from tests.functions.summarizer.conftest import llm_settings
 from tests.functions.summarizer.stub_llm import GOOD_SUMMARY, Reply, chat, refused_url, tgi
@@ -24,8 +29,12 @@ def test_openai_compatible_request_and_usage(stub):
 
     completion = provider.complete(MESSAGES, max_tokens=50)
 
-    assert (completion.text, completion.tokens_in, completion.tokens_out, completion.model) == \
-        ("hi", 11, 2, "stub-model-2024")
+    assert (completion.text, completion.tokens_in, completion.tokens_out, completion.model) == (
+        "hi",
+        11,
+        2,
+        "stub-model-2024",
+    )
     call = stub.calls[0]
     assert call.path == "/v1/chat/completions" and call.headers["Authorization"] == "Bearer sk-key"
     assert call.body["messages"] == MESSAGES and call.body["max_tokens"] == 50
@@ -51,8 +60,9 @@ def test_tgi_native_protocol(stub):
     call = stub.calls[0]
     assert call.path == "/generate"
     assert call.body["parameters"]["max_new_tokens"] == 64 and call.body["parameters"]["details"] is True
-    assert call.body["inputs"].startswith("System: Be brief.\n\nUser: Say hi.") and \
-        call.body["inputs"].endswith("Assistant:")
+    assert call.body["inputs"].startswith("System: Be brief.\n\nUser: Say hi.") and call.body["inputs"].endswith(
+        "Assistant:"
+    )
     assert provider.model_id == "tgi:mistral-7b"
 
 
@@ -71,14 +81,17 @@ def test_tgi_as_a_summarizer_from_settings(stub):
     assert summary.model == "tgi" and summary.tokens_out == 42 and stub.calls[0].path == "/generate"
 
 
-@pytest.mark.parametrize("reply, error", [
-    (Reply(429, {}, {"Retry-After": "7"}), RateLimited),
-    (Reply(500, {"error": "boom"}), ProviderUnavailable),
-    (Reply(502, "Bad Gateway"), ProviderUnavailable),
-    (Reply(404, {"error": "no such model"}), ProviderError),
-    (Reply(200, "this is not json"), ProviderError),
-    (Reply(200, {"choices": []}), ProviderError),
-])
+@pytest.mark.parametrize(
+    "reply, error",
+    [
+        (Reply(429, {}, {"Retry-After": "7"}), RateLimited),
+        (Reply(500, {"error": "boom"}), ProviderUnavailable),
+        (Reply(502, "Bad Gateway"), ProviderUnavailable),
+        (Reply(404, {"error": "no such model"}), ProviderError),
+        (Reply(200, "this is not json"), ProviderError),
+        (Reply(200, {"choices": []}), ProviderError),
+    ],
+)
 def test_http_outcomes_are_classified(stub, reply, error):
     stub.script(reply)
     with pytest.raises(error) as raised:
@@ -97,12 +110,10 @@ def test_refused_connection_and_timeout_are_unavailable(stub):
 
 
 def test_retry_after_forms():
-    now = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
     assert parse_retry_after({"Retry-After": "12"}) == 12
     assert parse_retry_after({"retry-after": "1.5"}) == 1.5
     assert parse_retry_after({"Retry-After-Ms": "250", "Retry-After": "9"}) == 0.25
-    assert parse_retry_after({"Retry-After": format_datetime(now + timedelta(seconds=90), usegmt=True)},
-                             now=now) == 90
-    assert parse_retry_after({"Retry-After": format_datetime(now - timedelta(seconds=5), usegmt=True)},
-                             now=now) == 0
+    assert parse_retry_after({"Retry-After": format_datetime(now + timedelta(seconds=90), usegmt=True)}, now=now) == 90
+    assert parse_retry_after({"Retry-After": format_datetime(now - timedelta(seconds=5), usegmt=True)}, now=now) == 0
     assert parse_retry_after({}) == parse_retry_after({"Retry-After": "soon"}) == DEFAULT_RETRY_AFTER_S

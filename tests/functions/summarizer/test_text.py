@@ -1,4 +1,5 @@
 """Sentences, words, languages and chunks: the text handling everything else stands on."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,22 +10,33 @@ from functions.summarizer.sentences import join_sentences, split_sentences, trun
 from tests.functions.summarizer import articles
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Dr. Smith met J. R. R. Tolkien at 3.5 p.m. in the U.S. office. It rained! Did it? Yes.",
-     ["Dr. Smith met J. R. R. Tolkien at 3.5 p.m. in the U.S. office.", "It rained!", "Did it?", "Yes."]),
-    ("Fruit, e.g. apples, etc. are sold. Prices fell… Then rose.",
-     ["Fruit, e.g. apples, etc. are sold.", "Prices fell…", "Then rose."]),
-    ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
-    ("Die Preise stiegen um 3,5 Prozent, z. B. bei Strom. Am 3. Oktober ist Feiertag. Gut.",
-     ["Die Preise stiegen um 3,5 Prozent, z. B. bei Strom.", "Am 3. Oktober ist Feiertag.", "Gut."]),
-    ("¿Dónde está? Está aquí.", ["¿Dónde está?", "Está aquí."]),
-    ("东京是日本的首都。人口很多！你去过吗？", ["东京是日本的首都。", "人口很多！", "你去过吗？"]),
-    ("「行こう。」と彼は言った。", ["「行こう。」", "と彼は言った。"]),
-    ("यह पहला वाक्य है। यह दूसरा है।", ["यह पहला वाक्य है।", "यह दूसरा है।"]),
-    ("هل أنت هنا؟ نعم.", ["هل أنت هنا؟", "نعم."]),
-    ("A heading\nThe first paragraph. Its second sentence.\n\n  Last line  ",
-     ["A heading", "The first paragraph.", "Its second sentence.", "Last line"]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "Dr. Smith met J. R. R. Tolkien at 3.5 p.m. in the U.S. office. It rained! Did it? Yes.",
+            ["Dr. Smith met J. R. R. Tolkien at 3.5 p.m. in the U.S. office.", "It rained!", "Did it?", "Yes."],
+        ),
+        (
+            "Fruit, e.g. apples, etc. are sold. Prices fell… Then rose.",
+            ["Fruit, e.g. apples, etc. are sold.", "Prices fell…", "Then rose."],
+        ),
+        ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
+        (
+            "Die Preise stiegen um 3,5 Prozent, z. B. bei Strom. Am 3. Oktober ist Feiertag. Gut.",
+            ["Die Preise stiegen um 3,5 Prozent, z. B. bei Strom.", "Am 3. Oktober ist Feiertag.", "Gut."],
+        ),
+        ("¿Dónde está? Está aquí.", ["¿Dónde está?", "Está aquí."]),
+        ("东京是日本的首都。人口很多！你去过吗？", ["东京是日本的首都。", "人口很多！", "你去过吗？"]),
+        ("「行こう。」と彼は言った。", ["「行こう。」", "と彼は言った。"]),
+        ("यह पहला वाक्य है। यह दूसरा है।", ["यह पहला वाक्य है।", "यह दूसरा है।"]),
+        ("هل أنت هنا؟ نعم.", ["هل أنت هنا؟", "نعم."]),
+        (
+            "A heading\nThe first paragraph. Its second sentence.\n\n  Last line  ",
+            ["A heading", "The first paragraph.", "Its second sentence.", "Last line"],
+        ),
+    ],
+)
 def test_sentences(text, expected):
     assert split_sentences(text) == expected
 
@@ -40,12 +52,20 @@ def test_words_and_counts_across_scripts():
     assert join_sentences(["東京。", "大阪。"]) == "東京。大阪。" and join_sentences(["A.", "B."]) == "A. B."
 
 
-@pytest.mark.parametrize("text, language", [
-    (articles.ENGLISH, "en"), (articles.GERMAN, "de"), (articles.FRENCH, "fr"), (articles.CHINESE, "zh"),
-    (articles.JAPANESE, "ja"), ("El consejo aprobó los carriles para bicicletas y los comerciantes se oponen.", "es"),
-    ("Городской совет одобрил строительство велосипедных дорожек, и это было важно.", "ru"),
-    ("시의회는 자전거 도로 건설을 승인했다.", "ko"), ("12345 67890", "und"),
-])
+@pytest.mark.parametrize(
+    "text, language",
+    [
+        (articles.ENGLISH, "en"),
+        (articles.GERMAN, "de"),
+        (articles.FRENCH, "fr"),
+        (articles.CHINESE, "zh"),
+        (articles.JAPANESE, "ja"),
+        ("El consejo aprobó los carriles para bicicletas y los comerciantes se oponen.", "es"),
+        ("Городской совет одобрил строительство велосипедных дорожек, и это было важно.", "ru"),
+        ("시의회는 자전거 도로 건설을 승인했다.", "ko"),
+        ("12345 67890", "und"),
+    ],
+)
 def test_language_detection(text, language):
     assert detect_language(text) == language
 
