@@ -118,3 +118,13 @@ def settings_env_names() -> frozenset[str]:
     env = RecordingEnv()
     Settings.from_env(env)
     return frozenset(env.asked)
+
+
+class MemoryReplica:
+    """The Firestore replica as a dict: what the documents hold after every write."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, dict] = {}
+
+    def write(self, documents: Mapping[str, dict]) -> None:
+        self.documents.update(documents)

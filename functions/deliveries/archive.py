@@ -41,6 +41,10 @@ def archive(runtime: Worker, request: ArchiveRequest) -> Delivery:
             f"delivery skipped: {claim.outcome}",
             **fields,
         )
+        if claim.outcome is ClaimOutcome.DONE:
+            # A redelivery of finished work: the process that finished it may have died before it wrote
+            # the replica (and so before it acknowledged). This is the write it did not make.
+            runtime.replica.sync(request.task_id)
         return Delivery(True, str(claim.outcome))
     runtime.replica.sync(request.task_id)
 

@@ -18,6 +18,7 @@ from infra.replica import ReplicaSync, task_documents
 from infra.replica_queue import ReplicaQueue
 from tests.functions.summarizer import articles
 from tests.functions.summarizer.stub_llm import Reply, StubLLM, good_chat
+from tests.helpers import MemoryReplica
 
 RATE_LIMITED = Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "120"})
 
@@ -156,16 +157,6 @@ def test_a_summarize_dead_letter_leaves_a_made_summary_alone(worker, client):
     assert push(client, "/push/summarize", task_id).status_code == 429  # a later request for the primary's
     assert push(client, "/push/dead-letter", task_id, CloudPubSubDeadLetterSourceDeliveryCount="5").status_code == 200
     assert summary_of(worker, task_id).status == "success"
-
-
-class MemoryReplica:
-    """The replica as a dict: what the documents hold after every write."""
-
-    def __init__(self) -> None:
-        self.documents: dict[str, dict] = {}
-
-    def write(self, documents) -> None:
-        self.documents.update(documents)
 
 
 def test_a_summary_made_again_is_shown_in_every_task_of_its_article(worker, client, stub):
