@@ -16,7 +16,7 @@ import contextlib
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from htbase.config import Settings
@@ -107,11 +107,12 @@ class CloudTasksPublisher:
         with contextlib.suppress(PermissionDenied):  # an enqueuer may not read queues
             self.client.get_queue(name=self.queue_path(WEBHOOKS), timeout=self.timeout_s)
 
-    def _create(self, parent: str, task: dict) -> str:
+    def _create(self, parent: str, task: dict[str, Any]) -> str:
         from google.api_core.exceptions import AlreadyExists
 
         try:
-            return self.client.create_task(parent=parent, task=task, timeout=self.timeout_s).name
+            # The client takes a task's dict form too; its types name only the message class.
+            return self.client.create_task(parent=parent, task=task, timeout=self.timeout_s).name  # type: ignore[arg-type]
         except AlreadyExists:  # this message was made a task before: once is enough
             return task.get("name", "")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,11 @@ from htbase.config import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SERVICE_ACCOUNT_DOMAIN = ".gserviceaccount.com"
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE changed (its result is a cursor result; the types don't say so)."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def make_engine(settings: Settings) -> Engine:

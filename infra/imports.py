@@ -168,7 +168,7 @@ class Imports:
             self.tags.add_many(session.connection(), tags)
             if entries:
                 session.execute(import_entries.insert(), entries)
-        return self.get(import_id)  # type: ignore[return-value]
+        return self.get(import_id)
 
     def get(self, import_id: str) -> Import | None:
         with self.ledger.engine.connect() as connection:

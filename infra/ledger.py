@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, exists, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, and_, case, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from htbase.messages import ArchiveRequest, ArtifactStatus, TaskStatus, WebhookRequest
 from htbase.topology import MAX_BACKOFF_S
-from infra.db import new_session
+from infra.db import new_session, rowcount
 from infra.metrics import LEASE_TAKEOVERS, SUBMISSIONS
 from infra.models import Artifact, Item, OutboxMessage, PendingDeletion, Task, WebhookDelivery, utcnow
 from infra.outbox import OutboxRow, Outgoing, archive_outgoing, enqueue, outbox_rows, webhook_outgoing
@@ -254,7 +254,7 @@ class Ledger:
             )
         if artifact is None:
             return Claim(ClaimOutcome.MISSING)
-        if result.rowcount == 1:
+        if rowcount(result) == 1:
             return Claim(ClaimOutcome.CLAIMED, artifact.attempts)
         if artifact.status in TERMINAL:
             return Claim(ClaimOutcome.DONE, artifact.attempts)
@@ -267,7 +267,7 @@ class Ledger:
             result = session.execute(
                 _held(task_id, archiver, owner).values(lease_expires_at=now + self.lease, updated_at=now)
             )
-            return result.rowcount == 1
+            return rowcount(result) == 1
 
     @contextmanager
     def holding(self, task_id: str, archiver: str, owner: str) -> Iterator[None]:
@@ -301,7 +301,7 @@ class Ledger:
                 lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values
             )
         )
-        return result.rowcount == 1
+        return rowcount(result) == 1
 
     @traced("ledger complete")
     def complete(
@@ -402,7 +402,7 @@ class Ledger:
                 )
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:
+            if rowcount(result) != 1:
                 return False
             ended = self._announce_end(session, top, now)
         self.announce(ended)
@@ -556,6 +556,7 @@ class Ledger:
                     select(Task)
                     .where(Task.parent_id == parent_id)
                     .options(selectinload(Task.artifacts))
+                    # A batch's children share their creation time: the id makes the order the same each time.
                     .order_by(Task.created_at)
                 )
             )
@@ -599,7 +600,7 @@ class Ledger:
         """Top-level tasks (batches and single requests), newest first; with ``item_id``, that item's
         snapshots (a batch's children among them). ``status`` is derived, as a task document shows it:
         from the artifacts' statuses, counted by the database."""
-        conditions = [Task.item_id == item_id] if item_id else [Task.parent_id.is_(None)]
+        conditions: list[ColumnElement[bool]] = [Task.item_id == item_id] if item_id else [Task.parent_id.is_(None)]
         if since is not None:
             conditions.append(Task.created_at >= since)
         query = select(Task)

@@ -15,9 +15,9 @@ import threading
 import time
 from concurrent.futures import Future
 
+import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import retry as retries
 from google.api_core.exceptions import PermissionDenied
-from google.cloud import pubsub_v1
 
 from htbase.config import Settings
 from htbase.topology import SUMMARIZE, topic_name

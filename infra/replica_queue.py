@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from infra.db import new_session
+from infra.db import new_session, rowcount
 from infra.models import ReplicaPending, utcnow
 
 
@@ -65,7 +65,7 @@ class ReplicaQueue:
                     ReplicaPending.task_id == pending.task_id, ReplicaPending.attempts == pending.attempts
                 )
             )
-            return result.rowcount == 1
+            return rowcount(result) == 1
 
     def retry_later(self, pending: PendingReplica, error: str, delay_s: float) -> None:
         with new_session(self.engine) as s, s.begin():

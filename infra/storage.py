@@ -4,6 +4,7 @@ Keys are ``{task_id}/{archiver}.{ext}`` and written once: putting a key that
 already exists returns the stored object instead of overwriting it, so a
 redelivered capture never clobbers a finished one.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -19,10 +20,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
+import google.cloud.storage as storage
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.auth.credentials import AnonymousCredentials, Signing
 from google.auth.exceptions import GoogleAuthError
-from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from htbase.config import Settings
@@ -206,8 +207,7 @@ class GcsFileStore:
         # Raw download returns the stored bytes on both GCS and the emulator
         # (decompressive transcoding differs between them): gunzip here when needed.
         # The reader fetches one ranged chunk per read, pinned to this generation.
-        reader = blob.open("rb", chunk_size=STREAM_CHUNK_BYTES, raw_download=True,
-                           if_generation_match=blob.generation)
+        reader = blob.open("rb", chunk_size=STREAM_CHUNK_BYTES, raw_download=True, if_generation_match=blob.generation)
         return gzip.GzipFile(fileobj=reader) if blob.content_encoding == "gzip" else reader
 
     def exists(self, key: str) -> bool:
@@ -235,12 +235,21 @@ class GcsFileStore:
         try:
             # IAM signs for the signer; the process's own token says who asks (it needs
             # roles/iam.serviceAccountTokenCreator on the signer).
-            return blob.generate_signed_url(version="v4", expiration=expiration, method="GET",
-                                            service_account_email=self._signer,
-                                            access_token=identity.credentials().token)
+            return blob.generate_signed_url(
+                version="v4",
+                expiration=expiration,
+                method="GET",
+                service_account_email=self._signer,
+                access_token=identity.credentials().token,
+            )
         except GoogleAuthError as exc:  # the caller streams the bytes instead
-            log(logger, logging.WARNING, "signing a download URL through IAM failed", signer=self._signer,
-                error=str(exc))
+            log(
+                logger,
+                logging.WARNING,
+                "signing a download URL through IAM failed",
+                signer=self._signer,
+                error=str(exc),
+            )
             return None
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 from htbase.config import WEBHOOK_MAX_BACKOFF_S
 from htbase.messages import WebhookRequest
 from htbase.urls import DEFAULT_PORTS, validate_url
-from infra.db import new_session
+from infra.db import new_session, rowcount
 from infra.egress.policy import EgressPolicy
 from infra.models import WebhookDelivery, utcnow
 from infra.outbox import OutboxRow, enqueue, outbox_rows, webhook_outgoing
@@ -60,11 +60,12 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: EgressPolicy, t
     Raises ``EgressRefused`` (never allowed), ``ResolutionError``, or urllib3's and the OS's network errors.
     """
     parts = urllib3.util.parse_url(validate_url(url))
-    port = parts.port or DEFAULT_PORTS[parts.scheme]
-    address = policy.resolve(parts.host, port)[0]
+    scheme, host_name = parts.scheme or "https", parts.host or ""  # validate_url guarantees both
+    port = parts.port or DEFAULT_PORTS[scheme]
+    address = policy.resolve(host_name, port)[0]
     timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
-    if parts.scheme == "https":
-        host = parts.host.strip("[]")
+    if scheme == "https":
+        host = host_name.strip("[]")
         pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
             address,
             port,
@@ -77,7 +78,7 @@ def post(url: str, body: bytes, headers: dict[str, str], policy: EgressPolicy, t
         )
     else:
         pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
-    netloc = parts.host if parts.port in (None, DEFAULT_PORTS[parts.scheme]) else f"{parts.host}:{parts.port}"
+    netloc = host_name if parts.port in (None, DEFAULT_PORTS[scheme]) else f"{host_name}:{parts.port}"
     with pool:
         response = pool.urlopen(
             "POST",
@@ -106,17 +107,21 @@ class Webhooks:
         free = or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)
         with new_session(self.engine) as session, session.begin():
             claimed = (
-                session.execute(
-                    update(WebhookDelivery)
-                    .where(
-                        WebhookDelivery.id == delivery_id,
-                        WebhookDelivery.status == PENDING,
-                        WebhookDelivery.next_attempt_at <= now,
-                        free,
+                rowcount(
+                    session.execute(
+                        update(WebhookDelivery)
+                        .where(
+                            WebhookDelivery.id == delivery_id,
+                            WebhookDelivery.status == PENDING,
+                            WebhookDelivery.next_attempt_at <= now,
+                            free,
+                        )
+                        .values(
+                            attempts=WebhookDelivery.attempts + 1, lease_expires_at=now + self.lease, updated_at=now
+                        )
+                        .execution_options(synchronize_session=False)
                     )
-                    .values(attempts=WebhookDelivery.attempts + 1, lease_expires_at=now + self.lease, updated_at=now)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                )
                 == 1
             )
             delivery = session.get(WebhookDelivery, delivery_id)
@@ -126,7 +131,7 @@ class Webhooks:
             return Attempt(delivery.id, delivery.task_id, delivery.url, delivery.attempts)
         if delivery.status != PENDING:
             return delivery.status
-        return "not due" if delivery.next_attempt_at > now else "busy"
+        return "not due" if delivery.next_attempt_at and delivery.next_attempt_at > now else "busy"
 
     def record(
         self, attempt: Attempt, status: int | None, error: str | None = None, *, final: bool = False
@@ -150,16 +155,18 @@ class Webhooks:
             values.update(status=FAILED, next_attempt_at=None)
         with new_session(self.engine) as session, session.begin():
             held = (
-                session.execute(  # unless the attempt lost its lease and another took over
-                    update(WebhookDelivery)
-                    .where(
-                        WebhookDelivery.id == attempt.delivery_id,
-                        WebhookDelivery.status == PENDING,
-                        WebhookDelivery.attempts == attempt.number,
+                rowcount(
+                    session.execute(  # unless the attempt lost its lease and another took over
+                        update(WebhookDelivery)
+                        .where(
+                            WebhookDelivery.id == attempt.delivery_id,
+                            WebhookDelivery.status == PENDING,
+                            WebhookDelivery.attempts == attempt.number,
+                        )
+                        .values(**values)
+                        .execution_options(synchronize_session=False)
                     )
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                )
                 == 1
             )
             rows = (

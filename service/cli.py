@@ -199,7 +199,8 @@ def archive(client: Client, url: str, archivers: list[str] | None, wait: bool, t
     print(f"accepted: task {accepted['task_id']}")
     if not wait:
         return 0
-    live, drawn, deadline = sys.stdout.isatty(), [], time.monotonic() + timeout
+    drawn: list[str] = []
+    live, deadline = sys.stdout.isatty(), time.monotonic() + timeout
     while True:
         task = client.json("GET", accepted["status_url"])
         lines = _render(task)

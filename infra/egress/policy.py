@@ -109,7 +109,7 @@ class EgressPolicy:
             if exc.errno in _NO_SUCH_NAME:
                 raise HostNotFound(f"host not found: {host!r} ({exc.strerror})") from None
             raise ResolutionError(f"cannot resolve {host!r}: {exc}") from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         for address in addresses:
             why = self.refusal(address)
             if why:
@@ -122,5 +122,5 @@ class EgressPolicy:
         """validate_url + resolve: the normalized URL, if it may be fetched now."""
         normalized = validate_url(url)
         parts = urlsplit(normalized)
-        self.resolve(parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
+        self.resolve(parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme])
         return normalized

@@ -547,6 +547,7 @@ class EgressProxy:
                     break
                 conn.sock.sendall(_encode_head(" ".join(response.start), response.forwardable()))
 
+            body: int | None
             if method == "HEAD" or status in (204, 304):
                 body = 0
             else:
