@@ -13,16 +13,18 @@ from __future__ import annotations
 from flask import Response
 from flask_openapi3 import OpenAPI
 
-from api import archives, auth, health, items, keys, metrics, progress, submissions, summaries, tasks
+from api import (archives, auth, feed, health, items, keys, metrics, progress, search, submissions, summaries, tags,
+                 tasks, transfer, web)
 from api.bodies import MAX_BODY_BYTES, JsonBodyRequest
 from api.context import attach
 from api.errors import register_error_handlers, validation_error
 from api.openapi import INFO, register_docs
+from api.session import CookieKeys
 from infra.keys import ApiKeys
 from infra.runtime import Runtime
 
-BLUEPRINTS = (submissions.bp, tasks.bp, progress.bp, items.bp, archives.bp, summaries.bp, keys.bp, health.bp,
-              metrics.bp)
+BLUEPRINTS = (submissions.bp, tasks.bp, progress.bp, items.bp, archives.bp, summaries.bp, search.bp, tags.bp,
+              transfer.bp, feed.bp, keys.bp, health.bp, metrics.bp)
 
 
 def create_app(runtime: Runtime) -> OpenAPI:
@@ -37,6 +39,8 @@ def create_app(runtime: Runtime) -> OpenAPI:
     for blueprint in BLUEPRINTS:
         app.register_api(blueprint)
     register_docs(app, auth.document_scopes(app, app.api_doc))
+    app.register_blueprint(web.bp)  # the web page at /, outside the OpenAPI document
+    app.wsgi_app = CookieKeys(app.wsgi_app)  # type: ignore[method-assign]
     register_error_handlers(app)
 
     @app.after_request
