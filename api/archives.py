@@ -4,6 +4,7 @@ Archived pages are written by strangers. Every document that could hold script i
 the API under ``ARCHIVE_POLICY``; what a browser shows without script (PDF, PNG) may come
 straight from the bucket as a signed URL. Files are streamed, never held whole in memory.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,10 +15,11 @@ from datetime import datetime
 
 from flask import Response, redirect
 from werkzeug.http import parse_options_header
+from werkzeug.wrappers import Response as BaseResponse  # a redirect is one, not a Flask Response
 
 from api.context import runtime
 from api.errors import ApiError
-from api.openapi import blueprint
+from api.openapi import Responses, blueprint
 from api.schemas import ArchiveFilePath, ArchivePath, DownloadQuery, ErrorBody
 from api.tasks import task_for_archive, utc
 from htbase.messages import ARCHIVERS
@@ -30,8 +32,10 @@ CHUNK_BYTES = 64 * 1024
 # allow-same-origin or allow-scripts), and loads nothing from the network: an archive shows
 # what was captured (inline styles, data: images and fonts), never live resources that would
 # tell a page's owner who reads it.
-ARCHIVE_POLICY = ("sandbox; default-src 'none'; img-src data: blob:; style-src 'unsafe-inline' data:; "
-                  "font-src data:; media-src data: blob:")
+ARCHIVE_POLICY = (
+    "sandbox; default-src 'none'; img-src data: blob:; style-src 'unsafe-inline' data:; "
+    "font-src data:; media-src data: blob:"
+)
 INLINE_TYPES = frozenset({"text/html", "application/pdf", "image/png"})
 # Shown without a document that could run script on the API's origin, these need no policy
 # (Chromium refuses to show a PDF under a sandbox; a PDF's scripts run in the viewer), so
@@ -40,20 +44,28 @@ SCRIPTLESS_TYPES = frozenset({"application/pdf", "image/png"})
 # The formats an archiver stores beside its main file (``?format=``).
 EXTRA_TYPES = {"txt": "text/plain; charset=utf-8"}
 FILE = {"schema": {"type": "string", "format": "binary"}}
-FILE_RESPONSES = {
-    200: {"description": "the file, streamed", "content": {
-        t: FILE for t in ("text/html", "application/pdf", "image/png", "text/plain", "application/octet-stream")}},
+FILE_RESPONSES: Responses = {
+    200: {
+        "description": "the file, streamed",
+        "content": {
+            t: FILE for t in ("text/html", "application/pdf", "image/png", "text/plain", "application/octet-stream")
+        },
+    },
     302: {"description": "a PDF or PNG: a signed URL it may be fetched from (GCS)"},
-    404: ErrorBody, 409: ErrorBody}
+    404: ErrorBody,
+    409: ErrorBody,
+}
 
 
 def archive_headers(content_type: str | None, filename: str) -> dict[str, str]:
     """How stored bytes are served: the sandbox policy on all that could hold script, inline only for
     what a browser shows safely, a filename that needs no quoting, and the charset said once."""
     mimetype, params = parse_options_header(content_type or "application/octet-stream")
-    headers = {"Content-Type": f"{mimetype}; charset={params['charset']}" if "charset" in params else mimetype,
-               "Content-Disposition": f'{"inline" if mimetype in INLINE_TYPES else "attachment"}; '
-                                      f'filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}"'}
+    headers = {
+        "Content-Type": f"{mimetype}; charset={params['charset']}" if "charset" in params else mimetype,
+        "Content-Disposition": f"{'inline' if mimetype in INLINE_TYPES else 'attachment'}; "
+        f'filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}"',
+    }
     if mimetype not in SCRIPTLESS_TYPES:
         headers["Content-Security-Policy"] = ARCHIVE_POLICY
     return headers
@@ -102,19 +114,28 @@ def _zip_stream(store: FileStore, entries: Iterable[tuple[str, str | bytes]]) ->
     yield spool.take()
 
 
-@bp.get("/archives/<archive_id>/all", responses={
-    200: {"description": "a zip of every finished file, made as it streams",
-          "content": {"application/zip": FILE}}, 404: ErrorBody})
+@bp.get(
+    "/archives/<archive_id>/all",
+    responses={
+        200: {"description": "a zip of every finished file, made as it streams", "content": {"application/zip": FILE}},
+        404: ErrorBody,
+    },
+)
 def download_all(path: ArchivePath) -> Response:
     """Every finished file of a task (or of an item's newest task) in one zip."""
     task = task_for_archive(path.archive_id)
-    keys = [key for a in task.artifacts if a.status == "success"
-            for key in [a.storage_key, *(a.meta.get("extras") or {}).values()]]
+    keys = [
+        key
+        for a in task.artifacts
+        if a.status == "success"
+        for key in [a.storage_key, *(a.meta.get("extras") or {}).values()]
+    ]
     if not keys:
         raise ApiError(404, "not_found", f"task {task.task_id} has no finished artifacts yet")
     entries = [(key.split("/", 1)[1], key) for key in keys]
-    return Response(_zip_stream(runtime().store, entries),
-                    headers=archive_headers("application/zip", f"{task.task_id}.zip"))
+    return Response(
+        _zip_stream(runtime().store, entries), headers=archive_headers("application/zip", f"{task.task_id}.zip")
+    )
 
 
 def _capture(archive_id: str, archiver: str, at: datetime | None) -> tuple[Task, Artifact]:
@@ -147,7 +168,7 @@ def _capture(archive_id: str, archiver: str, at: datetime | None) -> tuple[Task,
 
 
 @bp.get("/archives/<archive_id>/<archiver>", responses=FILE_RESPONSES)
-def download(path: ArchiveFilePath, query: DownloadQuery) -> Response:
+def download(path: ArchiveFilePath, query: DownloadQuery) -> BaseResponse:
     """One archiver's file of a task, or the newest successful one of an item (`?at=`: taken at or before
     then); `?format=txt`: readability's plain text."""
     archiver, store = path.archiver, runtime().store

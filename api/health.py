@@ -9,13 +9,13 @@ from pydantic import BaseModel
 from api.auth import public
 from api.context import runtime
 from api.errors import error_response
-from api.openapi import blueprint
+from api.openapi import Responses, blueprint
 from api.schemas import ErrorBody, Health
 from infra.documents import API
 from infra.health import readiness
 
 bp = blueprint("health", "Whether the service answers", url_prefix="")
-RESPONSES = {200: Health, 503: ErrorBody}
+RESPONSES: Responses = {200: Health, 503: ErrorBody}
 
 
 def _health() -> Response:

@@ -10,11 +10,14 @@ offline and under a strict policy.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import flask_openapi3_redoc
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 from flask_openapi3 import APIBlueprint, Info, Tag
+from pydantic import BaseModel
 
 from api.auth import public
 from api.schemas import ErrorBody
@@ -28,8 +31,10 @@ INFO = Info(
         'Errors are JSON `{"error": {"code", "message"}}`.'
     ),
 )
+# What an operation may answer, as flask-openapi3 takes it: a status and its body's model (or a description).
+Responses = dict[str | int | HTTPStatus, type[BaseModel] | dict[Any, Any] | None]
 # Every operation may meet these; each declares its own others (404, 409, 413, ...).
-COMMON_RESPONSES = {400: ErrorBody, 503: ErrorBody}
+COMMON_RESPONSES: Responses = {400: ErrorBody, 503: ErrorBody}
 REDOC_ASSETS = Path(flask_openapi3_redoc.__file__).parent / "templates" / "redoc" / "js"
 DOCS_PAGE = (Path(__file__).parent / "docs" / "index.html").read_text()
 # The page's own script only; Redoc styles with inline <style> and searches in a blob: worker.

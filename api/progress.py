@@ -10,6 +10,7 @@ document: a client that reconnects with ``Last-Event-ID`` is sent the current st
 never misses the end, and can tell whether it already had it. A stream that has run
 ``STREAM_S`` ends (a request may not run forever); ``EventSource`` reconnects by itself.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ from typing import Any
 from flask import Response
 
 from api.context import runtime
-from api.openapi import blueprint
+from api.openapi import Responses, blueprint
 from api.schemas import ErrorBody, TaskPath
 from api.tasks import find_task
 from infra.documents import task_view
@@ -32,9 +33,14 @@ ENDED = ("success", "partial", "failed", "cancelled")  # a task's terminal statu
 POLL_S = 0.5
 STREAM_S = 120.0
 KEEPALIVE_S = 15.0  # a comment line, so that proxies keep an idle stream open
-EVENTS = {200: {"description": "`text/event-stream`: `event: task` per change of the task document (`data`), "
-                               "`event: task.completed` for the last; `id` is the document's hash",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}}, 404: ErrorBody}
+EVENTS: Responses = {
+    200: {
+        "description": "`text/event-stream`: `event: task` per change of the task document (`data`), "
+        "`event: task.completed` for the last; `id` is the document's hash",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    404: ErrorBody,
+}
 
 
 def document(runtime: Runtime, task_id: str) -> dict[str, Any] | None:
@@ -89,5 +95,6 @@ def task_events(path: TaskPath) -> Response:
                 yield ": keep-alive\n\n"
                 quiet_since = time.monotonic()
 
-    return Response(stream(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Response(
+        stream(), mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

@@ -1,8 +1,10 @@
 """Submissions: one URL, or a batch of them, becomes a task whose captures are queued; or one URL, waited for."""
+
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from flask import Response, jsonify
 from pydantic import Field, StrictFloat
@@ -10,10 +12,18 @@ from pydantic import Field, StrictFloat
 from api.auth import submission
 from api.context import request_id, runtime
 from api.errors import ApiError
-from api.openapi import blueprint
+from api.openapi import Responses, blueprint
 from api.progress import ENDED, wait_for_end
-from api.schemas import (Accepted, ArchiveRequest, BatchAccepted, BatchEntry, BatchRequest, CaptureOptions, ErrorBody,
-                         TaskDocument)
+from api.schemas import (
+    Accepted,
+    ArchiveRequest,
+    BatchAccepted,
+    BatchEntry,
+    BatchRequest,
+    CaptureOptions,
+    ErrorBody,
+    TaskDocument,
+)
 from htbase.logs import log
 from htbase.urls import url_hash
 from infra.documents import API
@@ -21,13 +31,15 @@ from infra.ledger import CreatedTask, ItemConflict, NewItem
 
 logger = logging.getLogger("htbase.api")
 bp = blueprint("submissions", "Ask for captures of a URL or of many")
-REFUSALS = {409: ErrorBody, 413: ErrorBody}
+REFUSALS: Responses = {409: ErrorBody, 413: ErrorBody}
 LONGEST_WAIT_S = 120.0
 
 
 class SyncRequest(ArchiveRequest):
-    timeout: Annotated[StrictFloat, Field(gt=0, le=LONGEST_WAIT_S, allow_inf_nan=False,
-                                          description=f"seconds to wait, at most {LONGEST_WAIT_S:g}")] = 60.0
+    timeout: Annotated[
+        StrictFloat,
+        Field(gt=0, le=LONGEST_WAIT_S, allow_inf_nan=False, description=f"seconds to wait, at most {LONGEST_WAIT_S:g}"),
+    ] = 60.0
 
 
 def enabled_archivers(chosen: list[str] | None) -> list[str]:
@@ -51,18 +63,27 @@ def _options(options: CaptureOptions | None) -> dict:
 
 def _webhook(url: str | None) -> str | None:
     if url is not None and not runtime().settings.webhooks_enabled:
-        raise ApiError(400, "webhooks_off", "this server sends no webhooks: it needs WEBHOOK_SECRET "
-                                            "(and WEBHOOK_DELIVERY_URL with BROKER=pubsub)")
+        raise ApiError(
+            400,
+            "webhooks_off",
+            "this server sends no webhooks: it needs WEBHOOK_SECRET (and WEBHOOK_DELIVERY_URL with BROKER=pubsub)",
+        )
     return url
 
 
-def accept(entries: list[BatchEntry] | list[ArchiveRequest], body: ArchiveRequest | BatchRequest,
-           batch: bool) -> CreatedTask:
+def accept(
+    entries: Sequence[BatchEntry | ArchiveRequest], body: ArchiveRequest | BatchRequest, batch: bool
+) -> CreatedTask:
     items = [NewItem(url=e.url, url_hash=url_hash(e.url), item_id=e.item_id) for e in entries]
     try:
         created: CreatedTask = runtime().ledger.create_task(
-            items, enabled_archivers(body.archivers), options=_options(body.options), request_id=request_id(),
-            webhook_url=_webhook(body.webhook_url), batch=batch)
+            items,
+            enabled_archivers(body.archivers),
+            options=_options(body.options),
+            request_id=request_id(),
+            webhook_url=_webhook(body.webhook_url),
+            batch=batch,
+        )
     except ItemConflict as exc:
         raise ApiError(409, "item_conflict", str(exc)) from None
     # Publish after commit; if the broker is down the outbox keeps it and the relay retries.
@@ -73,7 +94,7 @@ def accept(entries: list[BatchEntry] | list[ArchiveRequest], body: ArchiveReques
 
 def _accepted(created: CreatedTask, batch: bool) -> Response:
     url = f"{API}/tasks/{created.task_id}"
-    answer = {"task_id": created.task_id, "status": "pending", "status_url": url}
+    answer: dict[str, Any] = {"task_id": created.task_id, "status": "pending", "status_url": url}
     if batch:
         answer["tasks"] = created.children
     else:

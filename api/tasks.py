@@ -1,14 +1,15 @@
 """Tasks: one task's document, the history of all of them, and cancelling or deleting one."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from flask import Response, jsonify
 
 from api.context import runtime
 from api.errors import ApiError
-from api.openapi import blueprint
+from api.openapi import Responses, blueprint
 from api.schemas import ErrorBody, TaskDocument, TaskList, TaskListQuery, TaskPath
 from htbase.messages import TaskStatus
 from infra.documents import API, batch_summary_view, task_view
@@ -16,14 +17,14 @@ from infra.ledger import CancelOutcome
 from infra.models import Task
 
 bp = blueprint("tasks", "Follow tasks")
-DELETED = {204: {"description": "deleted; a second DELETE is 404"}, 404: ErrorBody}
+DELETED: Responses = {204: {"description": "deleted; a second DELETE is 404"}, 404: ErrorBody}
 
 
 def utc(moment: datetime | None) -> datetime | None:
     """A client's time as the ledger keeps times: naive UTC (one without a zone is UTC already)."""
     if moment is None or moment.tzinfo is None:
         return moment
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def deleted(changed: list[str] | None, what: str) -> Response:
@@ -63,16 +64,28 @@ def list_tasks(query: TaskListQuery) -> Response:
     """The history, newest first; a batch is listed with `items_count` and `items_url` instead of its items.
     `item_id`: that item's snapshots; `status` as the documents show it; `since`: created at or after."""
     ledger, limit, offset = runtime().ledger, min(max(query.limit, 1), 100), query.offset
-    tasks, total = ledger.list_tasks(limit=limit, offset=offset, item_id=query.item_id, since=utc(query.since),
-                                     status=TaskStatus(query.status) if query.status else None)
+    tasks, total = ledger.list_tasks(
+        limit=limit,
+        offset=offset,
+        item_id=query.item_id,
+        since=utc(query.since),
+        status=TaskStatus(query.status) if query.status else None,
+    )
     # A batch is listed with its children counted, not rendered: a page stays small.
     batches = ledger.batch_summaries([t.task_id for t in tasks if t.kind == "batch"])
     views = [batch_summary_view(t, batches[t.task_id]) if t.kind == "batch" else task_view(t) for t in tasks]
     following = offset + limit
     filters = {"status": query.status, "item_id": query.item_id, "since": query.since and query.since.isoformat()}
     page = urlencode({"limit": limit, "offset": following, **{k: v for k, v in filters.items() if v}})
-    return jsonify({"tasks": views, "total": total, "limit": limit, "offset": offset,
-                    "next": f"{API}/tasks?{page}" if following < total else None})
+    return jsonify(
+        {
+            "tasks": views,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next": f"{API}/tasks?{page}" if following < total else None,
+        }
+    )
 
 
 @bp.post("/tasks/<task_id>/cancel", responses={200: TaskDocument, 404: ErrorBody, 409: ErrorBody})
