@@ -197,3 +197,12 @@ def test_a_held_lease_outlives_its_length_and_a_crash_lets_it_expire(engine):
         lambda: ledger.claim(task_id, "pdf", "other").outcome is ClaimOutcome.CLAIMED, 60, "the lease to expire"
     )
     assert utcnow() > held_until
+
+
+def test_a_batch_lists_its_children_in_one_defined_order(ledger):
+    """Its children share their creation time, and a row that changes may move (in Postgres): the
+    order is the id's, not whatever the database returns that time (a replica document once differed
+    from the ledger's by the order of its items)."""
+    created = ledger.create_task([new_item(f"https://e.org/{n}") for n in range(8)], ["pdf"], batch=True)
+    listed = [task.task_id for task in ledger.children(created.task_id)]
+    assert listed == sorted(child["task_id"] for child in created.children)
