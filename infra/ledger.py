@@ -557,7 +557,7 @@ class Ledger:
                     .where(Task.parent_id == parent_id)
                     .options(selectinload(Task.artifacts))
                     # A batch's children share their creation time: the id makes the order the same each time.
-                    .order_by(Task.created_at)
+                    .order_by(Task.created_at, Task.task_id)
                 )
             )
 
