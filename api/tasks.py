@@ -107,4 +107,10 @@ def cancel_task(path: TaskPath) -> Response:
 def delete_task(path: TaskPath) -> Response:
     """Delete a task (a batch with its tasks): its rows, files and documents. An item left without
     snapshots (and without a schedule) goes too."""
-    return deleted(runtime().deletions.delete_task(path.task_id), f"task {path.task_id}")
+    process = runtime()
+    task = process.ledger.task(path.task_id)
+    members = process.ledger.children(path.task_id) if task is not None and task.kind == "batch" else [task]
+    answer = deleted(process.deletions.delete_task(path.task_id), f"task {path.task_id}")
+    for item_id in {member.item_id for member in members if member is not None and member.item_id}:
+        process.search.refresh(item_id)  # found by its next newest snapshot now, if it has one
+    return answer

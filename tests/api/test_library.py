@@ -241,3 +241,18 @@ def test_the_sign_in_cookie_needs_the_csrf_token_for_what_changes_things(client,
     assert runtime.tags.of(item) == ["x", "y"]
     client.post("/sign-out", data={"csrf_token": csrf})
     assert client.get("/").status_code == 302
+
+
+def test_deleting_a_snapshot_or_an_item_through_the_api_updates_search(client, runtime):
+    older = capture(runtime.ledger, runtime.store, "https://a.example/", item_id="page", body="old text about emus")
+    newer = capture(runtime.ledger, runtime.store, "https://a.example/", item_id="page", body="new text on ostriches")
+    runtime.search.refresh("page")
+
+    def found(q: str) -> list[str]:
+        return [r["task_id"] for r in client.get(f"{API}/search", query_string={"q": q}).get_json()["results"]]
+
+    assert found("ostriches") == [newer] and found("emus") == []
+    assert client.delete(f"{API}/tasks/{newer}").status_code == 204
+    assert found("ostriches") == [] and found("emus") == [older]  # the older snapshot stands in
+    assert client.delete(f"{API}/items/page").status_code == 204
+    assert found("emus") == []
