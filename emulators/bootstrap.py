@@ -117,6 +117,8 @@ def apply(plan: Topology, settings: Settings, *, tasks_host: str = "") -> None:
         with suppress(AlreadyExists):
             subscriber.create_subscription(request=subscription_request(plan.project, sub))
     if tasks_host:
+        from google.cloud import tasks_v2
+
         from emulators.cloudtasks import tasks_client
 
         tasks = tasks_client(tasks_host)
@@ -125,14 +127,14 @@ def apply(plan: Topology, settings: Settings, *, tasks_host: str = "") -> None:
             with suppress(AlreadyExists):  # (the emulator returns the existing queue instead)
                 tasks.create_queue(
                     parent=parent,
-                    queue={
-                        "name": f"{parent}/queues/{queue.name}",
-                        "rate_limits": {"max_dispatches_per_second": queue.max_dispatches_per_second},
-                        "retry_config": {
+                    queue=tasks_v2.Queue(
+                        name=f"{parent}/queues/{queue.name}",
+                        rate_limits={"max_dispatches_per_second": queue.max_dispatches_per_second},
+                        retry_config={
                             "max_attempts": queue.max_attempts,
                             "min_backoff": timedelta(seconds=queue.min_backoff_s),
                         },
-                    },
+                    ),
                 )
     if plan.bucket and settings.storage_emulator_host:
         from infra.storage import gcs_client
@@ -175,7 +177,7 @@ def subscription_request(project: str, sub: PushSubscription) -> dict:
 
 def pubsub_clients(host: str):
     """Admin clients (publisher, subscriber) for the emulator at ``host``, sharing one channel."""
-    from google.cloud import pubsub_v1
+    import google.cloud.pubsub_v1 as pubsub_v1
 
     from infra.pubsub import emulator_transports
 

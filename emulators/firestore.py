@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 from emulators.process import FreePortProcess, http_answers
 
@@ -77,7 +78,7 @@ class FirestoreEmulator(FreePortProcess):
     def running(self) -> bool:
         return self.alive
 
-    def wait_ready(self) -> FirestoreEmulator:
+    def wait_ready(self) -> Self:
         """Until the emulator serves writes (a start fails, and stops it, if it does not in time)."""
         deadline = time.monotonic() + self.start_timeout_s
         super().wait_ready()
@@ -102,7 +103,7 @@ class FirestoreEmulator(FreePortProcess):
             pass
         self.reset(WARMUP_PROJECT)
 
-    def restart(self) -> FirestoreEmulator:
+    def restart(self) -> Self:
         """Stop and start again on the same port (the data does not survive)."""
         self.stop()
         return self.start()

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Self
 
 from emulators import free_port
 
@@ -189,7 +190,7 @@ class ManagedProcess:
         self.start_timeout_s = start_timeout_s
         self._popen: subprocess.Popen | None = None
         self._started: int | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -208,11 +209,11 @@ class ManagedProcess:
         """What ``terminate`` needs to stop this process from another process."""
         return {"pid": self.pid, "started": self.started, "port": self.port}
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         self.spawn()
         return self.wait_ready()
 
-    def spawn(self) -> ManagedProcess:
+    def spawn(self) -> Self:
         if self.alive:
             return self
         self.stop()  # reap a process that ended on its own, and close its log
@@ -244,21 +245,24 @@ class ManagedProcess:
 
     @property
     def paused(self) -> bool:
-        return self.alive and (_stat(self._popen.pid) or ["?"])[0] == "T"
+        return self._popen is not None and self.alive and (_stat(self._popen.pid) or ["?"])[0] == "T"
 
     def _signal_group(self, sig: int) -> None:
-        if self.alive:
+        if self._popen is not None and self.alive:
             _signal(os.killpg, self._popen.pid, sig)
 
-    def wait_ready(self) -> ManagedProcess:
+    def wait_ready(self) -> Self:
         """Until this process group listens on the port and the probe passes; stops it on failure."""
+        popen = self._popen
+        if popen is None:
+            raise ProcessError(f"{self.name} was not spawned")
         deadline = time.monotonic() + self.start_timeout_s
         while True:
-            if self._popen.poll() is not None:
-                self._fail(f"exited with status {self._popen.returncode}")
+            if popen.poll() is not None:
+                self._fail(f"exited with status {popen.returncode}")
             listening = listeners(self.port)
             if listening:
-                if listening.keys() & sockets(family(self._popen.pid)):
+                if listening.keys() & sockets(family(popen.pid)):
                     if self.probe():
                         return self
                 else:
@@ -290,7 +294,7 @@ class ManagedProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -319,7 +323,7 @@ class FreePortProcess(ManagedProcess):
         port = port or free_port()
         super().__init__(name, command(port), port=port, **options)
 
-    def start(self) -> FreePortProcess:
+    def start(self) -> Self:
         for attempt in range(self._attempts):
             try:
                 super().start()

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -103,7 +103,7 @@ class Stack:
         self.tasks = CloudTasksEmulator(log_path=self.logs / "tasks.log")
         self.postgres = None if database_url else ThrowawayPostgres()
         self.env: dict[str, str] = {
-            "DATABASE_URL": database_url or self.postgres.url,
+            "DATABASE_URL": self.postgres.url if self.postgres else database_url,
             "FILE_STORAGE_PROVIDER": "gcs",
             "GCS_BUCKET": "htbase-archives",
             "STORAGE_EMULATOR_HOST": self.gcs.endpoint,
@@ -168,7 +168,13 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
         self._write_env()
         try:
-            emulators = [self.pubsub, self.firestore, self.gcs, self.tasks, self.postgres]
+            emulators: list[ManagedProcess | ThrowawayPostgres | None] = [
+                self.pubsub,
+                self.firestore,
+                self.gcs,
+                self.tasks,
+                self.postgres,
+            ]
             with ThreadPoolExecutor(len(emulators)) as pool:  # independent: start them side by side
                 for future in [pool.submit(e.start) for e in emulators if e is not None]:
                     future.result()
@@ -203,12 +209,18 @@ class Stack:
 
     def down(self) -> None:
         """Stop everything this stack started, services first; carries on past failures."""
-        if self._supervising.is_set():
+        if self._supervisor is not None and self._supervising.is_set():
             self._supervising.clear()
             self._supervisor.join()
         # Services all at once (each takes a moment to shut down), then the emulators.
-        terminate_all([(p.pid, p.started, signal.SIGTERM) for p in self.processes.values() if p.alive])
-        stops = [process.stop for process in self.processes.values()]  # reaps them
+        terminate_all(
+            [
+                (pid, p.started, signal.SIGTERM)
+                for p in self.processes.values()
+                if (pid := p.pid) is not None and p.alive
+            ]
+        )
+        stops: list[Callable[[], None]] = [process.stop for process in self.processes.values()]  # reaps them
         stops += [self.tasks.stop, self.gcs.stop, self.firestore.stop, self.pubsub.stop]
         if self.postgres is not None:
             stops.append(self.postgres.stop)
@@ -247,7 +259,7 @@ class Stack:
         """Start a stopped or killed component again, on the same port."""
         with self._locks[self._known(name)]:
             component = self._component(name)
-            if getattr(component, "paused", False):
+            if isinstance(component, ManagedProcess) and component.paused:
                 component.resume()
             else:
                 self._start(name)
@@ -285,12 +297,13 @@ class Stack:
         return self.processes[name] if name in self.processes else getattr(self, name)
 
     def _halt(self, name: str, crash: bool) -> None:
-        if name == "postgres":
-            self.postgres.halt()  # immediate: for PostgreSQL a crash and an outage look alike
+        component = self._component(name)
+        if isinstance(component, ThrowawayPostgres):
+            component.halt()  # immediate: for PostgreSQL a crash and an outage look alike
         elif name in EMULATORS and not crash:
-            self._component(name).pause()
+            component.pause()
         else:
-            self._component(name).stop(signal.SIGKILL if crash else signal.SIGTERM)
+            component.stop(signal.SIGKILL if crash else signal.SIGTERM)
 
     def _start(self, name: str) -> None:
         self._component(name).start()
@@ -498,6 +511,7 @@ def supervise(stack: Stack) -> None:
         def handle(self) -> None:
             request = json.loads(self.rfile.readline() or "{}")
             command, name = request.get("command"), request.get("name", "")
+            result: dict[str, str] | str
             try:
                 if command == "describe":
                     result = stack.describe()

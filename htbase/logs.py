@@ -23,7 +23,7 @@ class JsonFormatter(logging.Formatter):
         self.project = project
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "severity": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,

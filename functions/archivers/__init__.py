@@ -8,7 +8,7 @@ from htbase.config import Settings
 
 if TYPE_CHECKING:
     from functions.archivers.base import Archiver
-    from functions.archivers.browser import Browser
+    from functions.archivers.browser import Browser, PageArchiver
 
 
 def build_archiver(name: str, settings: Settings, *, browser: Browser | None, proxy_url: str | None) -> Archiver:
@@ -17,6 +17,7 @@ def build_archiver(name: str, settings: Settings, *, browser: Browser | None, pr
         from functions.archivers.monolith import MonolithArchiver
 
         return MonolithArchiver(settings, proxy_url)
+    cls: type[PageArchiver]
     if name == "pdf":
         from functions.archivers.pdf import PdfArchiver as cls
     elif name == "screenshot":
@@ -27,4 +28,6 @@ def build_archiver(name: str, settings: Settings, *, browser: Browser | None, pr
         from functions.archivers.readability import ReadabilityArchiver as cls
     else:
         raise ValueError(f"unknown archiver {name!r}")
+    if browser is None:
+        raise ValueError(f"archiver {name!r} renders in a browser: pass one")
     return cls(settings, browser)

@@ -46,7 +46,16 @@ from http import HTTPStatus
 from typing import Any, Literal, TypeVar
 
 from playwright.async_api import Browser as PlaywrightBrowser
-from playwright.async_api import BrowserContext, Frame, Page, Playwright, Request, Response, async_playwright
+from playwright.async_api import (
+    BrowserContext,
+    Frame,
+    Page,
+    Playwright,
+    Request,
+    Response,
+    ViewportSize,
+    async_playwright,
+)
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
@@ -82,7 +91,7 @@ CHROMIUM_FLAGS = (
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # no STUN/TURN past the egress proxy
     "--js-flags=--max-old-space-size=512",  # MB of JavaScript heap per renderer
 )
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 # After the load event, wait this long at most for the network to go quiet, so
 # content that scripts fetch and build is in the DOM, without stalling on pages
 # that poll forever.
@@ -397,10 +406,14 @@ class Browser:
 
     # ---- Chromium's lifetime (loop thread only)
 
-    async def _ensure_browser(self) -> PlaywrightBrowser:
+    def _starting(self) -> asyncio.Lock:
+        """The lock around starting and discarding Chromium, made on the loop that uses it."""
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
-        async with self._start_lock:
+        return self._start_lock
+
+    async def _ensure_browser(self) -> PlaywrightBrowser:
+        async with self._starting():
             if self._browser is not None and self._browser.is_connected():
                 return self._browser
             if self._browser is not None:
@@ -412,21 +425,21 @@ class Browser:
                 try:
                     if self._playwright is None:
                         self._playwright = await async_playwright().start()
-                    await self._launch()
-                    return self._browser
+                    return await self._launch(self._playwright)
                 except (PlaywrightError, OSError, ValueError) as exc:
                     error = exc
                     await self._close_browser()
             await self._stop()
             raise TransientCaptureError(f"cannot start Chromium ({self.settings.chromium_path}): {error}")
 
-    async def _launch(self) -> None:
+    async def _launch(self, playwright: Playwright) -> PlaywrightBrowser:
         port = _free_port()
         args = [*CHROMIUM_FLAGS, f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1"]
         if self.proxy_url:
             # "<-loopback>" removes Chromium's implicit loopback bypass: 127.0.0.1 goes to the guard too.
             args += [f"--proxy-server={self.proxy_url}", "--proxy-bypass-list=<-loopback>"]
-        self._browser = await self._playwright.chromium.launch(
+        # Set before the check below, so that a failure closes this Chromium.
+        self._browser = browser = await playwright.chromium.launch(
             executable_path=self.settings.chromium_path,
             args=args,
             timeout=LAUNCH_TIMEOUT_S * 1000,
@@ -437,17 +450,18 @@ class Browser:
         # The port was free a moment ago; make sure it is *this* Chromium answering on it.
         endpoint = f"http://127.0.0.1:{port}"
         answered = (await asyncio.to_thread(_devtools_version, endpoint)).get("Browser", "")
-        if not answered.endswith("/" + self._browser.version):
+        if not answered.endswith("/" + browser.version):
             raise ValueError(f"DevTools endpoint {endpoint} is not our Chromium ({answered!r})")
         self._devtools_url = endpoint
         log(
             logger,
             logging.INFO,
             "Chromium started",
-            version=self._browser.version,
+            version=browser.version,
             devtools=endpoint,
             proxy=self.proxy_url or "none",
         )
+        return browser
 
     async def _close_browser(self) -> None:
         browser, self._browser, self._devtools_url = self._browser, None, ""
@@ -465,7 +479,7 @@ class Browser:
 
     async def _discard(self, browser: PlaywrightBrowser, why: Exception) -> None:
         """Throw ``browser`` and its driver away (unless that happened already); the next capture starts new ones."""
-        async with self._start_lock:
+        async with self._starting():
             if self._browser is browser:
                 log(
                     logger,
@@ -568,7 +582,7 @@ class Browser:
         with self._thread_lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
-        if loop is None:
+        if loop is None or thread is None:
             return
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._stop(), loop).result(30)

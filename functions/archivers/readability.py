@@ -15,6 +15,7 @@ from typing import Any
 import trafilatura
 from lxml import etree
 from trafilatura.htmlprocessing import convert_to_html
+from trafilatura.settings import Document
 from trafilatura.xml import xmltotxt
 
 from functions.archivers.base import Capture, PermanentCaptureError, check_size
@@ -50,7 +51,10 @@ class ReadabilityArchiver(PageArchiver):
             include_tables=True,
             include_images=False,
         )
-        text = xmltotxt(doc.body, False).strip() if doc is not None and doc.body is not None else ""
+        # Without as_dict trafilatura returns a Document, or None when it finds nothing.
+        if not isinstance(doc, Document) or doc.body is None:
+            raise PermanentCaptureError("no readable article found")
+        text = xmltotxt(doc.body, False).strip()
         if len(text.split()) < MIN_ARTICLE_WORDS:
             raise PermanentCaptureError("no readable article found")
         title = doc.title or page["title"] or ""

@@ -30,6 +30,9 @@ def deliver(runtime: Worker, request: WebhookRequest) -> Delivery:
         log(logger, logging.INFO, f"webhook attempt skipped: {attempt}", delivery_id=request.delivery_id)
         return Delivery(True, attempt)
     task = runtime.ledger.task(attempt.task_id)
+    if task is None:  # deleted since the claim, its deliveries with it
+        log(logger, logging.INFO, "webhook attempt skipped: missing", delivery_id=request.delivery_id)
+        return Delivery(True, "missing")
     document = {
         **task_view(task, runtime.ledger.children(task.task_id) if task.kind == "batch" else None),
         "event": EVENT,

@@ -113,7 +113,10 @@ def _rank(
         elif count > 50:
             score *= 0.7
         scores.append(score)
-    kept, repeats, fragments, seen = [], [], [], []
+    kept: list[int] = []
+    repeats: list[int] = []
+    fragments: list[int] = []
+    seen: list[set[str]] = []
     for i in sorted(range(len(sentences)), key=lambda i: -scores[i]):
         distinct = set(tokens[i])
         if not is_terminated(sentences[i]) or (title and _overlap(distinct, title) > 0.8):

@@ -85,7 +85,7 @@ def detect_language(text: str) -> str:
     for lang, count in counts.items():
         if lang != "ja" and count > 0.3 * letters:
             return lang
-    hits = Counter()
+    hits: Counter[str] = Counter()
     tokens = words(sample)
     for token in tokens:
         for lang, stop in _STOPWORDS.items():
