@@ -422,7 +422,7 @@ variable "tasks_retry" {
 }
 
 variable "tasks_rate_limits" {
-  description = "Per queue of the topology (webhooks, recaptures): dispatches per second (default: the registry's) and concurrent dispatches."
+  description = "Per queue of the topology (webhooks): dispatches per second (default: the registry's) and concurrent dispatches."
   type = map(object({
     max_dispatches_per_second = optional(number)
     max_concurrent_dispatches = optional(number, 10)

@@ -131,7 +131,7 @@ def test_topology_names_and_policies(settings, endpoints):
             assert (sub.dead_letter_topic, sub.max_delivery_attempts) == ("", 0)
         else:
             assert (sub.dead_letter_topic, sub.max_delivery_attempts) == ("htbase-dead-letter", 5)
-    assert [q.name for q in plan.queues] == ["htbase-webhooks", "htbase-recaptures"]
+    assert [q.name for q in plan.queues] == ["htbase-webhooks"]  # scheduled re-captures ride on housekeeping
     assert plan.bucket == "htbase-archives"
 
 
@@ -168,10 +168,7 @@ def test_bootstrap_creates_exactly_the_topology_and_a_second_run_changes_nothing
     assert topics == sorted(
         f"projects/{PROJECT}/topics/{t}" for t in [*ARCHIVE_TOPICS, "htbase-summarize", "htbase-dead-letter"]
     )
-    assert queues == [
-        f"projects/{PROJECT}/locations/us-central1/queues/htbase-recaptures",
-        f"projects/{PROJECT}/locations/us-central1/queues/htbase-webhooks",
-    ]
+    assert queues == [f"projects/{PROJECT}/locations/us-central1/queues/htbase-webhooks"]
     assert gcs_client(settings).bucket("htbase-archives").exists()
 
     subs = {s.name.rsplit("/", 1)[1]: s for s in subscriber.list_subscriptions(project=f"projects/{PROJECT}")}
