@@ -479,7 +479,9 @@ class Ledger:
             updated_at=now,
         )
         session.add(delivery)
-        return outbox_rows([enqueue(session, webhook_outgoing(WebhookRequest(delivery.id)), now)])
+        message = enqueue(session, webhook_outgoing(WebhookRequest(delivery.id)), now)
+        session.flush()  # the row's id, which the relay marks it sent by
+        return outbox_rows([message])
 
     @traced("ledger sweep")
     def sweep(self, *, revive_all: bool = False) -> dict[str, int]:

@@ -25,7 +25,8 @@ EXAMPLE_ENV = ROOT / "emulators" / "compose.env.example"
 SECRETS_ENV = ROOT / "emulators" / "compose.env"
 HTBASE_IMAGES = {"htbase:local": "browser", "htbase-light:local": "light"}  # image: its Dockerfile target
 EMULATORS = {"pubsub", "firestore", "gcs", "tasks", "postgres"}
-PUSH_SERVICES = set(topology.PUSH_SERVICES)  # bootstrap points a push subscription at each, by name
+# Bootstrap points a push subscription or a Cloud Tasks queue at each, by name.
+PUSH_SERVICES = set(topology.PUSH_SERVICES) | set(topology.QUEUE_SERVICES)
 YAMLLINT_CONFIG = "{extends: default, rules: {line-length: {max: 120}, document-start: disable}}"
 
 
