@@ -179,12 +179,21 @@ def bookmarks(entries: list[Entry]) -> list[Bookmark]:
     return [Bookmark(e.url, e.title, tuple(e.tags), e.created_at, e.captured_at) for e in entries]
 
 
-BOOKMARK = {"type": "object", "properties": {
-    "url": {"type": "string"}, "title": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
-    "added_at": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-    "captured_at": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
-EXPORT_SCHEMAS = {"html": {"type": "string"}, "csv": {"type": "string"},
-                  "json": {"type": "object", "properties": {"bookmarks": {"type": "array", "items": BOOKMARK}}}}
+BOOKMARK = {
+    "type": "object",
+    "properties": {
+        "url": {"type": "string"},
+        "title": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "added_at": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "captured_at": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+}
+EXPORT_SCHEMAS = {
+    "html": {"type": "string"},
+    "csv": {"type": "string"},
+    "json": {"type": "object", "properties": {"bookmarks": {"type": "array", "items": BOOKMARK}}},
+}
 
 
 @bp.get(
