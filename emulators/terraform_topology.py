@@ -53,7 +53,11 @@ def render() -> dict:
             "routes": {route.topic: {**_service(route), "dead_lettered": route.dead_lettered} for route in ROUTES},
             "housekeeping": _service(HOUSEKEEPING),
             "queues": {
-                queue.name: {"purpose": queue.purpose, "max_dispatches_per_second": queue.max_dispatches_per_second}
+                queue.name: {
+                    "purpose": queue.purpose,
+                    "max_dispatches_per_second": queue.max_dispatches_per_second,
+                    "service": _service(queue.route),
+                }
                 for queue in QUEUES
             },
         }

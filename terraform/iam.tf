@@ -10,6 +10,7 @@ locals {
     operations = "htbase dead-letter handler and housekeeping"
     push       = "Pub/Sub push identity (OIDC) of the worker services"
     scheduler  = "Cloud Scheduler identity (OIDC) calling housekeeping"
+    tasks      = "Cloud Tasks identity (OIDC) calling the webhooks service"
     migrate    = "htbase migrate job (alembic upgrade head)"
     build      = "Cloud Build: tests, image, migration, roll-out"
   }

@@ -1,6 +1,8 @@
 # The Cloud Run services: the API, and one worker service per route of the topology
-# plus housekeeping. Every env name below is one that Settings (htbase/config.py)
-# reads; tests/terraform holds the file to that.
+# plus housekeeping and each Cloud Tasks queue's target. Every env name below is one
+# that Settings (htbase/config.py) reads; tests/terraform holds the file to that.
+
+data "google_project" "this" {}
 
 locals {
   # Each worker's kind picks its service account, sizing and settings; its
@@ -24,7 +26,20 @@ locals {
         image   = local.light_image
       }
     },
+    {
+      for queue in values(var.topology.queues) : queue.service.service => {
+        target  = queue.service.target
+        env     = queue.service.env
+        kind    = "operations"
+        invoker = "tasks"
+        image   = local.light_image
+      }
+    },
   )
+
+  # Where Cloud Tasks takes webhook attempts: the URL Cloud Run gives the webhooks service
+  # (written out, as that service enqueues its own retries and cannot read its own uri).
+  webhook_delivery_url = "https://${var.prefix}${var.topology.queues["webhooks"].service.service}-${data.google_project.this.number}.${var.region}.run.app"
 
   sizing = {
     archiver   = var.archiver_service
@@ -54,6 +69,8 @@ locals {
     MAX_DELIVERY_ATTEMPTS    = tostring(var.max_delivery_attempts)
     RETRY_BACKOFF_SECONDS    = tostring(var.retry_backoff_seconds)
     TASKS_LOCATION           = var.region
+    WEBHOOK_DELIVERY_URL     = local.webhook_delivery_url
+    TASKS_SERVICE_ACCOUNT    = google_service_account.role["tasks"].email
     TELEMETRY_EXPORTER       = "gcp"   # Cloud Trace and Cloud Monitoring
     PROMETHEUS_METRICS       = "false" # Cloud Monitoring has the metrics; no /metrics to scrape
   }
@@ -89,7 +106,7 @@ locals {
 
   # One audience; each worker accepts tokens of its invoker only.
   push_auth_env = {
-    for invoker in ["push", "scheduler"] : invoker => {
+    for invoker in ["push", "scheduler", "tasks"] : invoker => {
       PUSH_AUDIENCE                 = local.push_audience
       PUSH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.role[invoker].email
     }

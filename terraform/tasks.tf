@@ -37,6 +37,27 @@ resource "google_cloud_tasks_queue" "queue" {
   depends_on = [google_project_service.apis]
 }
 
+# An enqueuer names the tasks account as its tasks' OIDC identity, so it must be allowed to act
+# as it; Cloud Tasks' own agent mints the tokens.
+resource "google_service_account_iam_member" "enqueuer_acts_as_tasks" {
+  for_each           = toset(local.runtime_accounts)
+  service_account_id = google_service_account.role["tasks"].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.role[each.key].member
+}
+
+resource "google_project_service_identity" "cloudtasks" {
+  provider = google-beta
+  project  = var.project_id
+  service  = "cloudtasks.googleapis.com"
+}
+
+resource "google_service_account_iam_member" "cloudtasks_signs_tokens" {
+  service_account_id = google_service_account.role["tasks"].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_project_service_identity.cloudtasks.member
+}
+
 resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
   for_each = local.queue_grants
   name     = google_cloud_tasks_queue.queue[each.value.queue].name

@@ -189,7 +189,7 @@ variable "api_service" {
     concurrency     = optional(number, 32)
     min_instances   = optional(number, 0)
     max_instances   = optional(number, 4)
-    timeout_seconds = optional(number, 60)
+    timeout_seconds = optional(number, 180) # POST /archive/sync waits up to 120 s
     web_workers     = optional(number, 2)
     db_pool_size    = optional(number, 4)
   })
@@ -517,6 +517,14 @@ variable "topology" {
     queues = map(object({
       purpose                   = string
       max_dispatches_per_second = number
+      service = object({
+        service  = string
+        target   = string
+        path     = string
+        archiver = string
+        role     = string
+        env      = map(string)
+      })
     }))
   })
 

@@ -29,7 +29,7 @@ from hcl2 import SerializationOptions
 
 from emulators.stack import API, Stack
 from htbase.config import Settings
-from htbase.topology import HOUSEKEEPING, ROUTES
+from htbase.topology import HOUSEKEEPING, QUEUES, ROUTES
 from tests.helpers import HttpApi, finished, submit, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,10 @@ TERRAFORM = ROOT / "terraform"
 HTBASE = str(Path(sys.executable).parent / "htbase")
 HCL = SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
 TERRAFORM_ENV = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
-RESOURCE_REFERENCE = re.compile(r"\b((?:google|random)_[a-z0-9_]+)\.([a-z0-9_]+)((?:\[[^\]]+\])?)\.([a-z_]+)")
+# A resource's (or a data source's) attribute, e.g. google_service_account.role["api"].email.
+RESOURCE_REFERENCE = re.compile(
+    r"\b(?:data\.)?((?:google|random)_[a-z0-9_]+)\.([a-z0-9_]+)((?:\[[^\]]+\])?)\.([a-z_]+)"
+)
 
 # What only the cloud has, and what stands for it here. Everything else a service is given stays as
 # Terraform wrote it (RUN_MIGRATIONS=false, pool sizes, timeouts, the project, prefix and bucket...).
@@ -188,7 +191,7 @@ def rendered(tmp_path_factory) -> dict:
 
 def test_terraform_renders_an_env_for_every_service_the_stack_runs(rendered):
     assert {name: worker["target"] for name, worker in rendered["workers"].items()} == {
-        r.service: r.target for r in (*ROUTES, HOUSEKEEPING)
+        r.service: r.target for r in (*ROUTES, HOUSEKEEPING, *(queue.route for queue in QUEUES))
     }
     assert rendered["api"]["env"]["SERVICE_ROLE"] == "api"
     for name, worker in rendered["workers"].items():

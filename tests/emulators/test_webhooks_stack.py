@@ -86,12 +86,6 @@ def test_a_cloud_tasks_outage_only_delays_a_webhook(stack, runtime, receiver):
     try:
         task_id = ended_task(runtime, receiver.url("/later"), "later")
         runtime.housekeep()
-        from sqlalchemy import select
-
-        from infra.models import OutboxMessage
-        with runtime.ledger.session() as session:
-            for row in session.scalars(select(OutboxMessage).where(OutboxMessage.topic == "webhooks")):
-                print("ROW", row.id, row.created_at, row.sent_at, row.failed_at, row.attempts, row.last_error, row.attributes)
         assert unsent_webhooks(runtime) == 1  # nowhere to hand it to: the outbox keeps it
         assert receiver.at("/later") == [] and webhook(stack, task_id)["status"] == "pending"
     finally:

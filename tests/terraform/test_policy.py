@@ -163,7 +163,7 @@ def test_workers_take_tokens_of_their_invoker_only(root, push_service):
     }
     assert root.modules["worker"]["env"] == "${local.worker_env[each.key]}"
     auth = re.sub(r"\s+", " ", root.locals["push_auth_env"])
-    assert 'for invoker in ["push", "scheduler"]' in auth
+    assert 'for invoker in ["push", "scheduler", "tasks"]' in auth
     assert "PUSH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.role[invoker].email" in auth
     # Cloud Scheduler calls housekeeping as its own account, with the same audience.
     scheduler = root.resources["google_cloud_scheduler_job", "housekeeping"]["http_target"][0]
@@ -358,7 +358,7 @@ def test_no_owner_editor_keys_or_project_wide_excess(root, push_service):
         for (kind, name), body in root.resources.items()
         if body.get("role") == "roles/iam.serviceAccountTokenCreator"
     }
-    assert token_creators == {"api_signs_urls", "pubsub_signs_push_tokens"}
+    assert token_creators == {"api_signs_urls", "pubsub_signs_push_tokens", "cloudtasks_signs_tokens"}
     signs = root.resources["google_service_account_iam_member", "api_signs_urls"]
     assert signs["service_account_id"] == '${google_service_account.role["api"].name}'  # itself, nobody else
     assert signs["member"] == '${google_service_account.role["api"].member}'
