@@ -155,6 +155,8 @@ def handle_dead_letter(runtime: Worker, request: Request) -> Response:
         dead = parse_request(message.data)
         if isinstance(dead, SummarizeRequest):
             return summary.dead_letter(runtime, dead, deliveries)
+        if isinstance(dead, WebhookRequest):
+            return webhook.dead_letter(dead, deliveries)
         return archive.dead_letter(runtime, dead, deliveries)
 
     return handle(request, work, drop_malformed=True)

@@ -156,11 +156,14 @@ class WebhookRequest:
         return cls(delivery_id=_require_str(_json_object(data), "delivery_id"))
 
 
-def parse_request(data: bytes) -> ArchiveRequest | SummarizeRequest:
-    """Either kind of work message (as the dead-letter topic gets both): an archive request names
-    its archiver, a summarize request does not."""
-    if "archiver" in _json_object(data):
+def parse_request(data: bytes) -> ArchiveRequest | SummarizeRequest | WebhookRequest:
+    """Any work message (as the dead-letter topic gets them): an archive request names its archiver,
+    a webhook attempt its delivery, a summarize request neither."""
+    payload = _json_object(data)
+    if "archiver" in payload:
         return ArchiveRequest.from_json(data)
+    if "delivery_id" in payload:
+        return WebhookRequest.from_json(data)
     return SummarizeRequest.from_json(data)
 
 

@@ -6,10 +6,12 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 import requests
 
+from infra.models import utcnow
 from tests.api.conftest import API, quiet_service, served
 from tests.helpers import wait_for
 
@@ -146,3 +148,22 @@ def test_sync_answers_the_finished_task_or_202_with_it_as_it_stands(service, bas
 def test_sync_waits_at_most_two_minutes(base_url, timeout):
     response = requests.post(f"{base_url}{API}/archive/sync", json={"url": URL, "timeout": timeout}, timeout=30)
     assert response.status_code == 400
+
+
+def test_a_format_waiting_for_a_retry_says_when_it_is_due(service, base_url):
+    task_id = submit(base_url)
+    ledger, backoff = service.runtime.ledger, service.runtime.settings.retry_backoff_s
+
+    def pdf() -> dict:
+        return requests.get(f"{base_url}{API}/tasks/{task_id}", timeout=10).json()["subtasks"]["pdf"]
+
+    for attempt in (1, 2):
+        ledger.claim(task_id, "pdf", "test")
+        assert "next_attempt_at" not in pdf()  # being tried
+        failed_at = utcnow()
+        assert not ledger.fail(task_id, "pdf", "test", "timed out", permanent=False)
+        waiting = pdf()
+        assert (waiting["status"], waiting["attempts"], waiting["error"]) == ("pending", attempt, "timed out")
+        due = datetime.fromisoformat(waiting["next_attempt_at"].removesuffix("Z"))
+        wait = backoff * 2 ** (attempt - 1)  # the broker's backoff doubles
+        assert failed_at + timedelta(seconds=wait - 0.01) <= due <= utcnow() + timedelta(seconds=wait)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 
 import pytest
 
 from functions.push import create_push_app
-from htbase.messages import ArchiveRequest, build_push_envelope
+from htbase.messages import ArchiveRequest, WebhookRequest, build_push_envelope
 from infra.documents import task_view
 from infra.ledger import NewItem
 from infra.models import WebhookDelivery
@@ -244,3 +245,25 @@ def test_a_webhook_url_is_refused_where_no_webhook_can_be_signed(settings, recei
     with embedded(settings) as service:
         service.dispatcher.close()  # accepted, and never captured
         assert service.api.test_client().post("/api/v2/archive", json=body).status_code == 202
+
+
+def test_an_attempt_whose_message_got_lost_is_asked_for_again_by_housekeeping(settings, receiver):
+    with embedded(settings) as service:
+        runtime = service.runtime
+        # The attempt's message is handed over, then lost (a queue emptied by a restart, say).
+        runtime.ledger.announce = lambda rows: runtime.outbox.mark_sent([row.id for row in rows])
+        task_id = accept(service, receiver.url("/lost"), archivers=["pdf"])
+        finish(service, task_id, "pdf")
+        delivery_id = document(service, task_id)["webhook"]["id"]
+        # Where a transport gives up on an attempt (the embedded dispatcher dead-letters it), nothing is recorded.
+        envelope = build_push_envelope(WebhookRequest(delivery_id).to_json(), subscription="dead-letter")
+        push = create_push_app(runtime, authenticator=None).test_client()
+        answer = push.post("/push/dead-letter", data=json.dumps(envelope), content_type="application/json")
+        assert (answer.status_code, answer.get_json()["status"]) == (200, "left to housekeeping")
+        assert runtime.housekeep()["webhooks_resent"] == 0  # not overdue yet
+        with runtime.ledger.session() as session, session.begin():
+            session.get(WebhookDelivery, delivery_id).next_attempt_at -= timedelta(seconds=settings.lease_s + 1)
+        assert runtime.housekeep()["webhooks_resent"] == 1
+        verified(receiver.wait("/lost")[0])
+        settled(service)
+        assert document(service, task_id)["webhook"]["status"] == "delivered"
