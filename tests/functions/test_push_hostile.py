@@ -56,7 +56,7 @@ UNPROCESSABLE = [
     pytest.param(envelope(archive_message(task_id="a\ud800")), id="lone surrogate in task_id"),
     pytest.param(envelope(archive_message(url="https://e.org/\x00")), id="NUL in url"),
     pytest.param(envelope(b"\xff\xfe not even text"), id="not UTF-8"),
-    pytest.param(envelope(b'{"task_id": "t"}'), id="not an archive request"),
+    pytest.param(envelope(b'{"neither": "t"}'), id="neither an archive nor a summary request"),
 ]
 
 

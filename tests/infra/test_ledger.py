@@ -26,9 +26,25 @@ def lease_expiry(ledger: Ledger, task_id: str, archiver: str = "pdf"):
 
 
 def test_migrations_match_the_models(engine):
+    # Tables written through SQL of their own (search index, imports) are not ORM models: only the models compare.
+    def modelled(obj, name, type_, reflected, compare_to):
+        table = obj if type_ == "table" else getattr(obj, "table", None)
+        return table is None or table.name in Base.metadata.tables
+
     with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
-    assert diff == []
+        context = MigrationContext.configure(connection, opts={"include_object": modelled})
+        diff = compare_metadata(context, Base.metadata)
+    # (indexes PostgreSQL reflects on its own, e.g. GIN, skip include_object: filter them here too)
+    diff = [d for d in diff if not (d[0].endswith("_index") and d[1].table.name not in Base.metadata.tables)]
+    # PostgreSQL's search index keeps two columns of its own (the tsvector and its language), made by migration 0005
+    postgres_only = {("search_documents", "config"), ("search_documents", "document")}
+    diff = [
+        d
+        for d in diff
+        if not (d[0] == "remove_column" and (d[2], d[3].name) in postgres_only)
+        and not (d[0] == "remove_index" and (d[1].table.name, d[1].columns.keys()[0]) in postgres_only)
+    ]
+    assert diff == [], repr(diff)[:1500]
 
 
 def test_create_task_writes_task_artifacts_and_outbox_together(ledger):
