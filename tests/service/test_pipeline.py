@@ -3,39 +3,24 @@
 One process, SQLite, local files, real Chromium and SingleFile, the local test
 site on 127.0.0.1 — the way `make run` works.
 """
+
 from __future__ import annotations
 
+import hashlib
 import io
 import re
-import time
 import zipfile
 
 import pytest
 from PIL import Image
 
-from service.embedded import EmbeddedService
 from htbase.messages import ArchiveRequest
 from infra.outbox import archive_outgoing
+from service.embedded import EmbeddedService
+from tests.helpers import API, finished, submit
 from tests.site.server import serve_test_site
 
-API = "/api/v2"
 EXTERNAL_RESOURCE = re.compile(r"""(?:\b(?:src|srcset|poster)\s*=\s*["']?\s*|url\(\s*["']?)https?://""", re.I)
-
-
-def wait_for(client, task_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = client.get(f"{API}/tasks/{task_id}").get_json()
-        if task["status"] not in ("pending", "processing"):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task still {task['status']} after {timeout}s: {task}")
-
-
-def submit(client, url: str, **body) -> str:
-    response = client.post(f"{API}/archive", json={"url": url, **body})
-    assert response.status_code == 202, response.get_json()
-    return response.get_json()["task_id"]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +28,15 @@ def service(tmp_path_factory):
     from htbase.config import Settings
 
     root = tmp_path_factory.mktemp("pipeline")
-    settings = Settings(database_url=f"sqlite:///{root / 'htbase.db'}", local_storage_path=root / "archives",
-                        allow_private_urls=True, capture_timeout_s=30, max_attempts=3, retry_backoff_s=0.2,
-                        sweep_interval_s=3600)
+    settings = Settings(
+        database_url=f"sqlite:///{root / 'htbase.db'}",
+        local_storage_path=root / "archives",
+        allow_private_urls=True,
+        capture_timeout_s=30,
+        max_attempts=3,
+        retry_backoff_s=0.2,
+        sweep_interval_s=3600,
+    )
     with EmbeddedService(settings) as service:
         yield service
 
@@ -58,7 +49,7 @@ def client(service):
 @pytest.fixture(scope="module")
 def article_task(client, service, test_site) -> dict:
     task_id = submit(client, test_site.url("/article.html"), item_id="varne-point")
-    task = wait_for(client, task_id)
+    task = finished(client, task_id)
     assert service.dispatcher.wait_idle(60)  # the summary follows the readable article
     return task
 
@@ -77,6 +68,13 @@ def download(client, task: dict, archiver: str):
     response = client.get(task["subtasks"][archiver]["artifact"]["url"])
     assert response.status_code == 200
     return response
+
+
+def test_the_bytes_served_are_the_bytes_recorded(client, article_task):
+    for name, sub in article_task["subtasks"].items():
+        served = download(client, article_task, name).data
+        assert len(served) == sub["artifact"]["size"], name
+        assert hashlib.sha256(served).hexdigest() == sub["artifact"]["sha256"], name
 
 
 def test_pdf_is_a_pdf_with_pages(client, article_task):
@@ -124,8 +122,14 @@ def test_all_artifacts_as_one_zip_by_task_or_item_id(client, article_task):
         response = client.get(f"{API}/archives/{archive_id}/all")
         assert response.status_code == 200 and response.mimetype == "application/zip"
         names = set(zipfile.ZipFile(io.BytesIO(response.data)).namelist())
-        assert names == {"singlefile.html", "monolith.html", "readability.html", "readability.txt", "pdf.pdf",
-                         "screenshot.png"}
+        assert names == {
+            "singlefile.html",
+            "monolith.html",
+            "readability.html",
+            "readability.txt",
+            "pdf.pdf",
+            "screenshot.png",
+        }
         text = zipfile.ZipFile(io.BytesIO(response.data)).read("readability.txt").decode()
         assert "Varne Point" in text and "SPONSORED" not in text
 
@@ -139,8 +143,9 @@ def test_a_redelivered_finished_capture_does_nothing(client, service, article_ta
         service.dispatcher.publish(message.topic, message.data, message.attributes)
     assert service.dispatcher.wait_idle(30)
     after = service.runtime.ledger.task(task_id).artifacts
-    assert [(a.attempts, a.sha256, a.finished_at) for a in after] == [(a.attempts, a.sha256, a.finished_at)
-                                                                       for a in before]
+    assert [(a.attempts, a.sha256, a.finished_at) for a in after] == [
+        (a.attempts, a.sha256, a.finished_at) for a in before
+    ]
 
 
 def test_a_duplicate_delivery_during_a_capture_starts_no_second_capture(client, service, test_site):
@@ -150,7 +155,7 @@ def test_a_duplicate_delivery_during_a_capture_starts_no_second_capture(client, 
     message = archive_outgoing(request)
     for _ in range(3):  # the same message, delivered again while the first is running
         service.dispatcher.publish(message.topic, message.data, message.attributes)
-    task = wait_for(client, task_id)
+    task = finished(client, task_id)
     assert service.dispatcher.wait_idle(30)
     assert task["status"] == "success" and task["subtasks"]["pdf"]["attempts"] == 1
     stored = list((service.settings.local_storage_path / task_id).iterdir())
@@ -160,10 +165,17 @@ def test_a_duplicate_delivery_during_a_capture_starts_no_second_capture(client, 
 def test_bad_pages_fail_with_a_clear_error_and_the_service_lives_on(tmp_path, test_site):
     from htbase.config import Settings
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'htbase.db'}", local_storage_path=tmp_path / "files",
-                        allow_private_urls=True, capture_timeout_s=3, max_attempts=2, retry_backoff_s=0.1,
-                        max_capture_bytes=2 * 1024 * 1024, sweep_interval_s=3600,
-                        archivers=("monolith", "pdf"))
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'htbase.db'}",
+        local_storage_path=tmp_path / "files",
+        allow_private_urls=True,
+        capture_timeout_s=3,
+        max_attempts=2,
+        retry_backoff_s=0.1,
+        max_capture_bytes=2 * 1024 * 1024,
+        sweep_interval_s=3600,
+        archivers=("monolith", "pdf"),
+    )
     cases = {
         "/missing": "HTTP 404",
         "/slow": "timed out",
@@ -174,7 +186,7 @@ def test_bad_pages_fail_with_a_clear_error_and_the_service_lives_on(tmp_path, te
         client = service.api.test_client()
         tasks = {path: submit(client, test_site.url(path)) for path in cases}
         for path, expected in cases.items():
-            task = wait_for(client, tasks[path])
+            task = finished(client, tasks[path])
             assert task["status"] == "failed", (path, task)
             for name, sub in task["subtasks"].items():
                 assert expected.lower() in sub["error"].lower(), (path, name, sub)
@@ -185,9 +197,16 @@ def test_the_egress_guard_refuses_private_targets(tmp_path, test_site):
     """With the guard on, only the site on 127.0.0.2 is allowed; loopback, metadata and redirects there are not."""
     from htbase.config import Settings
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'htbase.db'}", local_storage_path=tmp_path / "files",
-                        allow_private_urls=False, egress_allow_cidrs=("127.0.0.2/32",), capture_timeout_s=10,
-                        max_attempts=2, retry_backoff_s=0.1, sweep_interval_s=3600)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'htbase.db'}",
+        local_storage_path=tmp_path / "files",
+        allow_private_urls=False,
+        egress_allow_cidrs=("127.0.0.2/32",),
+        capture_timeout_s=10,
+        max_attempts=2,
+        retry_backoff_s=0.1,
+        sweep_interval_s=3600,
+    )
     with serve_test_site(host="127.0.0.2") as allowed_site, EmbeddedService(settings) as service:
         client = service.api.test_client()
         cases = {
@@ -199,11 +218,11 @@ def test_the_egress_guard_refuses_private_targets(tmp_path, test_site):
         }
         tasks = {url: submit(client, url) for url in cases}
         for url, address in cases.items():
-            task = wait_for(client, tasks[url])
+            task = finished(client, tasks[url])
             assert task["status"] == "failed", (url, task)
             for name, sub in task["subtasks"].items():
                 assert "refused" in sub["error"] and address in sub["error"], (url, name, sub["error"])
                 assert sub["attempts"] == 1, "a refusal is permanent: no retries"
         # The allowed host itself archives fine with the guard on.
-        ok = wait_for(client, submit(client, allowed_site.url("/article.html"), archivers=["pdf", "monolith"]))
+        ok = finished(client, submit(client, allowed_site.url("/article.html"), archivers=["pdf", "monolith"]))
         assert ok["status"] == "success", ok
