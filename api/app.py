@@ -8,13 +8,29 @@ the ledger or the store and renders the result. Modules: ``errors`` (the JSON er
 ``archives``, ``summaries``, ``keys``, ``health``, ``metrics``. A new resource is a module with a
 ``blueprint()`` added to ``BLUEPRINTS``: validated, guarded and documented like the rest.
 """
+
 from __future__ import annotations
 
 from flask import Response
 from flask_openapi3 import OpenAPI
 
-from api import (archives, auth, feed, health, items, keys, metrics, progress, search, submissions, summaries, tags,
-                 tasks, transfer, web)
+from api import (
+    archives,
+    auth,
+    feed,
+    health,
+    items,
+    keys,
+    metrics,
+    progress,
+    search,
+    submissions,
+    summaries,
+    tags,
+    tasks,
+    transfer,
+    web,
+)
 from api.bodies import MAX_BODY_BYTES, JsonBodyRequest
 from api.context import attach
 from api.errors import register_error_handlers, validation_error
@@ -23,13 +39,27 @@ from api.session import CookieKeys
 from infra.keys import ApiKeys
 from infra.runtime import Runtime
 
-BLUEPRINTS = (submissions.bp, tasks.bp, progress.bp, items.bp, archives.bp, summaries.bp, search.bp, tags.bp,
-              transfer.bp, feed.bp, keys.bp, health.bp, metrics.bp)
+BLUEPRINTS = (
+    submissions.bp,
+    tasks.bp,
+    progress.bp,
+    items.bp,
+    archives.bp,
+    summaries.bp,
+    search.bp,
+    tags.bp,
+    transfer.bp,
+    feed.bp,
+    keys.bp,
+    health.bp,
+    metrics.bp,
+)
 
 
 def create_app(runtime: Runtime) -> OpenAPI:
-    app = OpenAPI("htbase.api", info=INFO, doc_ui=False, validation_error_status=400,
-                  validation_error_callback=validation_error)
+    app = OpenAPI(
+        "htbase.api", info=INFO, doc_ui=False, validation_error_status=400, validation_error_callback=validation_error
+    )
     app.request_class = JsonBodyRequest
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

@@ -3,6 +3,7 @@
 A page of items (one URL's, with ``?url=``), an item with all its snapshots, deleting an item with
 its snapshots and files, and re-capturing it on a schedule.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -36,8 +37,14 @@ class ItemListQuery(BaseModel):
 
 
 class ScheduleRequest(BaseModel):
-    every: Annotated[StrictStr, Field(pattern=r"^[1-9][0-9]{0,4}[mhdw]$", examples=["1d"],
-                                      description="how often: a number and m, h, d or w; from 1h to 365d")]
+    every: Annotated[
+        StrictStr,
+        Field(
+            pattern=r"^[1-9][0-9]{0,4}[mhdw]$",
+            examples=["1d"],
+            description="how often: a number and m, h, d or w; from 1h to 365d",
+        ),
+    ]
     archivers: Archivers | None = None
 
 
@@ -85,11 +92,17 @@ class ItemList(BaseModel):
 def list_items(query: ItemListQuery) -> Response:
     """Items, the most recently captured first, each with its newest snapshot."""
     limit, offset = min(max(query.limit, 1), 100), query.offset
-    entries, total = runtime().catalog.page(limit=limit, offset=offset,
-                                            url_hash=url_hash(query.url) if query.url else None)
+    entries, total = runtime().catalog.page(
+        limit=limit, offset=offset, url_hash=url_hash(query.url) if query.url else None
+    )
     following = offset + limit
-    page: dict[str, Any] = {"items": [item_summary_view(entry) for entry in entries], "total": total,
-                            "limit": limit, "offset": offset, "next": None}
+    page: dict[str, Any] = {
+        "items": [item_summary_view(entry) for entry in entries],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next": None,
+    }
     if following < total:
         page["next"] = f"{API}/items?limit={limit}&offset={following}"
     return jsonify(page)

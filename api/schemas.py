@@ -7,6 +7,7 @@ enabled archivers, ``MAX_CAPTURE_TIMEOUT``) stay in the handlers. Response model
 what ``infra.documents`` renders; they allow more properties, so a field added there never
 breaks a client.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -51,21 +52,35 @@ def _at_most_a_batch(items: list) -> list:
     return items
 
 
-Url = Annotated[StrictStr, Field(max_length=MAX_URL_LENGTH, examples=["https://example.org/"],
-                                 description="an http(s) URL; without a scheme, https:// is meant"),
-                AfterValidator(_valid_url)]
+Url = Annotated[
+    StrictStr,
+    Field(
+        max_length=MAX_URL_LENGTH,
+        examples=["https://example.org/"],
+        description="an http(s) URL; without a scheme, https:// is meant",
+    ),
+    AfterValidator(_valid_url),
+]
 Id = Annotated[StrictStr, Field(pattern=ID_PATTERN, description="a task id, or a client's item id")]
 Archiver = Annotated[StrictStr, Field(json_schema_extra={"enum": list(ARCHIVERS)}), AfterValidator(_known_archiver)]
-Archivers = Annotated[list[Archiver], Field(min_length=1, description="absent or null: every enabled archiver"),
-                      AfterValidator(lambda names: list(dict.fromkeys(names)))]
+Archivers = Annotated[
+    list[Archiver],
+    Field(min_length=1, description="absent or null: every enabled archiver"),
+    AfterValidator(lambda names: list(dict.fromkeys(names))),
+]
 
 
 class CaptureOptions(BaseModel):
     """Only known options: they travel in every message of the task."""
 
     model_config = ConfigDict(extra="forbid")
-    timeout: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False,
-                                          description="seconds per capture, at most MAX_CAPTURE_TIMEOUT")] | None = None
+    timeout: (
+        Annotated[
+            StrictFloat,
+            Field(gt=0, allow_inf_nan=False, description="seconds per capture, at most MAX_CAPTURE_TIMEOUT"),
+        ]
+        | None
+    ) = None
 
 
 class ArchiveRequest(BaseModel):
@@ -82,8 +97,11 @@ class BatchEntry(BaseModel):
 
 
 class BatchRequest(BaseModel):
-    items: Annotated[list[BatchEntry], Field(min_length=1, json_schema_extra={"maxItems": MAX_BATCH}),
-                     AfterValidator(_at_most_a_batch)]
+    items: Annotated[
+        list[BatchEntry],
+        Field(min_length=1, json_schema_extra={"maxItems": MAX_BATCH}),
+        AfterValidator(_at_most_a_batch),
+    ]
     archivers: Archivers | None = None
     options: CaptureOptions | None = None
     webhook_url: Url | None = None
@@ -107,17 +125,23 @@ class ArchiveFilePath(BaseModel):
 
 
 class DownloadQuery(BaseModel):
-    format: Literal["txt"] | None = Field(None, description="a format stored beside the main file: "
-                                                            "`txt`, readability's plain text")
-    at: datetime | None = Field(None, description="for an item id: the newest capture taken at or before this "
-                                                  "time (ISO 8601; without a zone, UTC)")
+    format: Literal["txt"] | None = Field(
+        None, description="a format stored beside the main file: `txt`, readability's plain text"
+    )
+    at: datetime | None = Field(
+        None,
+        description="for an item id: the newest capture taken at or before this time (ISO 8601; without a zone, UTC)",
+    )
 
 
 class KeyRequest(BaseModel):
-    name: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
-                                     description="who or what holds it")]
-    scope: Literal["read", "write", "admin"] = Field(description="read: GET; write: also submit and summarize; "
-                                                                 "admin: also delete and manage keys")
+    name: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$", description="who or what holds it"),
+    ]
+    scope: Literal["read", "write", "admin"] = Field(
+        description="read: GET; write: also submit and summarize; admin: also delete and manage keys"
+    )
 
 
 class KeyPath(BaseModel):
@@ -183,7 +207,8 @@ class Subtask(BaseModel):
 
 class WebhookState(BaseModel):
     status: Literal["waiting", "pending", "delivered", "failed"] = Field(
-        description="waiting: the task has not ended; pending: being delivered")
+        description="waiting: the task has not ended; pending: being delivered"
+    )
     attempts: int
     id: str | None = Field(None, description="the `webhook-id` every attempt carries")
     last_status: int | None = Field(None, description="the receiver's last HTTP status; null: no answer")

@@ -1,12 +1,14 @@
 """How ledger rows look to clients: the API's task document, also the Firestore replica's."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from htbase.messages import ArtifactStatus, derive_task_status
-from infra.ledger import BatchSummary
 from infra.catalog import Entry
+from infra.ledger import BatchSummary
 from infra.models import Artifact, Schedule, Summary, Task, WebhookDelivery
 
 API = "/api/v2"
@@ -44,8 +46,10 @@ def artifact_view(task_id: str, artifact: Artifact) -> dict[str, Any]:
         view["next_attempt_at"] = isoformat(artifact.next_attempt_at)  # when the broker is due to try again
     if artifact.status == "success":
         view["artifact"] = {
-            "size": artifact.size, "sha256": artifact.sha256,
-            "content_type": artifact.content_type, "url": f"{API}/archives/{task_id}/{artifact.archiver}",
+            "size": artifact.size,
+            "sha256": artifact.sha256,
+            "content_type": artifact.content_type,
+            "url": f"{API}/archives/{task_id}/{artifact.archiver}",
             "duration_ms": artifact.duration_ms,
         }
         if artifact.meta:
@@ -74,8 +78,12 @@ def webhook_view(delivery: WebhookDelivery | None) -> dict[str, Any]:
     """How the task's webhook went; ``waiting`` until the task ends."""
     if delivery is None:
         return {"status": "waiting", "attempts": 0}
-    view: dict[str, Any] = {"status": delivery.status, "attempts": delivery.attempts, "id": delivery.id,
-                            "last_status": delivery.last_status}
+    view: dict[str, Any] = {
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "id": delivery.id,
+        "last_status": delivery.last_status,
+    }
     if delivery.last_error:
         view["last_error"] = delivery.last_error
     if delivery.status == "pending":
@@ -87,30 +95,48 @@ def webhook_view(delivery: WebhookDelivery | None) -> dict[str, Any]:
 def snapshot_view(task: Task) -> dict[str, Any]:
     """One capture of an item: when, how it went, and the formats it holds."""
     status, _, completed_at = task_status([task])
-    return {"task_id": task.task_id, "created_at": isoformat(task.created_at), "status": status,
-            "completed_at": isoformat(completed_at),
-            "formats": [a.archiver for a in task.artifacts if a.status == "success"],
-            "status_url": f"{API}/tasks/{task.task_id}"}
+    return {
+        "task_id": task.task_id,
+        "created_at": isoformat(task.created_at),
+        "status": status,
+        "completed_at": isoformat(completed_at),
+        "formats": [a.archiver for a in task.artifacts if a.status == "success"],
+        "status_url": f"{API}/tasks/{task.task_id}",
+    }
 
 
 def item_view(entry: Entry, snapshots: list[Task], schedule: Schedule | None) -> dict[str, Any]:
     """An item with every snapshot, the newest first, its title the newest any snapshot found, and its
     re-capture schedule."""
-    return {**item_summary_view(entry), "title": next(filter(None, map(title, snapshots)), None),
-            "snapshots": [snapshot_view(task) for task in snapshots],
-            "schedule": schedule_view(schedule) if schedule else None}
+    return {
+        **item_summary_view(entry),
+        "title": next(filter(None, map(title, snapshots)), None),
+        "snapshots": [snapshot_view(task) for task in snapshots],
+        "schedule": schedule_view(schedule) if schedule else None,
+    }
 
 
 def item_summary_view(entry: Entry) -> dict[str, Any]:
     """An item in a list: what it is, and its newest snapshot."""
-    return {"item_id": entry.item_id, "url": entry.url, "title": entry.title or None, "tags": entry.tags,
-            "created_at": isoformat(entry.created_at), "item_url": f"{API}/items/{entry.item_id}",
-            "snapshots_count": entry.snapshots, "latest": snapshot_view(entry.snapshot)}
+    return {
+        "item_id": entry.item_id,
+        "url": entry.url,
+        "title": entry.title or None,
+        "tags": entry.tags,
+        "created_at": isoformat(entry.created_at),
+        "item_url": f"{API}/items/{entry.item_id}",
+        "snapshots_count": entry.snapshots,
+        "latest": snapshot_view(entry.snapshot),
+    }
 
 
 def schedule_view(schedule: Schedule) -> dict[str, Any]:
-    return {"item_id": schedule.item_id, "every_s": schedule.every_s, "archivers": schedule.archivers,
-            "next_run_at": isoformat(schedule.next_run_at)}
+    return {
+        "item_id": schedule.item_id,
+        "every_s": schedule.every_s,
+        "archivers": schedule.archivers,
+        "next_run_at": isoformat(schedule.next_run_at),
+    }
 
 
 def batch_summary_view(task: Task, summary: BatchSummary) -> dict[str, Any]:
@@ -137,10 +163,15 @@ def _task_head(task: Task, status: str, progress: float, completed_at: datetime 
 
 
 def summary_view(task_id: str, summary: Summary) -> dict[str, Any]:
-    view: dict[str, Any] = {"task_id": task_id, "status": summary.status, **summary.result,
-                            "model": summary.result.get("model", summary.model),
-                            "prompt_version": summary.prompt_version,
-                            "created_at": isoformat(summary.created_at), "updated_at": isoformat(summary.updated_at)}
+    view: dict[str, Any] = {
+        "task_id": task_id,
+        "status": summary.status,
+        **summary.result,
+        "model": summary.result.get("model", summary.model),
+        "prompt_version": summary.prompt_version,
+        "created_at": isoformat(summary.created_at),
+        "updated_at": isoformat(summary.updated_at),
+    }
     if summary.error:
         view["error"] = summary.error
     return view

@@ -6,6 +6,7 @@ snapshot to a scheduled item (Cloud Scheduler's tick in the cloud, the housekeep
 process), in the transaction that moves the schedule on: one snapshot per period, however many
 housekeepers run.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,11 @@ class Items:
     def newest_success(self, item_id: str, archiver: str, at: datetime | None = None) -> tuple[Task, Artifact] | None:
         """The newest snapshot of the item that holds ``archiver``'s capture, taken at or before ``at``
         (to the millisecond, as documents show times: a snapshot's own time picks it)."""
-        query = (select(Task, Artifact).join(Artifact, Artifact.task_id == Task.task_id)
-                 .where(Task.item_id == item_id, Artifact.archiver == archiver, Artifact.status == SUCCESS))
+        query = (
+            select(Task, Artifact)
+            .join(Artifact, Artifact.task_id == Task.task_id)
+            .where(Task.item_id == item_id, Artifact.archiver == archiver, Artifact.status == SUCCESS)
+        )
         if at is not None:
             end_of_millisecond = at.replace(microsecond=at.microsecond // 1000 * 1000) + timedelta(milliseconds=1)
             query = query.where(Task.created_at < end_of_millisecond)
@@ -81,8 +85,13 @@ class Items:
         now = now or utcnow()
         outbox: list[OutboxMessage] = []
         with self.ledger.session() as session, session.begin():
-            due = session.scalars(select(Schedule).where(Schedule.next_run_at <= now)
-                                  .order_by(Schedule.next_run_at).limit(limit).with_for_update(skip_locked=True)).all()
+            due = session.scalars(
+                select(Schedule)
+                .where(Schedule.next_run_at <= now)
+                .order_by(Schedule.next_run_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
             for schedule in due:
                 item = session.get(Item, schedule.item_id)
                 self.ledger.add_snapshot(session, item, schedule.archivers, {}, now, outbox)

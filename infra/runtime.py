@@ -6,13 +6,15 @@ the replica. The capture tools (egress proxy, Chromium, archivers, summarizer)
 are added by ``functions.worker.Worker``, so an API-only process never loads
 them.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from htbase.config import Settings
 from htbase.topology import QUEUES
@@ -52,8 +54,12 @@ class Runtime:
     def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
-        self.ledger = Ledger(self.engine, lease_s=settings.lease_s, max_attempts=settings.max_attempts,
-                             retry_backoff_s=settings.retry_backoff_s)
+        self.ledger = Ledger(
+            self.engine,
+            lease_s=settings.lease_s,
+            max_attempts=settings.max_attempts,
+            retry_backoff_s=settings.retry_backoff_s,
+        )
         self.ledger.announce = self.publish
         self.outbox = Outbox(self.engine)
         self.summaries = Summaries(self.engine)
@@ -61,8 +67,12 @@ class Runtime:
         self.items = Items(self.ledger)
         self.deletions = Deletions(self.ledger, self.store)
         # An attempt holds its delivery while the receiver may take to answer, and then some.
-        self.webhooks = Webhooks(self.engine, backoff_s=settings.retry_backoff_s,
-                                 max_attempts=settings.webhook_max_attempts, lease_s=2 * settings.webhook_timeout_s + 30)
+        self.webhooks = Webhooks(
+            self.engine,
+            backoff_s=settings.retry_backoff_s,
+            max_attempts=settings.webhook_max_attempts,
+            lease_s=2 * settings.webhook_timeout_s + 30,
+        )
         self.publisher = publisher
         # Identifies this process as a lease holder in the ledger.
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -98,12 +108,13 @@ class Runtime:
         self.replica.sync(task_id)
 
     @cached_property
-    def replica(self) -> "ReplicaSync":
+    def replica(self) -> ReplicaSync:
         """Best-effort Firestore copy of task documents; call ``sync`` after a commit."""
         from infra.replica import ReplicaSync, make_replica, task_documents  # the Firestore client loads slowly
 
-        return ReplicaSync(ReplicaQueue(self.engine), make_replica(self.settings),
-                           task_documents(self.ledger, self.summaries))
+        return ReplicaSync(
+            ReplicaQueue(self.engine), make_replica(self.settings), task_documents(self.ledger, self.summaries)
+        )
 
     @cached_property
     def search(self) -> Search:
@@ -130,8 +141,12 @@ class Runtime:
         imported = self.imports.advance()  # also where no API process paces imports (an idle Cloud Run)
         self.relay.send(recaptures + lost + imported)
         expired = self.deletions.expire(self.settings.retention_days) if self.settings.retention_days else []
-        counts = {"recaptured": len(recaptures), "webhooks_resent": len(lost), "expired": len(expired),
-                  "import_captures_started": len(imported)}
+        counts = {
+            "recaptured": len(recaptures),
+            "webhooks_resent": len(lost),
+            "expired": len(expired),
+            "import_captures_started": len(imported),
+        }
         counts.update({f"files_{k}": v for k, v in self.forget(expired).items()})
         counts.update(housekeep(self.ledger, self.relay))
         if self.replica.enabled:

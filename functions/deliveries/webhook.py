@@ -91,6 +91,11 @@ def deliver(runtime: Worker, request: WebhookRequest) -> Delivery:
 def dead_letter(request: WebhookRequest, deliveries: str) -> Delivery:
     """An attempt whose handler kept failing (our ledger was down) and that the embedded dispatcher
     dead-lettered: nothing to record, housekeeping asks for the attempt again once it is overdue."""
-    log(logger, logging.WARNING, "webhook attempt dead-lettered; housekeeping will ask for it again",
-        delivery_id=request.delivery_id, deliveries=deliveries)
+    log(
+        logger,
+        logging.WARNING,
+        "webhook attempt dead-lettered; housekeeping will ask for it again",
+        delivery_id=request.delivery_id,
+        deliveries=deliveries,
+    )
     return Delivery(True, "left to housekeeping")

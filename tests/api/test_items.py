@@ -1,6 +1,7 @@
 """Items over time, through the API on SQLite and Postgres: one URL captured three times is one item with
 three snapshots; downloads pick the newest successful capture, or the newest at or before ``?at=``; items
 are listed and filtered; tasks are filtered by status, item and time; schedules add snapshots."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -73,12 +74,18 @@ def test_three_captures_of_one_url_are_three_snapshots_of_one_item(service, clie
     assert pdf(at=at(second, microseconds=-1000)) == (200, b"%PDF capture 1")
     assert pdf(at=first) == (200, b"%PDF capture 1")
     assert pdf(at=at(first, hours=2).replace("Z", "+02:00")) == (200, b"%PDF capture 1")  # a zone counts
-    assert error_of(client.get(f"{API}/archives/{item_id}/pdf", query_string={"at": at(first, seconds=-1)})) == \
-        (404, "not_found")
-    assert error_of(client.get(f"{API}/archives/{item_id}/pdf", query_string={"at": "yesterday"})) == \
-        (400, "bad_request")
-    assert error_of(client.get(f"{API}/archives/{tasks[0]['task_id']}/pdf", query_string={"at": first})) == \
-        (400, "bad_request")
+    assert error_of(client.get(f"{API}/archives/{item_id}/pdf", query_string={"at": at(first, seconds=-1)})) == (
+        404,
+        "not_found",
+    )
+    assert error_of(client.get(f"{API}/archives/{item_id}/pdf", query_string={"at": "yesterday"})) == (
+        400,
+        "bad_request",
+    )
+    assert error_of(client.get(f"{API}/archives/{tasks[0]['task_id']}/pdf", query_string={"at": first})) == (
+        400,
+        "bad_request",
+    )
     assert error_of(client.get(f"{API}/archives/{item_id}/screenshot")) == (409, "not_ready")
     assert client.get(f"{API}/archives/{tasks[0]['task_id']}/pdf").data == b"%PDF capture 1"  # a task: its own
 
@@ -114,8 +121,9 @@ def test_tasks_are_filtered_by_status_item_and_time_and_show_url_and_title(servi
         assert response.status_code == 200, response.get_json()
         return response.get_json()["tasks"]
 
-    assert [(t["task_id"], t["url"], t["title"]) for t in listed(status="success")] == \
-        [(done["task_id"], "https://example.org/done", "Done page")]
+    assert [(t["task_id"], t["url"], t["title"]) for t in listed(status="success")] == [
+        (done["task_id"], "https://example.org/done", "Done page")
+    ]
     assert [t["task_id"] for t in listed(status="failed")] == [failed["task_id"]]
     assert [t["task_id"] for t in listed(status="pending")] == [waiting["task_id"]]
     assert listed(status="partial") == [] and listed(status="cancelled") == []
@@ -153,9 +161,17 @@ def test_a_schedule_adds_a_snapshot_when_housekeeping_finds_it_due(service, clie
     assert client.get(f"{API}/items/{item_id}").get_json()["schedule"] is None
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"every": "1s"}, 400), ({"every": "30m"}, 400), ({"every": "400d"}, 400), ({"every": 3600}, 400),
-    ({"every": "1d", "archivers": ["fax"]}, 400), ({"every": "1d", "archivers": ["singlefile"]}, 400)])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"every": "1s"}, 400),
+        ({"every": "30m"}, 400),
+        ({"every": "400d"}, 400),
+        ({"every": 3600}, 400),
+        ({"every": "1d", "archivers": ["fax"]}, 400),
+        ({"every": "1d", "archivers": ["singlefile"]}, 400),
+    ],
+)
 def test_a_schedule_must_make_sense(client, body, code):
     item_id = submit(client)["item_id"]
     assert client.post(f"{API}/items/{item_id}/schedule", json=body).status_code == code

@@ -4,6 +4,7 @@ Cancelled captures never run, one that is running finishes (and is not retried);
 rows, then the files (GCS, on fake-gcs-server) and the Firestore documents (the emulator), and a
 storage outage only delays the files; housekeeping deletes snapshots past RETENTION_DAYS but each
 item's newest."""
+
 from __future__ import annotations
 
 import json
@@ -103,8 +104,9 @@ def test_a_capture_that_fails_after_its_task_was_cancelled_is_not_retried(servic
 
 
 def test_a_batch_is_cancelled_whole_and_unknown_tasks_are_404(client):
-    response = client.post(f"{API}/archive/batch", json={"items": [{"url": f"{URL}/{n}"} for n in range(3)],
-                                                         "archivers": ["pdf"]})
+    response = client.post(
+        f"{API}/archive/batch", json={"items": [{"url": f"{URL}/{n}"} for n in range(3)], "archivers": ["pdf"]}
+    )
     batch = response.get_json()
     cancelled = client.post(f"{API}/tasks/{batch['task_id']}/cancel").get_json()
     assert cancelled["status"] == "cancelled" and {t["status"] for t in cancelled["items"]} == {"cancelled"}
@@ -129,9 +131,15 @@ def cloudy(settings, gcs, firestore):
     """The quiet service with its files on GCS and its documents replicated to Firestore."""
     gcs.start()  # a test that stopped it may have failed before starting it again
     firestore.reset(PROJECT)
-    service = quiet_service(settings.with_(file_storage_provider="gcs", gcs_bucket=BUCKET,
-                                           storage_emulator_host=gcs.endpoint, firestore_project_id=PROJECT,
-                                           firestore_emulator_host=firestore.host))
+    service = quiet_service(
+        settings.with_(
+            file_storage_provider="gcs",
+            gcs_bucket=BUCKET,
+            storage_emulator_host=gcs.endpoint,
+            firestore_project_id=PROJECT,
+            firestore_emulator_host=firestore.host,
+        )
+    )
     yield service
     service.close()
 
@@ -211,6 +219,7 @@ def test_retention_deletes_old_snapshots_but_each_items_newest(service, client):
             session.get(Task, task["task_id"]).created_at -= timedelta(days=age)
     service.runtime.settings = service.runtime.settings.with_(retention_days=30)
     assert service.runtime.housekeep()["expired"] == 2
-    assert sorted(t["task_id"] for t in client.get(f"{API}/tasks").get_json()["tasks"]) == \
-        sorted([newest["task_id"], alone["task_id"]])  # each item's newest, however old
+    assert sorted(t["task_id"] for t in client.get(f"{API}/tasks").get_json()["tasks"]) == sorted(
+        [newest["task_id"], alone["task_id"]]
+    )  # each item's newest, however old
     assert service.runtime.housekeep()["expired"] == 0

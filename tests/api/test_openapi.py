@@ -1,4 +1,5 @@
 """The contract: the OpenAPI document is valid, names every route, and the live API keeps to it under fuzzing."""
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,12 @@ from tests.api.conftest import API, served
 
 UNDOCUMENTED = {"static", "docs.document", "docs.page", "docs.redoc"}  # the document and its page themselves
 EXAMPLES = 6  # per operation and database: some 200 requests each, under a minute on either
-CONFORMANCE = [status_code_conformance, content_type_conformance, response_headers_conformance,
-               response_schema_conformance]
+CONFORMANCE = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 # Probes answer a documented 503 while a part is down (here the broker: the dispatcher is stopped).
 PROBES = {"/healthz", f"{API}/health", f"{API}/ready"}
 # Here no capture ever finishes, so a request that waits for one waits its whole `timeout`: a second at most.
@@ -78,8 +83,10 @@ def test_the_docs_page_works_offline_under_a_strict_policy(served_api, service):
         try:
             tab = browser.new_page()
             violations: list[str] = []
-            tab.on("console", lambda message: violations.append(message.text)
-                   if "Content Security Policy" in message.text else None)
+            tab.on(
+                "console",
+                lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+            )
             tab.route(re.compile(r"^(?!http://127\.0\.0\.1).*"), lambda route: route.abort())  # offline
             tab.goto(f"{served_api}{API}/docs")
             tab.locator("h2", has_text="Archive one URL").first.wait_for(timeout=30_000)  # rendered

@@ -1,5 +1,6 @@
 """Following a task, on SQLite and Postgres, over real HTTP: server-sent events through to the terminal one,
 a reconnect with Last-Event-ID that still gets it, and a submission that waits for its task."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,9 @@ def base_url(service):
 
 
 def submit(base_url: str, **fields) -> str:
-    response = requests.post(f"{base_url}{API}/archive", json={"url": URL, "archivers": ["pdf", "screenshot"],
-                                                               **fields}, timeout=30)
+    response = requests.post(
+        f"{base_url}{API}/archive", json={"url": URL, "archivers": ["pdf", "screenshot"], **fields}, timeout=30
+    )
     assert response.status_code == 202
     return response.json()["task_id"]
 
@@ -63,8 +65,9 @@ class Follower:
 
     def __init__(self, base_url: str, task_id: str, last_event_id: str | None = None) -> None:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        self.response = requests.get(f"{base_url}{API}/tasks/{task_id}/events", headers=headers, stream=True,
-                                     timeout=60)
+        self.response = requests.get(
+            f"{base_url}{API}/tasks/{task_id}/events", headers=headers, stream=True, timeout=60
+        )
         assert self.response.status_code == 200
         assert self.response.headers["Content-Type"].startswith("text/event-stream")
         self.events: list[dict] = []
@@ -126,17 +129,29 @@ def test_events_of_an_unknown_task_are_404(base_url):
 
 
 def test_sync_answers_the_finished_task_or_202_with_it_as_it_stands(service, base_url):
-    pending = requests.post(f"{base_url}{API}/archive/sync", json={"url": URL, "archivers": ["pdf"], "timeout": 0.5},
-                            timeout=30)
+    pending = requests.post(
+        f"{base_url}{API}/archive/sync", json={"url": URL, "archivers": ["pdf"], "timeout": 0.5}, timeout=30
+    )
     assert pending.status_code == 202 and pending.json()["status"] == "pending"
     assert pending.headers["Location"] == pending.json()["status_url"]
 
     answer: dict = {}
-    waiting = threading.Thread(target=lambda: answer.update(response=requests.post(
-        f"{base_url}{API}/archive/sync", json={"url": f"{URL}/2", "archivers": ["pdf"], "timeout": 60}, timeout=90)))
+    waiting = threading.Thread(
+        target=lambda: answer.update(
+            response=requests.post(
+                f"{base_url}{API}/archive/sync",
+                json={"url": f"{URL}/2", "archivers": ["pdf"], "timeout": 60},
+                timeout=90,
+            )
+        )
+    )
     waiting.start()
-    listed = wait_for(lambda: [t for t in requests.get(f"{base_url}{API}/tasks", timeout=10).json()["tasks"]
-                               if t["url"] == f"{URL}/2"], what="the waited-for task")
+    listed = wait_for(
+        lambda: [
+            t for t in requests.get(f"{base_url}{API}/tasks", timeout=10).json()["tasks"] if t["url"] == f"{URL}/2"
+        ],
+        what="the waited-for task",
+    )
     finish(service, listed[0]["task_id"], "pdf")
     waiting.join(60)
     done = answer["response"]

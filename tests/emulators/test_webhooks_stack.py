@@ -2,6 +2,7 @@
 Tasks, which POSTs it to our own ``webhooks`` service (functions-framework, ``deliver_webhook``), which signs
 it and sends it to the receiver; a retry is a task held back until it is due; a Cloud Tasks outage only
 delays a webhook. And the API under gunicorn streams a task's events."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def receiver():
 def ended_task(runtime: Runtime, webhook_url: str, name: str) -> str:
     """A task whose one capture is stored and recorded, as an archiver records it."""
     ledger = runtime.ledger
-    task_id = ledger.create_task([NewItem(f"https://example.org/{name}", name * 8)], ["pdf"],
-                                 webhook_url=webhook_url).task_id
+    task_id = ledger.create_task(
+        [NewItem(f"https://example.org/{name}", name * 8)], ["pdf"], webhook_url=webhook_url
+    ).task_id
     ledger.claim(task_id, "pdf", "test")
     stored = runtime.store.put(f"{task_id}/pdf.pdf", b"%PDF stack", "application/pdf")
     assert ledger.complete(task_id, "pdf", "test", stored, meta={}, duration_ms=1) is not None

@@ -21,8 +21,9 @@ def test_a_redelivery_of_finished_work_writes_the_document_a_crash_left_unwritte
     worker.replica = ReplicaSync(ReplicaQueue(worker.engine), replica, render)
     created = worker.ledger.create_task([new_item()], ["pdf"])
     worker.ledger.claim(created.task_id, "pdf", "a-process-that-died")
-    worker.ledger.complete(created.task_id, "pdf", "a-process-that-died", stored(created.task_id), meta={},
-                           duration_ms=1)  # ...and died: no replica write, no acknowledgement
+    worker.ledger.complete(
+        created.task_id, "pdf", "a-process-that-died", stored(created.task_id), meta={}, duration_ms=1
+    )  # ...and died: no replica write, no acknowledgement
 
     request = ArchiveRequest(created.task_id, created.children[0]["item_id"], "https://example.org/a", "pdf")
     envelope = build_push_envelope(request.to_json(), subscription="projects/p/subscriptions/htbase-archive-pdf-push")

@@ -94,8 +94,10 @@ def test_one_signed_webhook_once_every_format_is_stored(service, receiver):
     assert webhook["status"] == "delivered" and webhook["attempts"] == 1 and webhook["last_status"] == 204
     assert webhook["id"] == hook.headers["webhook-id"] and webhook["delivered_at"]
     assert receiver.at("/hook") == [hook]
-    wait_for(lambda: not [row for row in service.runtime.outbox.unsent() if row.topic == "webhooks"],
-             what="the webhook's outbox row marked sent")
+    wait_for(
+        lambda: not [row for row in service.runtime.outbox.unsent() if row.topic == "webhooks"],
+        what="the webhook's outbox row marked sent",
+    )
 
 
 def test_retried_on_a_5xx_with_the_same_id_then_delivered(service, receiver):
