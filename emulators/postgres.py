@@ -12,7 +12,12 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from emulators import free_port
 from emulators.process import alive
@@ -37,6 +42,20 @@ class ThrowawayPostgres:
     @property
     def url(self) -> str:
         return f"postgresql+pg8000://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    @contextmanager
+    def fresh_database(self, prefix: str = "t_") -> Iterator[str]:
+        """A new, empty database on this server for the block (its URL), dropped afterwards."""
+        name = prefix + uuid.uuid4().hex[:12]
+        admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f"CREATE DATABASE {name}"))
+            yield self.url.rsplit("/", 1)[0] + "/" + name
+            with admin.connect() as connection:
+                connection.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+        finally:
+            admin.dispose()
 
     @property
     def pid(self) -> int | None:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import inspect
 import types
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from emulators.postgres import ThrowawayPostgres
 from htbase.config import Settings
 from infra.db import make_engine, migrate
 from infra.ledger import Ledger
+from tests import helpers
 from tests.receiver import SECRET as WEBHOOK_SECRET
 
 pytest_plugins = ["tests.site.fixtures", "tests.egress_fixtures"]
@@ -35,15 +34,8 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
-    server = request.getfixturevalue("postgres")
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield server.url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+    with request.getfixturevalue("postgres").fresh_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -73,16 +65,8 @@ def ledger(engine, settings) -> Ledger:
 @pytest.fixture
 def embedded_settings(tmp_path) -> Settings:
     """The embedded defaults (SQLite, local files) in a temp dir, loopback allowed for the test site."""
-    return Settings(
-        database_url=f"sqlite:///{tmp_path / 'htbase.db'}",
-        local_storage_path=tmp_path / "archives",
-        allow_private_urls=True,
-        capture_timeout_s=20,
-        max_attempts=3,
-        retry_backoff_s=0.2,
-        sweep_interval_s=3600,
-        webhook_secret=WEBHOOK_SECRET,  # webhooks on, as `make run` has them with WEBHOOK_SECRET set
-    )
+    # webhooks on, as `make run` has them with WEBHOOK_SECRET set
+    return helpers.embedded_settings(tmp_path, capture_timeout_s=20, webhook_secret=WEBHOOK_SECRET)
 
 
 # The heavy parts, by the names that start them: a test reaches one when it requests the fixture,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
@@ -23,6 +24,20 @@ from infra.storage import StoredObject
 API = "/api/v2"
 TERMINAL = ("success", "partial", "failed", "cancelled")
 T = TypeVar("T")
+
+
+def embedded_settings(root: Path, **changes: Any) -> Settings:
+    """The embedded defaults (SQLite, local files) under ``root``, loopback allowed for the test site,
+    quick retries and no housekeeping timer; ``changes`` as a test needs them."""
+    return Settings(
+        database_url=f"sqlite:///{root / 'htbase.db'}",
+        local_storage_path=root / "archives",
+        allow_private_urls=True,
+        capture_timeout_s=30,
+        max_attempts=3,
+        retry_backoff_s=0.2,
+        sweep_interval_s=3600,
+    ).with_(**changes)
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float = 60.0, what: str = "the condition") -> T:

@@ -17,14 +17,12 @@ import secrets
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
 import requests
-import sqlalchemy as sa
 from hcl2 import SerializationOptions
 
 from emulators.stack import API, Stack
@@ -202,16 +200,11 @@ def test_terraform_renders_an_env_for_every_service_the_stack_runs(rendered):
 def ledger(postgres, rendered) -> str:
     """The throwaway Postgres for Cloud SQL, migrated as the `migrate` job does it: `htbase migrate`
     with the job's env (all the services start with RUN_MIGRATIONS=false)."""
-    name = "cloud_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = postgres.url.rsplit("/", 1)[0] + "/" + name
-    env = {"PATH": os.environ["PATH"], **on_emulators(rendered, "migrate", {"DATABASE_URL": url})}
-    migrated = subprocess.run([HTBASE, "migrate"], env=env, capture_output=True, text=True, timeout=120)
-    assert migrated.returncode == 0, migrated.stderr
-    return url
+    with postgres.fresh_database("cloud_") as url:
+        env = {"PATH": os.environ["PATH"], **on_emulators(rendered, "migrate", {"DATABASE_URL": url})}
+        migrated = subprocess.run([HTBASE, "migrate"], env=env, capture_output=True, text=True, timeout=120)
+        assert migrated.returncode == 0, migrated.stderr
+        yield url
 
 
 @pytest.fixture(scope="module")

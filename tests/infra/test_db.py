@@ -9,7 +9,6 @@ migrations, the ledger) runs for real.
 from __future__ import annotations
 
 import json
-import uuid
 
 import pg8000.dbapi
 import pytest
@@ -30,14 +29,8 @@ API_ACCOUNT = "htbase-api@htbase-prod.iam.gserviceaccount.com"
 @pytest.fixture
 def database(postgres) -> str:
     """A fresh database on the throwaway server; its URL."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield postgres.url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+    with postgres.fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from PIL import Image
 from htbase.messages import ArchiveRequest
 from infra.outbox import archive_outgoing
 from service.embedded import EmbeddedService
-from tests.helpers import API, finished, submit
+from tests.helpers import API, embedded_settings, finished, submit
 from tests.site.server import serve_test_site
 
 EXTERNAL_RESOURCE = re.compile(r"""(?:\b(?:src|srcset|poster)\s*=\s*["']?\s*|url\(\s*["']?)https?://""", re.I)
@@ -25,19 +25,7 @@ EXTERNAL_RESOURCE = re.compile(r"""(?:\b(?:src|srcset|poster)\s*=\s*["']?\s*|url
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from htbase.config import Settings
-
-    root = tmp_path_factory.mktemp("pipeline")
-    settings = Settings(
-        database_url=f"sqlite:///{root / 'htbase.db'}",
-        local_storage_path=root / "archives",
-        allow_private_urls=True,
-        capture_timeout_s=30,
-        max_attempts=3,
-        retry_backoff_s=0.2,
-        sweep_interval_s=3600,
-    )
-    with EmbeddedService(settings) as service:
+    with EmbeddedService(embedded_settings(tmp_path_factory.mktemp("pipeline"))) as service:
         yield service
 
 

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -32,14 +31,8 @@ SHARED = {"BROKER": "pubsub", "DATABASE_URL": "postgresql+pg8000://htbase:pw@db.
 
 @pytest.fixture
 def database(postgres) -> str:
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield postgres.url.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+    with postgres.fresh_database() as url:
+        yield url
 
 
 def schema_version(url: str) -> str | None:

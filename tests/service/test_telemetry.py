@@ -21,22 +21,12 @@ from infra.health import readiness
 from infra.runtime import Runtime
 from infra.telemetry import prometheus_text
 from service.embedded import EmbeddedService
-from tests.helpers import finished, submit
+from tests.helpers import embedded_settings, finished, submit
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    root = tmp_path_factory.mktemp("telemetry")
-    settings = Settings(
-        database_url=f"sqlite:///{root / 'htbase.db'}",
-        local_storage_path=root / "archives",
-        allow_private_urls=True,
-        capture_timeout_s=30,
-        max_attempts=3,
-        retry_backoff_s=0.2,
-        sweep_interval_s=3600,
-    )
-    with EmbeddedService(settings) as service:
+    with EmbeddedService(embedded_settings(tmp_path_factory.mktemp("telemetry"))) as service:
         yield service
 
 
