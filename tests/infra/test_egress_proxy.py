@@ -22,23 +22,13 @@ import pytest
 import requests
 from playwright.sync_api import sync_playwright
 
+from functions.archivers.browser import CHROMIUM_FLAGS
 from infra.egress.policy import SETTING_HINT, EgressPolicy
 from infra.egress.proxy import REFUSED_HEADER, EgressProxy
 from tests.egress_fixtures import fake_dns, png
 from tests.site.server import gzip_bomb
 
 LOOPBACK = f"refused: 127.0.0.1 (loopback); {SETTING_HINT}"
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def session_via(proxy: EgressProxy) -> requests.Session:
@@ -321,7 +311,7 @@ def test_chromium_loads_an_allowed_page_but_not_its_loopback_resources(proxy, se
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path="/usr/bin/chromium",
-            args=[*CHROMIUM_ARGS, f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"],
+            args=[*CHROMIUM_FLAGS, f"--proxy-server={proxy.url}", "--proxy-bypass-list=<-loopback>"],
         )
         try:
             page = browser.new_page()
