@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functions.worker import Worker
-from tests.archivers.conftest import kill_driver, playwright_drivers
+from tests.functions.archivers.conftest import kill_driver, playwright_drivers
 
 
 def test_health_reports_a_browser_that_died_and_cannot_start_again(embedded_settings, test_site):

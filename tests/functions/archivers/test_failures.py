@@ -8,7 +8,7 @@ import time
 import pytest
 
 from functions.archivers.base import PermanentCaptureError, TransientCaptureError
-from tests.archivers.conftest import BROWSER_ARCHIVERS
+from tests.functions.archivers.conftest import BROWSER_ARCHIVERS
 
 pytestmark = pytest.mark.parametrize("name", BROWSER_ARCHIVERS)
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from functions.archivers.base import TransientCaptureError
 from functions.archivers.singlefile import SingleFileArchiver
-from tests.archivers.saved_pages import cli_copy, embedded_png_sizes, resource_urls
+from tests.functions.archivers.saved_pages import cli_copy, embedded_png_sizes, resource_urls
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from functions.archivers.base import PermanentCaptureError, TransientCaptureError
 from functions.archivers.browser import Browser, LoadedPage
-from tests.archivers.conftest import kill_driver, playwright_drivers
+from tests.functions.archivers.conftest import kill_driver, playwright_drivers
 
 ARTICLE_TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
 LIMIT = 50 * 1024 * 1024

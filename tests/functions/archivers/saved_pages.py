@@ -13,7 +13,7 @@ from pathlib import Path
 from lxml import html as lxml_html
 from PIL import Image
 
-REAL_NODE_MODULES = Path(__file__).resolve().parents[2] / "node_modules"
+REAL_NODE_MODULES = Path(__file__).resolve().parents[3] / "node_modules"
 CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)")
 
 # Attributes through which an HTML document loads something (not links a reader follows).

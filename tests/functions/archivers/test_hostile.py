@@ -16,7 +16,7 @@ from playwright.sync_api import sync_playwright
 
 from functions.archivers.base import PermanentCaptureError
 from functions.archivers.browser import CHROMIUM_FLAGS, LoadedPage
-from tests.archivers.conftest import BROWSER_ARCHIVERS
+from tests.functions.archivers.conftest import BROWSER_ARCHIVERS
 from tests.helpers import wait_for
 
 MB = 1024 * 1024

@@ -14,8 +14,8 @@ from functions.archivers.base import PermanentCaptureError
 from functions.archivers.browser import Browser
 from infra.egress.policy import EgressPolicy
 from infra.egress.proxy import EgressProxy
-from tests.archivers.conftest import ARCHIVER_CLASSES, BROWSER_ARCHIVERS
-from tests.archivers.saved_pages import cli_copy, embedded_png_sizes
+from tests.functions.archivers.conftest import ARCHIVER_CLASSES, BROWSER_ARCHIVERS
+from tests.functions.archivers.saved_pages import cli_copy, embedded_png_sizes
 from tests.site.server import TestSite, serve_test_site
 
 
