@@ -133,24 +133,12 @@ class Relay:
                 self.fail_artifact(*artifact, f"the archive request could not be published: {error}")
         except Exception:  # the database is down too: the row is unsent all the same
             logger.exception("could not record the publish failure")
-        if final:
-            log(
-                logger,
-                logging.ERROR,
-                "the broker refused the message for good; it and its work are failed",
-                outbox_id=row.id,
-                topic=row.topic,
-                error=error,
-            )
-        else:
-            log(
-                logger,
-                logging.WARNING,
-                "publish failed; the outbox keeps the message",
-                outbox_id=row.id,
-                topic=row.topic,
-                error=error,
-            )
+        level, message = (
+            (logging.ERROR, "the broker refused the message for good; it and its work are failed")
+            if final
+            else (logging.WARNING, "publish failed; the outbox keeps the message")
+        )
+        log(logger, level, message, outbox_id=row.id, topic=row.topic, error=error)
         return not final
 
     def publish_and_wait(self, rows: list[OutboxRow]) -> tuple[int, int]:
