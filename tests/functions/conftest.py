@@ -35,8 +35,8 @@ def ledger_url(postgres) -> str:
 
 
 @pytest.fixture
-def serve(monkeypatch, tmp_path, ledger_url):
-    """serve(target, **env): a test client for a functions-framework target, configured by env alone."""
+def serve_target(monkeypatch, tmp_path, ledger_url):
+    """serve_target(target, **env): a test client for a functions-framework target, configured by env alone."""
     for name in settings_env_names():
         monkeypatch.delenv(name, raising=False)
     # create_app appends the source folder to sys.path, registers the module as "main", and the

@@ -49,7 +49,7 @@ def ledger(ledger_url):
 
 
 @pytest.fixture
-def target(serve, pubsub):
+def target(serve_target, pubsub):
     """The target as Cloud Run serves it, publishing to a topic of this test's own; and what reaches that topic."""
     prefix = next(PREFIXES)
     publisher, subscriber = pubsub_clients(pubsub.host)
@@ -70,7 +70,7 @@ def target(serve, pubsub):
         wait_for(pulled, 60, f"{count} messages")
         return task_ids
 
-    client = serve(
+    client = serve_target(
         "housekeeping",
         SERVICE_ROLE="api",
         PUSH_AUTH_TOKEN=TOKEN,

@@ -163,8 +163,8 @@ def assert_refused(response, reason: str, capsys, *, runtime_built: bool = False
         assert sys.modules["main"].runtime.cache_info().currsize == 0
 
 
-def test_a_google_signed_token_for_our_audience_and_account_is_accepted(serve, cert_server, google_key):
-    client = serve("archive_pdf", **cloud_env(cert_server))
+def test_a_google_signed_token_for_our_audience_and_account_is_accepted(serve_target, cert_server, google_key):
+    client = serve_target("archive_pdf", **cloud_env(cert_server))
     for _ in range(3):
         response = client.post("/", json=push_body(), headers=bearer(mint(google_key)))
         assert response.status_code == 200, response.get_data(as_text=True)
@@ -224,17 +224,17 @@ def test_a_google_signed_token_for_our_audience_and_account_is_accepted(serve, c
     ],
 )
 def test_pushes_without_a_valid_google_token_are_refused(
-    serve, cert_server, google_key, forger_key, capsys, authorization, reason
+    serve_target, cert_server, google_key, forger_key, capsys, authorization, reason
 ):
     header = authorization(google_key, forger_key)
-    client = serve("archive_pdf", **cloud_env(cert_server))
+    client = serve_target("archive_pdf", **cloud_env(cert_server))
     response = client.post("/", json=push_body(), headers={"Authorization": header} if header else {})
     assert_refused(response, reason, capsys)
 
 
-def test_unreachable_google_certs_refuse_with_401_not_a_crash(serve, cert_server, google_key, capsys):
+def test_unreachable_google_certs_refuse_with_401_not_a_crash(serve_target, cert_server, google_key, capsys):
     cert_server.status = 503
-    client = serve("archive_pdf", **cloud_env(cert_server))
+    client = serve_target("archive_pdf", **cloud_env(cert_server))
     assert_refused(
         client.post("/", json=push_body(), headers=bearer(mint(google_key))),
         "cannot fetch the OIDC signing certificates",
@@ -242,8 +242,8 @@ def test_unreachable_google_certs_refuse_with_401_not_a_crash(serve, cert_server
     )
 
 
-def test_the_emulator_shared_token_is_accepted_in_the_query_or_as_a_bearer(serve):
-    client = serve("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN)
+def test_the_emulator_shared_token_is_accepted_in_the_query_or_as_a_bearer(serve_target):
+    client = serve_target("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN)
     assert client.post(f"/?token={SHARED_TOKEN}", json=push_body()).status_code == 200
     assert client.post("/", json=push_body(), headers=bearer(SHARED_TOKEN)).status_code == 200
 
@@ -259,8 +259,8 @@ def test_the_emulator_shared_token_is_accepted_in_the_query_or_as_a_bearer(serve
         pytest.param("/", bearer("wrong-guess"), "wrong push token", id="wrong-bearer"),
     ],
 )
-def test_the_emulator_mode_refuses_a_missing_or_wrong_token(serve, capsys, url, headers, reason):
-    client = serve("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN)
+def test_the_emulator_mode_refuses_a_missing_or_wrong_token(serve_target, capsys, url, headers, reason):
+    client = serve_target("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN)
     assert_refused(client.post(url, json=push_body(), headers=headers), reason, capsys)
 
 
@@ -277,12 +277,12 @@ def test_the_emulator_mode_refuses_a_missing_or_wrong_token(serve, capsys, url, 
         pytest.param({"PUSH_AUTH_TOKEN": SHARED_TOKEN}, "/", "no push token", id="token-mode"),
     ],
 )
-def test_every_target_authenticates(serve, capsys, target, env, url, reason):
-    assert_refused(serve(target, **env).post(url, json=push_body()), reason, capsys)
+def test_every_target_authenticates(serve_target, capsys, target, env, url, reason):
+    assert_refused(serve_target(target, **env).post(url, json=push_body()), reason, capsys)
 
 
-def test_the_audience_wins_over_a_shared_token(serve, cert_server, capsys):
-    client = serve("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN, **cloud_env(cert_server))
+def test_the_audience_wins_over_a_shared_token(serve_target, cert_server, capsys):
+    client = serve_target("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN, **cloud_env(cert_server))
     assert_refused(client.post(f"/?token={SHARED_TOKEN}", json=push_body()), "no OIDC token", capsys)
 
 
@@ -291,9 +291,9 @@ def test_an_audience_without_a_service_account_is_a_configuration_error():
         PushAuthenticator.from_settings(Settings(push_audience=AUDIENCE))
 
 
-def test_pubsubs_and_the_schedulers_identities_are_accepted_with_one_audience(serve, cert_server, google_key, capsys):
+def test_pubsubs_and_the_schedulers_identities_are_accepted_with_one_audience(serve_target, cert_server, google_key, capsys):
     scheduler = "htbase-scheduler@htbase-prod.iam.gserviceaccount.com"
-    client = serve(
+    client = serve_target(
         "housekeeping", SERVICE_ROLE="api", PUSH_ALLOWED_SERVICE_ACCOUNTS=f" {scheduler}, ", **cloud_env(cert_server)
     )
     for email in (scheduler, PUSH_SERVICE_ACCOUNT):
@@ -306,9 +306,9 @@ def test_pubsubs_and_the_schedulers_identities_are_accepted_with_one_audience(se
     )
 
 
-def test_the_allowed_list_alone_names_the_identities(serve, cert_server, google_key, capsys):
+def test_the_allowed_list_alone_names_the_identities(serve_target, cert_server, google_key, capsys):
     env = {**cloud_env(cert_server), "PUSH_SERVICE_ACCOUNT": "", "PUSH_ALLOWED_SERVICE_ACCOUNTS": PUSH_SERVICE_ACCOUNT}
-    client = serve("archive_pdf", **env)
+    client = serve_target("archive_pdf", **env)
     assert client.post("/", json=push_body(), headers=bearer(mint(google_key))).status_code == 200
     stranger = mint(google_key, email="other@x.iam.gserviceaccount.com")
     assert_refused(
@@ -328,9 +328,9 @@ def test_the_allowed_list_alone_names_the_identities(serve, cert_server, google_
         pytest.param({"PUBSUB_EMULATOR_HOST": ""}, "needs Pub/Sub", id="no-broker"),
     ],
 )
-def test_a_misconfigured_service_refuses_to_start(serve, env, message):
+def test_a_misconfigured_service_refuses_to_start(serve_target, env, message):
     with pytest.raises(ConfigError, match=message):
-        serve("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN, **env)
+        serve_target("archive_pdf", PUSH_AUTH_TOKEN=SHARED_TOKEN, **env)
 
 
 class Clock:

@@ -21,16 +21,16 @@ def test_health_reports_a_browser_that_died_and_cannot_start_again(embedded_sett
         worker.close()
 
 
-def test_the_liveness_probe_needs_no_token_and_reports_the_checks(serve):
-    client = serve("archive_pdf", PUSH_AUTH_TOKEN="a-shared-token")
+def test_the_liveness_probe_needs_no_token_and_reports_the_checks(serve_target):
+    client = serve_target("archive_pdf", PUSH_AUTH_TOKEN="a-shared-token")
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "ledger": True, "browser": True}
     assert client.post("/healthz", json={}).status_code == 401  # only the probe goes without a token
 
 
-def test_the_liveness_probe_fails_while_the_ledger_does_not_answer(serve):
-    client = serve(
+def test_the_liveness_probe_fails_while_the_ledger_does_not_answer(serve_target):
+    client = serve_target(
         "archive_pdf",
         PUSH_AUTH_TOKEN="a-shared-token",
         DATABASE_URL="postgresql+pg8000://nobody@127.0.0.1:9/nothing",
