@@ -291,7 +291,7 @@ def test_an_audience_without_a_service_account_is_a_configuration_error():
         PushAuthenticator.from_settings(Settings(push_audience=AUDIENCE))
 
 
-def test_pubsubs_and_the_schedulers_identities_are_accepted_with_one_audience(serve_target, cert_server, google_key, capsys):
+def test_pubsub_and_scheduler_identities_are_accepted_with_one_audience(serve_target, cert_server, google_key, capsys):
     scheduler = "htbase-scheduler@htbase-prod.iam.gserviceaccount.com"
     client = serve_target(
         "housekeeping", SERVICE_ROLE="api", PUSH_ALLOWED_SERVICE_ACCOUNTS=f" {scheduler}, ", **cloud_env(cert_server)
