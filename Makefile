@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
-# The inner loop: no Chromium, no emulators, no PostgreSQL (tests/conftest.py marks the tests that need them).
-FAST_TESTS := not browser and not emulators and not postgres
+# The inner loop: no Chromium, no emulators, no PostgreSQL, no Terraform, checkov or gcloud
+# (tests/conftest.py marks the tests that need them).
+FAST_TESTS := not browser and not emulators and not postgres and not tools
 
 .PHONY: run test test-fast lint fmt typecheck setup setup-run system-deps test-system-deps \
 	bench bench-accept bench-chaos clean stack-up stack-down

@@ -1,7 +1,7 @@
 """Shared fixtures: a throwaway Postgres for the whole run and a fresh ledger per test.
 
 Every test is also marked with the heavy parts it reaches (``browser``, ``emulators``,
-``postgres``), so ``make test-fast`` can leave them out: see ``pytest_collection_modifyitems``.
+``postgres``, and ``tools``: Terraform, checkov, gcloud), so ``make test-fast`` can leave them out: see ``pytest_collection_modifyitems``.
 """
 
 from __future__ import annotations
@@ -82,10 +82,12 @@ HEAVY_NAMES = {
     },
     "emulators": {"Stack", "PubSubEmulator", "FirestoreEmulator", "FakeGcsServer", "gcs", "CloudTasksEmulator"},
     "postgres": {"postgres", "ThrowawayPostgres"},
+    "tools": {"terraform_binary", "terraform_console", "checkov_venv"},
 }
 # ... or runs a command that starts one, spelled out as a string in that code.
 HEAVY_COMMANDS = {
     "emulators": {"emulators.stack", "docker-compose"},  # the stack's command line; validating its compose file
+    "tools": {"gcloud"},  # the SDK's build-config loader
 }
 
 

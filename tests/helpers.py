@@ -7,12 +7,17 @@ make the ledger rows a test starts from.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import requests
 from sqlalchemy import select
 
@@ -143,3 +148,38 @@ class MemoryReplica:
 
     def write(self, documents: Mapping[str, dict]) -> None:
         self.documents.update(documents)
+
+
+# Terraform offline: no version check against HashiCorp's servers, no prompts.
+TERRAFORM_ENV = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
+
+
+def terraform_binary() -> str:
+    """Terraform on PATH; without it the check fails, saying how to get it (nothing is downloaded)."""
+    found = shutil.which("terraform")
+    if found is None:
+        pytest.fail(
+            "terraform is not on PATH: install Terraform >= 1.9 "
+            "(https://developer.hashicorp.com/terraform/install) to check terraform/",
+            pytrace=False,
+        )
+    return found
+
+
+def terraform_console(work: Path, expression: str, var_file: Path) -> Any:
+    """The JSON value of ``jsonencode(...)`` ``expression`` evaluated by Terraform in the module at
+    ``work`` (declarations only: no provider is needed, nothing is fetched)."""
+    terraform = terraform_binary()
+    subprocess.run(
+        [terraform, "init", "-backend=false", "-no-color"], cwd=work, env=TERRAFORM_ENV, check=True, capture_output=True
+    )
+    result = subprocess.run(
+        [terraform, "console", "-no-color", f"-var-file={var_file}"],
+        cwd=work,
+        env=TERRAFORM_ENV,
+        input=expression,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(json.loads(result.stdout))

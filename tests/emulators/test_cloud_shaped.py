@@ -10,7 +10,6 @@ What this proves is that the configuration Terraform writes is one the code acce
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -28,13 +27,12 @@ from hcl2 import SerializationOptions
 from emulators.stack import API, Stack
 from htbase.config import Settings
 from htbase.topology import HOUSEKEEPING, QUEUES, ROUTES
-from tests.helpers import HttpApi, finished, submit, wait_for
+from tests.helpers import HttpApi, finished, submit, terraform_console, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
 HTBASE = str(Path(sys.executable).parent / "htbase")
 HCL = SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
-TERRAFORM_ENV = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
 # A resource's (or a data source's) attribute, e.g. google_service_account.role["api"].email.
 RESOURCE_REFERENCE = re.compile(
     r"\b(?:data\.)?((?:google|random)_[a-z0-9_]+)\.([a-z0-9_]+)((?:\[[^\]]+\])?)\.([a-z_]+)"
@@ -145,8 +143,6 @@ def stand_in(attribute: str, key: str) -> str:
 def render(work: Path) -> dict:
     """Every service's env as Terraform writes it: {api, migrate, workers: {name: {env, secrets, target}},
     secret_values: {secret id: value}}, where ``secrets`` maps an env name to a secret id."""
-    terraform = shutil.which("terraform")
-    assert terraform, "terraform is not on PATH (https://developer.hashicorp.com/terraform/install)"
     blocks = [
         block
         for path in sorted(TERRAFORM.glob("*.tf"))
@@ -158,19 +154,7 @@ def render(work: Path) -> dict:
         shutil.copy(TERRAFORM / source, work)
     (work / "locals.tf").write_text(rewritten)
     (work / "resources.tf").write_text(stand_ins)
-    subprocess.run(
-        [terraform, "init", "-backend=false", "-no-color"], cwd=work, env=TERRAFORM_ENV, check=True, capture_output=True
-    )
-    result = subprocess.run(
-        [terraform, "console", "-no-color", f"-var-file={TERRAFORM / 'terraform.tfvars.example'}"],
-        cwd=work,
-        env=TERRAFORM_ENV,
-        input=service_envs(),
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(json.loads(result.stdout))
+    return terraform_console(work, service_envs(), TERRAFORM / "terraform.tfvars.example")
 
 
 def on_emulators(rendered: dict, service: str, emulators: dict[str, str]) -> dict[str, str]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +12,14 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
+from tests.helpers import terraform_console
+
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
 PUSH_SERVICE = TERRAFORM / "modules" / "push_service"
 TOPOLOGY = TERRAFORM / "topology.auto.tfvars.json"
 EXAMPLE = TERRAFORM / "terraform.tfvars.example"
 HCL = SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
-# Terraform offline: no version check against HashiCorp's servers, no prompts.
-TERRAFORM_ENV = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
 
 
 @dataclass
@@ -75,18 +73,6 @@ def topology() -> dict:
     return json.loads(TOPOLOGY.read_text())["topology"]
 
 
-def terraform_binary() -> str:
-    """Terraform on PATH; without it the check fails, saying how to get it (nothing is downloaded)."""
-    found = shutil.which("terraform")
-    if found is None:
-        pytest.fail(
-            "terraform is not on PATH: install Terraform >= 1.9 "
-            "(https://developer.hashicorp.com/terraform/install) to check terraform/",
-            pytrace=False,
-        )
-    return found
-
-
 @pytest.fixture(scope="session")
 def variable_values(tmp_path_factory) -> dict:
     """Every root variable as Terraform itself resolves it (types, optional defaults, validations),
@@ -94,19 +80,6 @@ def variable_values(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("variables")
     for source in (TERRAFORM / "variables.tf", TOPOLOGY):
         shutil.copy(source, work)
-    terraform = terraform_binary()
-    subprocess.run(
-        [terraform, "init", "-backend=false", "-no-color"], cwd=work, env=TERRAFORM_ENV, check=True, capture_output=True
-    )
     names = [name for name, body in parse_module(work).variables.items() if not body.get("sensitive")]
     expression = "jsonencode({" + ", ".join(f"{name} = var.{name}" for name in names) + "})"
-    result = subprocess.run(
-        [terraform, "console", "-no-color", f"-var-file={EXAMPLE}"],
-        cwd=work,
-        env=TERRAFORM_ENV,
-        input=expression,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(json.loads(result.stdout))
+    return terraform_console(work, expression, EXAMPLE)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.terraform.conftest import TERRAFORM, TERRAFORM_ENV, terraform_binary
+from tests.helpers import TERRAFORM_ENV, terraform_binary
+from tests.terraform.conftest import TERRAFORM
 
 
 def test_terraform_is_formatted():
