@@ -1,7 +1,8 @@
 """Shared fixtures: a throwaway Postgres for the whole run and a fresh ledger per test.
 
 Every test is also marked with the heavy parts it reaches (``browser``, ``emulators``,
-``postgres``, and ``tools``: Terraform, checkov, gcloud), so ``make test-fast`` can leave them out: see ``pytest_collection_modifyitems``.
+``postgres``, and ``tools``: Terraform, checkov, gcloud), so ``make test-fast`` can leave
+them out: see ``pytest_collection_modifyitems``.
 """
 
 from __future__ import annotations
