@@ -21,6 +21,14 @@ happens (a redirect, a meta refresh, a script setting ``location``). Every
 failure becomes a Permanent or Transient capture error with a message fit for
 the ledger. ``PageArchiver`` is the base of the archivers that render the page.
 
+One archive request asks for several captures of one URL at once, and where one
+process serves several archivers (the all-in-one process, a VPS) the pdf,
+screenshot and readability captures would each load the same page. Instead they
+share one load (``share=True``, a ``SharedPage``): the first opens a fresh context
+and loads the page, the others that arrive meanwhile wait for it, and each
+renders on it in turn; the context closes when the last is done. Each still
+gets its own result or its own error, and a load that fails fails them all.
+
 Memory: page bodies never pass through the Playwright driver, only the rendered
 results; a page holds what the byte limit lets in plus what its scripts make,
 and V8 caps each renderer's heap (``--js-flags``: a page over it crashes alone,
@@ -39,7 +47,7 @@ import logging
 import socket
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -158,6 +166,22 @@ def timed_out(timeout: float, url: str) -> CaptureTimeout:
     return CaptureTimeout(f"timed out after {timeout:g}s loading {url}")
 
 
+def own_copy(error: CaptureError) -> CaptureError:
+    """A fresh ``error`` to raise: one exception raised in several captures would collect all their tracebacks."""
+    return type(error)(*error.args)
+
+
+@contextlib.contextmanager
+def capture_errors(url: str, timeout: float) -> Iterator[None]:
+    """Playwright's and asyncio's failures inside the block, as capture errors."""
+    try:
+        yield
+    except (PlaywrightTimeoutError, TimeoutError):
+        raise timed_out(timeout, url) from None
+    except PlaywrightError as exc:  # e.g. Chromium died while rendering
+        raise navigation_failure(str(exc), url) from None
+
+
 # ---------------------------------------------------------------- pages
 
 
@@ -201,7 +225,7 @@ class PageWatch:
                 with contextlib.suppress(BaseException):
                     await task
         if self.failure.done():
-            raise self.failure.result()
+            raise own_copy(self.failure.result())  # every capture of a shared page is failed by it
         return task.result()
 
     def fail(self, error: CaptureError) -> None:
@@ -338,6 +362,57 @@ async def _load(page: Page, url: str, timeout: float, wait_until: WaitUntil) -> 
         await page.wait_for_load_state("networkidle", timeout=min(SETTLE_CAP_S * 1000, remaining_ms()))
 
 
+class SharedPage:
+    """One page load that concurrent captures of the same URL, with the same
+    options, render in turn: loaded once, in one fresh context, closed when the
+    last of them is done. It lives on the browser's loop; ``Browser.capture``
+    with ``share=True`` makes and joins them."""
+
+    def __init__(self, browser: Browser, url: str, timeout: float, max_bytes: int, wait_until: WaitUntil):
+        loop = asyncio.get_running_loop()
+        self.users = 0  # captures that joined and have not finished
+        # Renders take turns: pdf's print emulation must not show in a screenshot
+        # taken at the same moment, nor a screenshot's resizing in the PDF.
+        self.turn = asyncio.Lock()
+        self.opened: asyncio.Future[None] = loop.create_future()  # the context and page are set up
+        self.loaded: asyncio.Future[LoadedPage] = loop.create_future()  # ... and the page is loaded
+        self._released = asyncio.Event()
+        # Its own task: no one capture's cancellation (its timeout) may stop the load the others wait for.
+        self._holder = asyncio.ensure_future(self._hold(browser, url, timeout, max_bytes, wait_until))
+
+    async def _hold(self, browser: Browser, url: str, timeout: float, max_bytes: int, wait_until: WaitUntil) -> None:
+        """Open and load the page, then keep it open until released."""
+        try:
+            with capture_errors(url, timeout):
+                async with browser.open_page(url, timeout=timeout, max_bytes=max_bytes) as loaded:
+                    self.opened.set_result(None)
+                    async with asyncio.timeout(timeout):
+                        await loaded.watch.guard(_load(loaded.page, url, timeout, wait_until))
+                    self.loaded.set_result(loaded)
+                    await self._released.wait()
+        except Exception as exc:  # for the captures waiting: those past ``opened`` wait for ``loaded``
+            (self.loaded if self.opened.done() else self.opened).set_exception(exc)
+        finally:
+            for future in (self.opened, self.loaded):
+                future.cancel()  # unless done: released before it loaded, no one waits any more
+
+    async def wait(self, future: asyncio.Future[T]) -> T:
+        """``future``'s result; its failure as this capture's own copy of the error.
+
+        Shielded: a capture that times out stops waiting, not the load."""
+        try:
+            return await asyncio.shield(future)
+        except CaptureError as exc:
+            raise own_copy(exc) from None
+
+    async def release(self) -> None:
+        """Close the page (stop loading it first if it is still loading) and wait until it is closed."""
+        self._released.set()
+        if not self.loaded.done():
+            self._holder.cancel()
+        await asyncio.wait([self._holder])  # unlike awaiting it, this does not cancel it if the caller is cancelled
+
+
 # ---------------------------------------------------------------- browser
 
 
@@ -372,6 +447,7 @@ class Browser:
         self._playwright: Playwright | None = None
         self._browser: PlaywrightBrowser | None = None
         self._devtools_url = ""
+        self._shared: dict[tuple[str, float, int, WaitUntil], SharedPage] = {}  # the loads captures can join
 
     # ---- running coroutines on the loop thread
 
@@ -529,6 +605,14 @@ class Browser:
         except CaptureError:
             return False
 
+    def sharing(self, url: str) -> int:
+        """How many captures are on a shared load of ``url`` now (waiting or rendering)."""
+
+        async def count() -> int:
+            return sum(shared.users for (shared_url, *_), shared in self._shared.items() if shared_url == url)
+
+        return self.run(count(), HEALTH_TIMEOUT_S)
+
     @contextlib.asynccontextmanager
     async def open_page(self, url: str, *, timeout: float, max_bytes: int) -> AsyncIterator[LoadedPage]:
         """A blank, watched page in a fresh context, closed on exit."""
@@ -552,11 +636,17 @@ class Browser:
         timeout: float,
         max_bytes: int,
         wait_until: WaitUntil = "load",
+        share: bool = False,
     ) -> T:
         """Load ``url`` (up to its load event and a moment to settle, or only its
         main document's answer with ``wait_until="commit"``) and hand the page
         to ``render``, all within ``timeout`` seconds. More than ``max_bytes``
-        received fails the capture."""
+        received fails the capture.
+
+        With ``share``, a load of the same URL with the same options that
+        another capture started and still uses is joined instead (``SharedPage``):
+        ``render`` then gets that page, after the renders before it, and must
+        leave it as it found it. The waiting counts against ``timeout``."""
         check_url(url)
 
         async def load_and_render(loaded: LoadedPage) -> T:
@@ -564,18 +654,35 @@ class Browser:
             return await render(loaded)
 
         async def job() -> T:
-            try:
+            with capture_errors(url, timeout):
                 # Starting Chromium and setting up the page are not part of the page's time.
                 async with self.open_page(url, timeout=timeout, max_bytes=max_bytes) as loaded:
                     async with asyncio.timeout(timeout):
                         return await loaded.watch.guard(load_and_render(loaded))
-            except (PlaywrightTimeoutError, TimeoutError):
-                raise timed_out(timeout, url) from None
-            except PlaywrightError as exc:  # e.g. Chromium died while rendering
-                raise navigation_failure(str(exc), url) from None
+
+        async def shared_job() -> T:
+            key = (url, timeout, max_bytes, wait_until)
+            shared = self._shared.get(key)
+            if shared is None:
+                shared = self._shared[key] = SharedPage(self, url, timeout, max_bytes, wait_until)
+            shared.users += 1
+            try:
+                await shared.wait(shared.opened)  # as above, the set-up is not the page's time
+                with capture_errors(url, timeout):
+                    async with asyncio.timeout(timeout):
+                        loaded = await shared.wait(shared.loaded)
+                        async with shared.turn:
+                            return await loaded.watch.guard(render(loaded))
+            finally:
+                shared.users -= 1
+                if shared.users == 0:
+                    # Unlisted at once (no await in between): a capture that comes now loads afresh.
+                    if self._shared.get(key) is shared:
+                        del self._shared[key]
+                    await shared.release()
 
         # The loop enforces the timeout; the extra seconds cover launching Chromium and the set-up.
-        return self.run(job(), timeout + LAUNCH_TIMEOUT_S)
+        return self.run(shared_job() if share else job(), timeout + LAUNCH_TIMEOUT_S)
 
     def close(self) -> None:
         """Stop Chromium, Playwright and the loop thread. A later call starts them again."""
@@ -587,6 +694,7 @@ class Browser:
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._stop(), loop).result(30)
         self._start_lock = None
+        self._shared = {}  # its pages belonged to the old loop
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
@@ -601,10 +709,13 @@ class Browser:
 class PageArchiver:
     """An archiver that renders a page loaded in the shared browser: subclasses
     set ``name`` and implement ``render``, and may wait for less than the load
-    event (``wait_until``)."""
+    event (``wait_until``). Their renders share a page loaded once for all the
+    concurrent captures of a URL (``Browser.capture(share=True)``) unless they
+    set ``share_page`` false: they must then leave the page as they found it."""
 
     name: str
     wait_until: WaitUntil = "load"
+    share_page = True
 
     def __init__(self, settings, browser: Browser):
         self.settings = settings
@@ -617,6 +728,7 @@ class PageArchiver:
             timeout=capture_timeout(self.settings, options),
             max_bytes=self.settings.max_capture_bytes,
             wait_until=self.wait_until,
+            share=self.share_page,
         )
 
     async def render(self, loaded: LoadedPage) -> Capture:

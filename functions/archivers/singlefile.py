@@ -102,6 +102,8 @@ class SingleFileArchiver(PageArchiver):
     # The main document's answer in the tab first: a 404, a refusal or an oversized
     # page fails at once, before SingleFile (a second or more to start) loads it again.
     wait_until = "commit"
+    # SingleFile loads the page again in the tab, with its own scripts injected first, and closes it.
+    share_page = False
 
     def __init__(self, settings, browser: Browser):
         super().__init__(settings, browser)

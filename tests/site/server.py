@@ -11,6 +11,8 @@ Static files live in ``pages/``. Dynamic routes:
 - ``/embed?img=U``       a small page whose only image is U (any URL: other hosts, file://, ...)
 - ``/flaky?key=K``       500 the first time for each K, then the article
 - ``/delay?s=N``         the article, after N seconds (a capture long enough to interrupt)
+- ``/gate?key=K``        the article once the test opens gate K (``TestSite.open_gate``), not before;
+                         ``&page=P``: the page P of ``pages/`` instead; ``&status=N``: the error page N
 
 Hostile pages:
 
@@ -134,6 +136,7 @@ class _Handler(SimpleHTTPRequestHandler):
             "/embed": self._embed,
             "/flaky": self._flaky,
             "/delay": self._delay,
+            "/gate": self._gate,
             "/gzip-bomb": self._gzip_bomb,
             "/endless": self._endless,
             "/webrtc": self._webrtc,
@@ -197,6 +200,15 @@ class _Handler(SimpleHTTPRequestHandler):
         if self.server.stopping.wait(float(self._query().get("s", "1"))):
             return
         self._article()
+
+    def _gate(self) -> None:
+        self.server.gate(self._query().get("key", "")).wait()
+        if self.server.stopping.is_set():
+            return
+        status = int(self._query().get("status", 200))
+        if status != 200:
+            return self._error_page(HTTPStatus(status))
+        self._send(200, (PAGES / Path(self._query().get("page", "article.html")).name).read_bytes())
 
     def _embed(self) -> None:
         src = html.escape(self._query().get("img", ""), quote=True)
@@ -322,7 +334,12 @@ class _Server(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self._seen_keys: set[str] = set()
+        self._gates: dict[str, threading.Event] = {}
         super().__init__(address, _Handler)
+
+    def gate(self, key: str) -> threading.Event:
+        with self._open_lock:
+            return self._gates.setdefault(key, threading.Event())
 
     def first_time(self, key: str) -> bool:
         with self._open_lock:
@@ -358,6 +375,9 @@ class _Server(ThreadingHTTPServer):
     def stop(self) -> None:
         """Stop accepting, unblock every handler, and wait for all of them to finish."""
         self.stopping.set()
+        with self._open_lock:
+            for gate in self._gates.values():
+                gate.set()  # the handlers waiting at a gate see ``stopping`` and leave
         self.shutdown()
         with self._open_lock:
             for sock in list(self._open):
@@ -387,6 +407,10 @@ class TestSite:
         """The Cookie header each request to a cookie route carried: (path and query, header)."""
         with self._server._open_lock:
             return list(self._server.cookies)
+
+    def open_gate(self, key: str) -> None:
+        """Let the requests for ``/gate?key=key`` (waiting, and to come) have their answer."""
+        self._server.gate(key).set()
 
     def url(self, path: str = "/") -> str:
         return self.base_url + (path if path.startswith("/") else "/" + path)
