@@ -41,9 +41,11 @@ apt-install = command -v $(1) >/dev/null || { \
 	echo "installing $(2) (apt)"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 
-# Chromium comes from Debian (Playwright's own browser download does not work offline).
+# Chromium comes from Debian (Playwright's own browser download does not work offline): the
+# headless shell renders the captures; the full browser is what some tests drive.
 system-deps:
 	@$(call apt-install,chromium,chromium)
+	@$(call apt-install,chromium-headless-shell,chromium-headless-shell)
 
 # docker-compose validates the compose files offline (tests/test_compose.py); no Docker engine needed.
 test-system-deps:

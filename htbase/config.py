@@ -77,7 +77,9 @@ def setting(
 
 
 def _find_chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+    # The headless shell first: the same Blink, without a full browser's windowing and
+    # compositing, so a capture costs well under half the CPU (README, bench/capture.py).
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
             return found
@@ -235,7 +237,7 @@ class Settings:
         factory=_find_chromium,
         empty_is_unset=True,
         shown="found on PATH",
-        doc="the Chromium binary",
+        doc="the Chromium binary: chromium-headless-shell, else chromium",
     )
     singlefile_path: str = setting(
         "captures",

@@ -97,6 +97,8 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--disable-dev-shm-usage",  # containers (Cloud Run, Docker) have a tiny /dev/shm
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # no STUN/TURN past the egress proxy
+    # The same for chromium-headless-shell, which ignores the switch above (a full Chromium's).
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--js-flags=--max-old-space-size=512",  # MB of JavaScript heap per renderer
 )
 VIEWPORT: ViewportSize = {"width": 1280, "height": 800}

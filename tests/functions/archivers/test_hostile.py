@@ -65,7 +65,7 @@ def test_webrtc_sends_no_stun_request_past_the_proxy(browser, test_site, stun_se
 
 def test_without_the_webrtc_policy_the_stun_request_would_arrive(archiver_settings, test_site, stun_server):
     """The control: the listener does catch what a Chromium without the policy sends."""
-    flags = [flag for flag in CHROMIUM_FLAGS if not flag.startswith("--webrtc-ip-handling-policy")]
+    flags = [flag for flag in CHROMIUM_FLAGS if "webrtc-ip-handling-policy" not in flag]  # both switches
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=archiver_settings.chromium_path, args=flags)
         try:
