@@ -712,8 +712,8 @@ class PageArchiver:
     """An archiver that renders a page loaded in the shared browser: subclasses
     set ``name`` and implement ``render``, and may wait for less than the load
     event (``wait_until``). Their renders share a page loaded once for all the
-    concurrent captures of a URL (``Browser.capture(share=True)``) unless they
-    set ``share_page`` false: they must then leave the page as they found it."""
+    concurrent captures of a URL (``Browser.capture(share=True)``), so a render
+    must leave the page as it found it; one that cannot sets ``share_page`` false."""
 
     name: str
     wait_until: WaitUntil = "load"
