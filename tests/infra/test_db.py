@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pg8000.dbapi
+import pg8000.legacy
 import pytest
 import sqlalchemy as sa
 from google.cloud.sql import connector as cloud_sql
@@ -173,3 +174,18 @@ def test_closing_the_runtime_closes_the_connector(connectors, database, tmp_path
 def test_the_iam_user_is_the_email_without_the_domain():
     assert iam_database_user(API_ACCOUNT) == "htbase-api@htbase-prod.iam"
     assert iam_database_user("someone@example.com") == "someone@example.com"
+
+
+def test_statements_are_converted_to_postgres_placeholders_as_pg8000_does():
+    """The remembered conversion gives what pg8000's own scan gives, the second time as the first."""
+    statements = [
+        "SELECT * FROM tasks WHERE task_id = %s AND status IN (%s, %s)",
+        "INSERT INTO outbox (topic, data) VALUES (%s, %s) RETURNING id",
+        "SELECT '%s is not a parameter', \"col\" FROM t WHERE a = %s -- a comment %s\n AND b = %s",
+        "SELECT 100%% FROM t WHERE x = %s",
+    ]
+    for statement in statements:
+        args = tuple(range(statement.count("%s")))
+        expected = pg8000.dbapi.convert_paramstyle("format", statement, args)
+        for _ in range(2):
+            assert pg8000.legacy.convert_paramstyle("format", statement, args) == expected
