@@ -41,9 +41,9 @@ from sqlalchemy.orm import Session
 
 from htbase.urls import InvalidURL, url_hash, validate_url
 from infra.bookmarks import Bookmark
-from infra.ledger import Ledger
-from infra.models import Artifact, Base, Item, OutboxMessage, utcnow
-from infra.outbox import OutboxRow, outbox_rows
+from infra.ledger import Ledger, NewSnapshots
+from infra.models import Artifact, Base, Item, utcnow
+from infra.outbox import OutboxRow
 from infra.tags import InvalidTag, Tags, normalize_tag
 
 QUEUED, STARTED, DUPLICATE, INVALID = "queued", "started", "duplicate", "invalid"
@@ -234,19 +234,20 @@ class Imports:
                 .limit(free)
                 .with_for_update(of=import_entries, skip_locked=True)
             ).all()
-            outbox: list[OutboxMessage] = []
             now = utcnow()
+            snapshots = NewSnapshots(now)
+            started: dict[int, str] = {}  # entry id -> its task id
             for entry_id, import_id, item_id, archivers in due:
                 item = session.get(Item, item_id) if item_id else None
                 if item is None:  # deleted since it was imported
                     _set(session, entry_id, outcome=INVALID, error="the item was deleted before its capture")
                     continue
-                task_id = Ledger.add_snapshot(
-                    session, item, archivers, {}, now, outbox, request_id=f"import:{import_id}"
-                )
+                started[entry_id] = snapshots.add(item, archivers, {}, request_id=f"import:{import_id}")
+            outbox = snapshots.write(session)  # the tasks first: the entries refer to them
+            for entry_id, task_id in started.items():
                 _set(session, entry_id, outcome=STARTED, task_id=task_id)
             self._finish(session, {import_id for _, import_id, _, _ in due}, now)
-        return outbox_rows(outbox)
+            return outbox
 
     @staticmethod
     def _finish(session: Session, import_ids: set[str], now: datetime) -> None:

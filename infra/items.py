@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from infra.ledger import SUCCESS, Ledger
-from infra.models import Artifact, Item, OutboxMessage, Schedule, Task, utcnow
-from infra.outbox import OutboxRow, outbox_rows
+from infra.ledger import SUCCESS, Ledger, NewSnapshots
+from infra.models import Artifact, Item, Schedule, Task, utcnow
+from infra.outbox import OutboxRow
 
 UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 EVERY = re.compile(r"([1-9][0-9]{0,4})([mhdw])")
@@ -83,7 +83,7 @@ class Items:
         """Add a snapshot to every item whose re-capture is due, and move its schedule on by whole
         periods (after an outage: one snapshot, not one per missed period); the messages to publish."""
         now = now or utcnow()
-        outbox: list[OutboxMessage] = []
+        snapshots = NewSnapshots(now)
         with self.ledger.session() as session, session.begin():
             due = session.scalars(
                 select(Schedule)
@@ -94,7 +94,7 @@ class Items:
             ).all()
             for schedule in due:
                 item = session.get(Item, schedule.item_id)
-                self.ledger.add_snapshot(session, item, schedule.archivers, {}, now, outbox)
+                snapshots.add(item, schedule.archivers, {})
                 missed = int((now - schedule.next_run_at).total_seconds() // schedule.every_s) + 1
                 schedule.next_run_at += timedelta(seconds=missed * schedule.every_s)
-        return outbox_rows(outbox)
+            return snapshots.write(session)

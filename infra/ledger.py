@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, case, exists, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, and_, case, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -23,8 +23,8 @@ from htbase.messages import ArchiveRequest, ArtifactStatus, TaskStatus, WebhookR
 from htbase.topology import MAX_BACKOFF_S
 from infra.db import new_session, rowcount
 from infra.metrics import LEASE_TAKEOVERS, SUBMISSIONS
-from infra.models import Artifact, Item, OutboxMessage, PendingDeletion, Task, WebhookDelivery, utcnow
-from infra.outbox import OutboxRow, Outgoing, archive_outgoing, enqueue, outbox_rows, webhook_outgoing
+from infra.models import Artifact, Item, PendingDeletion, Task, WebhookDelivery, utcnow
+from infra.outbox import OutboxRow, Outgoing, archive_outgoing, enqueue, webhook_outgoing
 from infra.storage import StoredObject
 from infra.telemetry import traced
 
@@ -77,6 +77,81 @@ class ClaimOutcome(StrEnum):
 class Claim:
     outcome: ClaimOutcome
     attempts: int = 0
+
+
+class NewSnapshots:
+    """New captures, gathered and then written in one go: their tasks, pending artifacts and
+    messages are three INSERTs in the caller's transaction, however many there are."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.tasks: list[dict[str, Any]] = []
+        self.artifacts: list[dict[str, Any]] = []
+        self.messages: list[Outgoing] = []
+
+    def add_batch(self, options: dict[str, Any], request_id: str, webhook_url: str | None) -> str:
+        """A batch task, the parent of the snapshots added after it; returns its id."""
+        task_id = str(uuid.uuid4())
+        self.tasks.append(self._task(task_id, "batch", None, None, options, request_id, webhook_url))
+        return task_id
+
+    def add(
+        self,
+        item: Item,
+        archivers: Iterable[str],
+        options: dict[str, Any],
+        *,
+        request_id: str = "",
+        webhook_url: str | None = None,
+        parent_id: str | None = None,
+    ) -> str:
+        """A new task capturing ``item`` again, its pending artifacts and their messages; returns its id."""
+        task_id = str(uuid.uuid4())
+        self.tasks.append(self._task(task_id, "single", parent_id, item.item_id, options, request_id, webhook_url))
+        for archiver in archivers:
+            self.artifacts.append(
+                {
+                    "task_id": task_id,
+                    "archiver": archiver,
+                    "status": PENDING,
+                    "created_at": self.now,
+                    "updated_at": self.now,
+                    "meta": {},
+                }
+            )
+            request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
+            self.messages.append(archive_outgoing(request))
+        return task_id
+
+    def _task(
+        self,
+        task_id: str,
+        kind: str,
+        parent_id: str | None,
+        item_id: str | None,
+        options: dict[str, Any],
+        request_id: str,
+        webhook_url: str | None,
+    ) -> dict[str, Any]:
+        return {
+            "task_id": task_id,
+            "kind": kind,
+            "parent_id": parent_id,
+            "item_id": item_id,
+            "request_id": request_id,
+            "webhook_url": webhook_url,
+            "options": options,
+            "created_at": self.now,
+        }
+
+    def write(self, session: Session) -> list[OutboxRow]:
+        """Insert what was added; the messages to publish once the transaction commits."""
+        session.flush()  # the new items the tasks refer to
+        if self.tasks:
+            session.execute(insert(Task), self.tasks)
+        if self.artifacts:
+            session.execute(insert(Artifact), self.artifacts)
+        return enqueue(session, self.messages, self.now)
 
 
 class Ledger:
@@ -132,76 +207,25 @@ class Ledger:
         webhook_url: str | None,
         batch: bool,
     ) -> CreatedTask:
-        now = utcnow()
-        parent_id = str(uuid.uuid4()) if batch else None
+        snapshots = NewSnapshots(utcnow())
         children: list[dict[str, str]] = []
-        outbox: list[OutboxMessage] = []
         with self.session() as session, session.begin():
-            if parent_id:
-                session.add(
-                    Task(
-                        task_id=parent_id,
-                        kind="batch",
-                        request_id=request_id,
-                        webhook_url=webhook_url,
-                        options=options,
-                        created_at=now,
-                    )
-                )
+            parent_id = snapshots.add_batch(options, request_id, webhook_url) if batch else None
             for new in items:
-                item = self._upsert_item(session, new, now)
-                task_id = self.add_snapshot(
-                    session,
+                item = self._upsert_item(session, new, snapshots.now)
+                task_id = snapshots.add(
                     item,
                     archivers,
                     options,
-                    now,
-                    outbox,
                     request_id=request_id,
                     webhook_url=None if batch else webhook_url,
                     parent_id=parent_id,
                 )
                 children.append({"task_id": task_id, "item_id": item.item_id, "url": item.url})
-        rows = outbox_rows(outbox)
+            rows = snapshots.write(session)
         if parent_id:
             return CreatedTask(parent_id, "batch", children, rows)
         return CreatedTask(children[0]["task_id"], "single", children, rows)
-
-    @staticmethod
-    def add_snapshot(
-        session: Session,
-        item: Item,
-        archivers: Iterable[str],
-        options: dict[str, Any],
-        now: datetime,
-        outbox: list[OutboxMessage],
-        *,
-        request_id: str = "",
-        webhook_url: str | None = None,
-        parent_id: str | None = None,
-    ) -> str:
-        """A new task capturing ``item`` again, its pending artifacts and their messages, in the caller's
-        transaction; returns its id."""
-        task_id = str(uuid.uuid4())
-        session.add(
-            Task(
-                task_id=task_id,
-                kind="single",
-                parent_id=parent_id,
-                item_id=item.item_id,
-                request_id=request_id,
-                webhook_url=webhook_url,
-                options=options,
-                created_at=now,
-            )
-        )
-        for archiver in archivers:
-            session.add(
-                Artifact(task_id=task_id, archiver=archiver, status=PENDING, created_at=now, updated_at=now, meta={})
-            )
-            request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
-            outbox.append(enqueue(session, archive_outgoing(request), now))
-        return task_id
 
     @staticmethod
     def _upsert_item(session: Session, new: NewItem, now: datetime) -> Item:
@@ -342,10 +366,10 @@ class Ledger:
                 if top is None:
                     forget_files(session, [task_id], now)
                 return None
-            outbox = [enqueue(session, message, now) for message in follow_up]
+            outbox = enqueue(session, follow_up, now)
             ended = self._announce_end(session, top, now)
         self.announce(ended)
-        return outbox_rows(outbox)
+        return outbox
 
     @traced("ledger fail")
     def fail(self, task_id: str, archiver: str, owner: str, error: str, *, permanent: bool) -> bool:
@@ -479,9 +503,8 @@ class Ledger:
             updated_at=now,
         )
         session.add(delivery)
-        message = enqueue(session, webhook_outgoing(WebhookRequest(delivery.id)), now)
-        session.flush()  # the row's id, which the relay marks it sent by
-        return outbox_rows([message])
+        session.flush()  # the delivery, which the message names
+        return enqueue(session, [webhook_outgoing(WebhookRequest(delivery.id))], now)
 
     @traced("ledger sweep")
     def sweep(self, *, revive_all: bool = False) -> dict[str, int]:
@@ -514,6 +537,7 @@ class Ledger:
                     .options(selectinload(Artifact.task))
                     .with_for_update(skip_locked=True)
                 ).all()
+                republish: list[Outgoing] = []
                 for artifact in rows:
                     if artifact.status == PROCESSING:  # its holder stopped renewing: a crash, or a hang
                         LEASE_TAKEOVERS.add(1, {"archiver": artifact.archiver, "noticed_by": "sweeper"})
@@ -537,10 +561,11 @@ class Ledger:
                             task.request_id,
                         )
                         artifact.status = PENDING
-                        enqueue(session, archive_outgoing(request), now)
+                        republish.append(archive_outgoing(request))
                         counts["republished"] += 1
                     artifact.lease_owner, artifact.lease_expires_at, artifact.updated_at = None, None, now
                 session.flush()
+                enqueue(session, republish, now)
                 ended = self._announce_end(session, top, now)
             self.announce(ended)
         return counts

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from htbase.messages import ArchiveRequest, SummarizeRequest, WebhookRequest
@@ -72,17 +72,21 @@ def announced_artifact(row: OutboxRow) -> tuple[str, str] | None:
     return (task_id, archiver) if task_id and archiver else None
 
 
-def enqueue(session: Session, message: Outgoing, now: datetime) -> OutboxMessage:
-    """Add a message to the caller's transaction; it is sent only if that commits."""
-    # The trace it belongs to travels with it, however late the relay publishes it.
-    row = OutboxMessage(
-        topic=message.topic,
-        data=message.data.decode(),
-        attributes={**message.attributes, **message_context()},
-        created_at=now,
+def enqueue(session: Session, messages: Iterable[Outgoing], now: datetime) -> list[OutboxRow]:
+    """Add messages to the caller's transaction, in one INSERT; they are sent only if it commits."""
+    # The trace they belong to travels with them, however late the relay publishes them.
+    trace = message_context()
+    rows = [(m.topic, m.data, {**m.attributes, **trace}) for m in messages]
+    if not rows:
+        return []
+    ids = session.scalars(
+        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True),
+        [
+            {"topic": topic, "data": data.decode(), "attributes": attributes, "created_at": now}
+            for topic, data, attributes in rows
+        ],
     )
-    session.add(row)
-    return row
+    return [OutboxRow(i, *row) for i, row in zip(ids, rows, strict=True)]
 
 
 def outbox_rows(messages: Iterable[OutboxMessage]) -> list[OutboxRow]:
@@ -97,8 +101,7 @@ class Outbox:
     def add(self, message: Outgoing) -> list[OutboxRow]:
         """One message in a transaction of its own."""
         with new_session(self.engine) as s, s.begin():
-            row = enqueue(s, message, utcnow())
-        return outbox_rows([row])
+            return enqueue(s, [message], utcnow())
 
     def unsent(self, limit: int = 100, min_age_s: float = 0.0, after_id: int = 0) -> list[OutboxRow]:
         """Messages still to publish, oldest first, from ``after_id`` on; ``min_age_s`` leaves

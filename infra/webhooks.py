@@ -27,7 +27,7 @@ from htbase.urls import DEFAULT_PORTS, validate_url
 from infra.db import new_session, rowcount
 from infra.egress.policy import EgressPolicy
 from infra.models import WebhookDelivery, utcnow
-from infra.outbox import OutboxRow, enqueue, outbox_rows, webhook_outgoing
+from infra.outbox import OutboxRow, enqueue, webhook_outgoing
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 EVENT = "task.completed"
@@ -169,12 +169,8 @@ class Webhooks:
                 )
                 == 1
             )
-            rows = (
-                [enqueue(session, webhook_outgoing(WebhookRequest(attempt.delivery_id), due), now)]
-                if held and values.get("status") is None
-                else []
-            )
-        return outbox_rows(rows)
+            retry = [webhook_outgoing(WebhookRequest(attempt.delivery_id), due)] if held and again else []
+            return enqueue(session, retry, now)
 
     def wait_s(self, attempts: int) -> float:
         """The wait after ``attempts`` attempts: RETRY_BACKOFF_SECONDS, quadrupled each time, up to 6 h."""
@@ -193,8 +189,6 @@ class Webhooks:
             deliveries = session.scalars(
                 select(WebhookDelivery).where(late).limit(200).with_for_update(skip_locked=True)
             ).all()
-            rows = []
             for delivery in deliveries:
                 delivery.next_attempt_at, delivery.updated_at = now, now  # not overdue again for a while
-                rows.append(enqueue(session, webhook_outgoing(WebhookRequest(delivery.id)), now))
-        return outbox_rows(rows)
+            return enqueue(session, [webhook_outgoing(WebhookRequest(d.id)) for d in deliveries], now)
