@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from google.api_core.exceptions import Aborted, AlreadyExists, FailedPrecondition
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import firestore
@@ -36,27 +37,52 @@ Render = Callable[[str], Documents]  # a task id -> the documents its state appe
 
 class Replica(Protocol):
     def write(self, documents: Mapping[str, dict[str, Any] | None]) -> None:
-        """Replace each document whole (delete it, for None), all or none; raise on failure."""
+        """Replace each document whole (delete it, for None), all or none; raise on failure, and
+        ``ReplicaConflict`` when another write changed one of them meanwhile."""
+
+
+class ReplicaConflict(Exception):
+    """A document changed between its read and the write that was conditional on it."""
 
 
 class FirestoreReplica:
     def __init__(self, client: firestore.Client, collection: str, timeout_s: float = 3.0) -> None:
         self.client = client
         self.collection = client.collection(collection)
-        # One deadline for the whole call, retries included: the client's default
+        # One deadline for each call, retries included: the client's default
         # keeps retrying an unreachable Firestore for 60 s, which would stall a capture.
         self.timeout_s = timeout_s
         self.retry = Retry(initial=0.1, maximum=1.0, multiplier=2.0, timeout=timeout_s)
 
     def write(self, documents: Mapping[str, dict[str, Any] | None]) -> None:
-        # One batch, one request: a task and its batch's document land together.
+        """One batch, one request: a task and its batch's document land together.
+
+        Each write is conditional on the document as read just before it. A request that a
+        frozen or partitioned Firestore applies late, after a newer write, then fails its
+        precondition instead of putting an old state back (a writer that timed out has moved
+        on and cannot take its request back)."""
+        refs = {document_id: self.collection.document(document_id) for document_id in documents}
+        seen = {
+            snapshot.id: snapshot
+            for snapshot in self.client.get_all(list(refs.values()), retry=self.retry, timeout=self.timeout_s)
+        }
         batch = self.client.batch()
         for document_id, document in documents.items():
+            ref, before = refs[document_id], seen.get(document_id)
+            if before is None or not before.exists:
+                if document is not None:
+                    batch.create(ref, document)  # fails if it exists by then
+                continue
+            unchanged = self.client.write_option(last_update_time=before.update_time)
             if document is None:
-                batch.delete(self.collection.document(document_id))
-            else:
-                batch.set(self.collection.document(document_id), document)
-        batch.commit(retry=self.retry, timeout=self.timeout_s)
+                batch.delete(ref, option=unchanged)
+            else:  # the whole document: its fields replaced, the fields it no longer has removed
+                gone = {field: firestore.DELETE_FIELD for field in (before.to_dict() or {}).keys() - document.keys()}
+                batch.update(ref, {**document, **gone}, option=unchanged)
+        try:
+            batch.commit(retry=self.retry, timeout=self.timeout_s)
+        except (FailedPrecondition, AlreadyExists, Aborted) as exc:
+            raise ReplicaConflict(str(exc)) from exc
 
 
 def firestore_client(settings: Settings) -> firestore.Client:
@@ -196,7 +222,11 @@ class ReplicaSync:
         """
         documents = self.render(task_id)
         for _ in range(self.rounds):
-            self.replica.write(documents)
+            try:
+                self.replica.write(documents)
+            except ReplicaConflict:  # another writer was faster: write what the ledger holds now
+                documents = self.render(task_id)
+                continue
             current = self.render(task_id)
             if current == documents:
                 return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +16,14 @@ from htbase.config import Settings
 from infra.db import make_engine, migrate
 from infra.ledger import Ledger
 from infra.models import ReplicaPending
-from infra.replica import FirestoreReplica, ReplicaSync, firestore_client, make_replica, task_documents
+from infra.replica import (
+    FirestoreReplica,
+    ReplicaConflict,
+    ReplicaSync,
+    firestore_client,
+    make_replica,
+    task_documents,
+)
 from infra.replica_queue import PendingReplica, ReplicaQueue
 from infra.summaries import Summaries
 from tests.helpers import new_item, stored, wait_for
@@ -106,7 +114,8 @@ def test_sync_writes_the_task_document_with_artifacts_and_summary(ledger, replic
 def test_a_batch_item_change_rewrites_the_batch_document_too(ledger, replica_sync, read):
     created = create(ledger, "https://example.org/1", "https://example.org/2", archivers=("pdf",))
     replica_sync.sync(created.task_id)
-    first, second = (child["task_id"] for child in created.children)
+    ids = [child["task_id"] for child in created.children]
+    first, second = ids
     assert read(created.task_id)["status"] == "pending" and read(first)["status"] == "pending"
 
     finish(ledger, first)
@@ -115,7 +124,8 @@ def test_a_batch_item_change_rewrites_the_batch_document_too(ledger, replica_syn
     assert read(first)["status"] == "success"
     batch = read(created.task_id)
     assert (batch["status"], batch["progress"]) == ("processing", 0.5)
-    assert [item["status"] for item in batch["items"]] == ["success", "pending"]
+    # A batch lists its children in the order of their ids (they share their creation time).
+    assert [item["status"] for item in batch["items"]] == ["success" if i == first else "pending" for i in sorted(ids)]
     assert read(second)["status"] == "pending"
 
 
@@ -256,3 +266,59 @@ def test_a_change_the_ledger_went_down_right_after_is_queued_once_it_answers(rep
         assert replica_sync.retry_pending()["written"] == 1
         assert read(task_id)["subtasks"]["pdf"]["status"] == "success"
         engine.dispose()
+
+
+def overtaken(replica: FirestoreReplica, newer: Callable[[], None]) -> FirestoreReplica:
+    """``replica``, whose commits reach Firestore only after ``newer`` ran: as a request that a frozen
+    or partitioned Firestore applies late, after its writer timed out and another wrote."""
+    make_batch = replica.client.batch
+
+    def late_batch():
+        batch = make_batch()
+        commit = batch.commit
+
+        def commit_late(**kwargs):
+            newer()
+            return commit(**kwargs)
+
+        batch.commit = commit_late
+        return batch
+
+    replica.client.batch = late_batch
+    return replica
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["replaced", "created"])
+def test_a_write_that_lands_after_a_newer_one_does_not_put_the_old_state_back(replica_settings, read, existing):
+    collection = replica_settings.firestore_collection
+    replica = FirestoreReplica(firestore_client(replica_settings), collection)
+    if existing:
+        replica.write({"t": {"status": "pending", "error": "gone in the newer state"}})
+    late = overtaken(
+        FirestoreReplica(firestore_client(replica_settings), collection),
+        lambda: replica.write({"t": {"status": "success"}}),
+    )
+    with pytest.raises(ReplicaConflict):
+        late.write({"t": {"status": "processing"}})
+    assert read("t") == {"status": "success"}  # whole: the fields the newer state lacks are gone too
+
+
+def test_a_sync_whose_write_conflicts_writes_what_the_ledger_holds_then(ledger, replica_settings, read):
+    task_id = create(ledger, archivers=("pdf",)).task_id
+    render = task_documents(ledger, Summaries(ledger.engine))
+    other = FirestoreReplica(firestore_client(replica_settings), replica_settings.firestore_collection)
+    raced: list[bool] = []
+
+    def another_writer_finishes_the_task() -> None:
+        if not raced:
+            raced.append(True)
+            finish(ledger, task_id)
+            other.write(render(task_id))
+
+    replica = overtaken(
+        FirestoreReplica(firestore_client(replica_settings), replica_settings.firestore_collection),
+        another_writer_finishes_the_task,
+    )
+    ReplicaSync(ReplicaQueue(ledger.engine), replica, render).sync(task_id)
+    assert raced and read(task_id) == render(task_id)[task_id]
+    assert read(task_id)["status"] == "success"

@@ -161,8 +161,8 @@ def test_tasks_succeed_while_firestore_is_down_and_the_replica_catches_up(stack,
         assert finished(api, task_id, 60)["status"] == "success"
     finally:
         stack.start("firestore")
-    document = wait_for(lambda: firestore_doc(stack, task_id), 90, "the replica to catch up")
-    assert document["status"] == "success"
+    # A write sent while Firestore was frozen lands when it resumes: it must not put an old state back.
+    wait_for(lambda: (firestore_doc(stack, task_id) or {}).get("status") == "success", 90, "the replica to catch up")
 
 
 def test_submissions_while_pubsub_is_down_are_accepted_and_finish_when_it_returns(stack, api, test_site):
