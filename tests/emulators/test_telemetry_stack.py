@@ -130,9 +130,16 @@ def test_one_submission_is_one_trace_across_the_services(stack, receiver, test_s
         if not mine:
             return None
         found = [s for s in receiver.spans if s.trace_id == mine[0].trace_id]
-        return found if any(s.name == "summarize" for s in found) else None
+        # Each service exports on its own schedule: wait for the summary and both successful captures.
+        captured = {
+            s.attributes.get("archiver")
+            for s in found
+            if s.name.startswith("capture ") and s.attributes.get("outcome") == "success"
+        }
+        ended = any(s.name == "summarize" for s in found) and captured == {"monolith", "readability"}
+        return found if ended else None
 
-    found = wait_for(whole_trace, 60, "the summary's span to reach the receiver")
+    found = wait_for(whole_trace, 60, "the captures' and the summary's spans to reach the receiver")
     by_id = {s.span_id: s for s in found}
     assert {s.service for s in found} == {f"htbase-{name}" for name in SERVICES}
     [root] = [s for s in found if not s.parent_id]

