@@ -242,7 +242,9 @@ class Imports:
                 if item is None:  # deleted since it was imported
                     _set(session, entry_id, outcome=INVALID, error="the item was deleted before its capture")
                     continue
-                started[entry_id] = snapshots.add(item, archivers, {}, request_id=f"import:{import_id}")
+                started[entry_id] = snapshots.add(
+                    item.item_id, item.url, archivers, {}, request_id=f"import:{import_id}"
+                )
             outbox = snapshots.write(session)  # the tasks first: the entries refer to them
             for entry_id, task_id in started.items():
                 _set(session, entry_id, outcome=STARTED, task_id=task_id)

@@ -94,7 +94,7 @@ class Items:
             ).all()
             for schedule in due:
                 item = session.get(Item, schedule.item_id)
-                snapshots.add(item, schedule.archivers, {})
+                snapshots.add(item.item_id, item.url, schedule.archivers, {})
                 missed = int((now - schedule.next_run_at).total_seconds() // schedule.every_s) + 1
                 schedule.next_run_at += timedelta(seconds=missed * schedule.every_s)
             return snapshots.write(session)

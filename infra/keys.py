@@ -94,5 +94,5 @@ class ApiKeys:
 
     def any_made(self) -> bool:
         """Whether a key was ever made (revoked or not)."""
-        with new_session(self.engine) as s:
-            return bool(s.scalar(select(exists().select_from(ApiKey))))
+        with self.engine.connect() as connection:  # asked on every request of an open API: no ORM session
+            return bool(connection.scalar(select(exists().select_from(ApiKey))))

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Engine, and_, case, exists, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, Table, and_, case, exists, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -29,6 +29,7 @@ from infra.storage import StoredObject
 from infra.telemetry import traced
 
 PENDING, PROCESSING, SUCCESS, FAILED, CANCELLED = (s.value for s in ArtifactStatus)
+ITEMS, TASKS, ARTIFACTS = (cast(Table, model.__table__) for model in (Item, Task, Artifact))
 TERMINAL = (SUCCESS, FAILED, CANCELLED)
 
 
@@ -97,7 +98,8 @@ class NewSnapshots:
 
     def add(
         self,
-        item: Item,
+        item_id: str,
+        url: str,
         archivers: Iterable[str],
         options: dict[str, Any],
         *,
@@ -105,9 +107,9 @@ class NewSnapshots:
         webhook_url: str | None = None,
         parent_id: str | None = None,
     ) -> str:
-        """A new task capturing ``item`` again, its pending artifacts and their messages; returns its id."""
+        """A new task capturing the item again, its pending artifacts and their messages; returns its id."""
         task_id = str(uuid.uuid4())
-        self.tasks.append(self._task(task_id, "single", parent_id, item.item_id, options, request_id, webhook_url))
+        self.tasks.append(self._task(task_id, "single", parent_id, item_id, options, request_id, webhook_url))
         for archiver in archivers:
             self.artifacts.append(
                 {
@@ -119,7 +121,7 @@ class NewSnapshots:
                     "meta": {},
                 }
             )
-            request = ArchiveRequest(task_id, item.item_id, item.url, archiver, options, request_id)
+            request = ArchiveRequest(task_id, item_id, url, archiver, options, request_id)
             self.messages.append(archive_outgoing(request))
         return task_id
 
@@ -145,12 +147,13 @@ class NewSnapshots:
         }
 
     def write(self, session: Session) -> list[OutboxRow]:
-        """Insert what was added; the messages to publish once the transaction commits."""
-        session.flush()  # the new items the tasks refer to
+        """Insert what was added (Core statements, not the ORM's unit of work: this is the accept
+        path); the messages to publish once the transaction commits."""
+        session.flush()  # new items the caller added as objects
         if self.tasks:
-            session.execute(insert(Task), self.tasks)
+            session.execute(insert(TASKS), self.tasks)
         if self.artifacts:
-            session.execute(insert(Artifact), self.artifacts)
+            session.execute(insert(ARTIFACTS), self.artifacts)
         return enqueue(session, self.messages, self.now)
 
 
@@ -212,41 +215,48 @@ class Ledger:
         with self.session() as session, session.begin():
             parent_id = snapshots.add_batch(options, request_id, webhook_url) if batch else None
             for new in items:
-                item = self._upsert_item(session, new, snapshots.now)
+                item_id, url = self._upsert_item(session, new, snapshots.now)
                 task_id = snapshots.add(
-                    item,
+                    item_id,
+                    url,
                     archivers,
                     options,
                     request_id=request_id,
                     webhook_url=None if batch else webhook_url,
                     parent_id=parent_id,
                 )
-                children.append({"task_id": task_id, "item_id": item.item_id, "url": item.url})
+                children.append({"task_id": task_id, "item_id": item_id, "url": url})
             rows = snapshots.write(session)
         if parent_id:
             return CreatedTask(parent_id, "batch", children, rows)
         return CreatedTask(children[0]["task_id"], "single", children, rows)
 
     @staticmethod
-    def _upsert_item(session: Session, new: NewItem, now: datetime) -> Item:
-        """A client's item_id names its item; without one, a URL saved before is that item again (the
-        first saved, if several are), and a new URL's item is named after its hash, so that two first
-        captures of one URL at once make one item (the loser of the race retries and finds it)."""
+    def _upsert_item(session: Session, new: NewItem, now: datetime) -> tuple[str, str]:
+        """The item's (id, url). A client's item_id names its item; without one, a URL saved before is
+        that item again (the first saved, if several are), and a new URL's item is named after its
+        hash, so that two first captures of one URL at once make one item (the loser of the race
+        retries and finds it). Core statements: this is the accept path."""
         if new.item_id:
-            item = session.get(Item, new.item_id)
-            if item is not None and item.url_hash != new.url_hash:
-                raise ItemConflict(f"item_id {new.item_id!r} already names {item.url!r}")
+            named = session.execute(select(ITEMS.c.url_hash, ITEMS.c.url).where(ITEMS.c.item_id == new.item_id)).first()
+            if named is not None:
+                if named.url_hash != new.url_hash:
+                    raise ItemConflict(f"item_id {new.item_id!r} already names {named.url!r}")
+                return new.item_id, named.url
         else:
-            item = session.scalar(
-                select(Item).where(Item.url_hash == new.url_hash).order_by(Item.created_at, Item.item_id).limit(1)
-            )
-        if item is None:
-            item_id = new.item_id or new.url_hash[:32]
-            if not new.item_id and session.get(Item, item_id) is not None:  # a client took that name
-                item_id = uuid.uuid4().hex
-            item = Item(item_id=item_id, url=new.url, url_hash=new.url_hash, created_at=now)
-            session.add(item)
-        return item
+            saved = session.execute(
+                select(ITEMS.c.item_id, ITEMS.c.url)
+                .where(ITEMS.c.url_hash == new.url_hash)
+                .order_by(ITEMS.c.created_at, ITEMS.c.item_id)
+                .limit(1)
+            ).first()
+            if saved is not None:
+                return saved.item_id, saved.url
+        item_id = new.item_id or new.url_hash[:32]
+        if not new.item_id and session.scalar(select(ITEMS.c.item_id).where(ITEMS.c.item_id == item_id)):
+            item_id = uuid.uuid4().hex  # a client took that name
+        session.execute(insert(ITEMS).values(item_id=item_id, url=new.url, url_hash=new.url_hash, created_at=now))
+        return item_id, new.url
 
     # --- the artifact state machine -----------------------------------------
 

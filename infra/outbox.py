@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from htbase.messages import ArchiveRequest, SummarizeRequest, WebhookRequest
@@ -79,8 +80,9 @@ def enqueue(session: Session, messages: Iterable[Outgoing], now: datetime) -> li
     rows = [(m.topic, m.data, {**m.attributes, **trace}) for m in messages]
     if not rows:
         return []
+    outbox = cast(Table, OutboxMessage.__table__)
     ids = session.scalars(
-        insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True),
+        insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
         [
             {"topic": topic, "data": data.decode(), "attributes": attributes, "created_at": now}
             for topic, data, attributes in rows
