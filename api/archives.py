@@ -178,9 +178,9 @@ def download(path: ArchiveFilePath, query: DownloadQuery) -> BaseResponse:
     key, content_type = artifact.storage_key, artifact.content_type
     if query.format:
         key = (artifact.meta.get("extras") or {}).get(query.format)
-        if key is None:
-            raise ApiError(404, "not_found", f"{archiver} stores no {query.format}")
         content_type = EXTRA_TYPES[query.format]
+    if key is None:  # a capture always stores its file; an extra format may not be there
+        raise ApiError(404, "not_found", f"{archiver} stores no {query.format or 'file'}")
     extension = key.rsplit(".", 1)[-1]
     headers = archive_headers(content_type, f"{task.task_id}-{archiver}.{extension}")
     # A document that needs the sandbox is always served from here, under it; other files

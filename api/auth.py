@@ -147,7 +147,9 @@ class Gate:
 
     def check(self) -> None:
         view = current_app.view_functions.get(request.endpoint or "")
-        scope = scope_of(view, request.method) if view else None
+        if view is None:  # no such route: a 404 or 405 follows
+            return
+        scope = scope_of(view, request.method)
         if scope is None or not self.on():
             return
         key = self._key()

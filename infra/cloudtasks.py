@@ -71,6 +71,8 @@ class CloudTasksPublisher:
     def task(self, topic: str, data: bytes, attributes: dict[str, str]) -> dict:
         """The HTTP task that carries one message."""
         spec, parent = queue(topic), self.queue_path(topic)
+        if spec is None:
+            raise ValueError(f"{topic} is not carried by a Cloud Tasks queue")
         service = self._services.get(topic)
         if not service:
             raise ValueError(f"WEBHOOK_DELIVERY_URL is not set: nowhere to send the {topic} queue's tasks")

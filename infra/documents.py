@@ -58,13 +58,15 @@ def artifact_view(task_id: str, artifact: Artifact) -> dict[str, Any]:
 
 
 def task_view(task: Task, children: list[Task] | None = None) -> dict[str, Any]:
-    members = children if task.kind == "batch" else [task]
-    view = _task_head(task, *task_status(members or []))
+    members = (children or []) if task.kind == "batch" else [task]
+    view = _task_head(task, *task_status(members))
     if task.kind == "batch":
         view["items"] = [task_view(child) for child in members]
     else:
-        view["url"] = task.item.url
-        view["item_id"] = task.item.item_id
+        item = task.item
+        assert item is not None  # a single task has its item
+        view["url"] = item.url
+        view["item_id"] = item.item_id
         view["title"] = title(task)
         view["subtasks"] = {a.archiver: artifact_view(task.task_id, a) for a in task.artifacts}
         if task.summary_key:

@@ -168,7 +168,9 @@ class Imports:
             self.tags.add_many(session.connection(), tags)
             if entries:
                 session.execute(import_entries.insert(), entries)
-        return self.get(import_id)
+        created = self.get(import_id)
+        assert created is not None  # committed just now
+        return created
 
     def get(self, import_id: str) -> Import | None:
         with self.ledger.engine.connect() as connection:

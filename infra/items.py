@@ -93,7 +93,7 @@ class Items:
                 .with_for_update(skip_locked=True)
             ).all()
             for schedule in due:
-                item = session.get(Item, schedule.item_id)
+                item = session.get_one(Item, schedule.item_id)  # a schedule goes with its item
                 snapshots.add(item.item_id, item.url, schedule.archivers, {})
                 missed = int((now - schedule.next_run_at).total_seconds() // schedule.every_s) + 1
                 schedule.next_run_at += timedelta(seconds=missed * schedule.every_s)

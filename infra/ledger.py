@@ -450,7 +450,7 @@ class Ledger:
             top = self.lock_top(session, task_id)
             if top is None:
                 return CancelOutcome.MISSING
-            task = session.get(Task, task_id)
+            task = session.get_one(Task, task_id)  # lock_top found it
             ids = [task_id, *session.scalars(select(Task.task_id).where(Task.parent_id == task_id))]
             unfinished = session.scalar(
                 select(func.count())
@@ -562,10 +562,12 @@ class Ledger:
                         )
                         counts["failed"] += 1
                     else:
+                        item = task.item
+                        assert item is not None  # an artifact's task is a single one, which has its item
                         request = ArchiveRequest(
                             task.task_id,
-                            task.item.item_id,
-                            task.item.url,
+                            item.item_id,
+                            item.url,
                             artifact.archiver,
                             task.options,
                             task.request_id,

@@ -125,8 +125,10 @@ def task_documents(ledger: Ledger, summaries: Summaries) -> Render:
         if batch_id is None:
             return {task_id: document(task)}
         batch = task if task.kind == "batch" else ledger.task(batch_id)
+        if batch is None:  # deleted meanwhile, with its children
+            return {batch_id: None, task_id: None}
         children = ledger.children(batch_id)
-        documents = {batch_id: document(batch, children)}
+        documents: Documents = {batch_id: document(batch, children)}
         for child in children if task.kind == "batch" else [task]:
             documents[child.task_id] = document(child)
         return documents
@@ -220,10 +222,12 @@ class ReplicaSync:
         write is the newest state. False when the task kept changing for
         ``rounds`` writes: the caller queues it.
         """
+        replica = self.replica
+        assert replica is not None  # sync and retry_pending return before, without one
         documents = self.render(task_id)
         for _ in range(self.rounds):
             try:
-                self.replica.write(documents)
+                replica.write(documents)
             except ReplicaConflict:  # another writer was faster: write what the ledger holds now
                 documents = self.render(task_id)
                 continue
