@@ -80,7 +80,7 @@ bench: setup
 	$(PY) bench/capture.py
 
 bench-accept: setup
-	$(PY) bench/accept.py
+	$(PY) bench/accept.py $(ACCEPT_ARGS)
 
 # The emulator stack under kills and outages, verified from outside (CHAOS_ARGS=--reduced: make test's form).
 bench-chaos: setup
