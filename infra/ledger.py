@@ -159,7 +159,9 @@ class NewSnapshots:
 
 class Ledger:
     """``announce`` publishes what a commit announced (a task's end): the runtime sets it once it has a
-    relay; until then the outbox keeps the rows for the relay's next flush."""
+    relay; until then the outbox keeps the rows for the relay's next flush. ``swept`` hears of each
+    task whose artifacts the sweeper changed, which no capture will report (the runtime writes its
+    replica documents)."""
 
     def __init__(
         self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5, retry_backoff_s: float = 1.0
@@ -169,6 +171,7 @@ class Ledger:
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
         self.announce: Callable[[list[OutboxRow]], object] = lambda rows: None
+        self.swept: Callable[[str], object] = lambda task_id: None
 
     def session(self) -> Session:
         return new_session(self.engine)
@@ -580,6 +583,8 @@ class Ledger:
                 enqueue(session, republish, now)
                 ended = self._announce_end(session, top, now)
             self.announce(ended)
+            if rows:
+                self.swept(task_id)
         return counts
 
     # --- reading ------------------------------------------------------------

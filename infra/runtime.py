@@ -61,6 +61,7 @@ class Runtime:
             retry_backoff_s=settings.retry_backoff_s,
         )
         self.ledger.announce = self.publish
+        self.ledger.swept = lambda task_id: self.replica.sync(task_id)
         self.outbox = Outbox(self.engine)
         self.summaries = Summaries(self.engine)
         self.store: FileStore = make_file_store(settings)
