@@ -18,7 +18,7 @@ test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	$(VENV)/bin/pytest -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n auto -m "$(FAST_TESTS)" $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
