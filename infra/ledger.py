@@ -161,7 +161,8 @@ class Ledger:
     """``announce`` publishes what a commit announced (a task's end): the runtime sets it once it has a
     relay; until then the outbox keeps the rows for the relay's next flush. ``swept`` hears of each
     task whose artifacts the sweeper changed, which no capture will report (the runtime writes its
-    replica documents)."""
+    replica documents). ``owe_replica`` runs in the transaction that ends a capture, whose process
+    writes the task's replica documents next: the runtime records that debt there."""
 
     def __init__(
         self, engine: Engine, *, lease_s: float = 300.0, max_attempts: int = 5, retry_backoff_s: float = 1.0
@@ -172,6 +173,7 @@ class Ledger:
         self.retry_backoff_s = retry_backoff_s
         self.announce: Callable[[list[OutboxRow]], object] = lambda rows: None
         self.swept: Callable[[str], object] = lambda task_id: None
+        self.owe_replica: Callable[[Session, str], object] = lambda session, task_id: None
 
     def session(self) -> Session:
         return new_session(self.engine)
@@ -380,6 +382,7 @@ class Ledger:
                     forget_files(session, [task_id], now)
                 return None
             outbox = enqueue(session, follow_up, now)
+            self.owe_replica(session, task_id)
             ended = self._announce_end(session, top, now)
         self.announce(ended)
         return outbox
@@ -405,6 +408,7 @@ class Ledger:
                 values = {"status": PENDING, "next_attempt_at": now + timedelta(seconds=self.backoff_s(attempts))}
             if not self._finish(session, task_id, archiver, owner, error=error[:4000], **values) or not final:
                 return final
+            self.owe_replica(session, task_id)
             ended = self._announce_end(session, top, now)
         self.announce(ended)
         return final

@@ -174,6 +174,7 @@ class ReplicaSync:
             return
         try:
             if self._push(task_id):
+                self._settle(task_id)
                 return
             error = "the task kept changing while its documents were written"
         except Exception as exc:
@@ -236,6 +237,12 @@ class ReplicaSync:
                 return True
             documents = current
         return False
+
+    def _settle(self, task_id: str) -> None:
+        try:
+            self.queue.settle(task_id)
+        except Exception as exc:  # the ledger blinked: housekeeping writes the documents again, harmlessly
+            log(logger, logging.INFO, "replica debt not settled", task_id=task_id, error=str(exc))
 
     def _queue(self, task_id: str, error: str) -> None:
         log(logger, logging.WARNING, "replica write failed; queued for retry", task_id=task_id, error=error)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from infra.db import new_session, rowcount
 from infra.models import ReplicaPending, utcnow
@@ -26,11 +28,13 @@ class ReplicaQueue:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def _insert(self) -> Any:
+        return (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(ReplicaPending)
+
     def add(self, task_id: str, error: str) -> None:
         """Remember that the task's replica document is behind: one row per task, due at once."""
         now = utcnow()
-        insert = (postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert)(ReplicaPending)
-        statement = insert.values(
+        statement = self._insert().values(
             task_id=task_id, attempts=1, last_error=error[:2000], created_at=now, next_attempt_at=now
         )
         # Already queued: count the failure and keep the row's schedule (its backoff stands).
@@ -40,6 +44,21 @@ class ReplicaQueue:
         )
         with new_session(self.engine) as s, s.begin():
             s.execute(statement)
+
+    def owe(self, session: Session, task_id: str, grace_s: float) -> None:
+        """In the caller's transaction: its process is to write the task's documents right after the
+        commit. Unless it then says so (``settle``), housekeeping writes them once ``grace_s`` has
+        passed: a process killed between its commit and its write leaves no stale document behind.
+        A row already queued for the task stays as it is."""
+        now = utcnow()
+        due = now + timedelta(seconds=grace_s)
+        statement = self._insert().values(task_id=task_id, attempts=0, created_at=now, next_attempt_at=due)
+        session.execute(statement.on_conflict_do_nothing(index_elements=[ReplicaPending.task_id]))
+
+    def settle(self, task_id: str) -> None:
+        """The documents were written: the debt ``owe`` recorded goes (a failure queued since stays)."""
+        with new_session(self.engine) as s, s.begin():
+            s.execute(delete(ReplicaPending).where(ReplicaPending.task_id == task_id, ReplicaPending.attempts == 0))
 
     def due(self, limit: int = 100) -> list[PendingReplica]:
         with new_session(self.engine) as s:

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from infra.replica import ReplicaSync
 
 
+# A capture's process writes its task's replica documents within moments of its commit; housekeeping
+# writes them after this long if it died first (ReplicaQueue.owe).
+REPLICA_GRACE_S = 30.0
+
+
 def make_publisher(settings: Settings) -> Publisher | None:
     """Pub/Sub, and Cloud Tasks for the queues' topics, when the broker is Pub/Sub; None where the
     embedded dispatcher is set later."""
@@ -62,6 +67,9 @@ class Runtime:
         )
         self.ledger.announce = self.publish
         self.ledger.swept = lambda task_id: self.replica.sync(task_id)
+        if settings.firestore_project_id:  # the replica is on
+            queue = ReplicaQueue(self.engine)
+            self.ledger.owe_replica = lambda session, task_id: queue.owe(session, task_id, REPLICA_GRACE_S)
         self.outbox = Outbox(self.engine)
         self.summaries = Summaries(self.engine)
         self.store: FileStore = make_file_store(settings)
