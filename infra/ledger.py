@@ -149,7 +149,6 @@ class NewSnapshots:
     def write(self, session: Session) -> list[OutboxRow]:
         """Insert what was added (Core statements, not the ORM's unit of work: this is the accept
         path); the messages to publish once the transaction commits."""
-        session.flush()  # new items the caller added as objects
         if self.tasks:
             session.execute(insert(TASKS), self.tasks)
         if self.artifacts:

@@ -23,6 +23,7 @@ from infra.db import new_session
 from infra.models import OutboxMessage, utcnow
 from infra.telemetry import message_context
 
+OUTBOX = cast(Table, OutboxMessage.__table__)
 # The attribute that holds a message back until its time (ISO 8601, UTC).
 SCHEDULE_TIME = "schedule_time"
 
@@ -80,9 +81,8 @@ def enqueue(session: Session, messages: Iterable[Outgoing], now: datetime) -> li
     rows = [(m.topic, m.data, {**m.attributes, **trace}) for m in messages]
     if not rows:
         return []
-    outbox = cast(Table, OutboxMessage.__table__)
     ids = session.scalars(
-        insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True),
+        insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True),
         [
             {"topic": topic, "data": data.decode(), "attributes": attributes, "created_at": now}
             for topic, data, attributes in rows

@@ -28,6 +28,8 @@ from infra.storage import StoredObject
 
 API = "/api/v2"
 TERMINAL = ("success", "partial", "failed", "cancelled")
+# The files a task captured five ways stores.
+ARCHIVE_FILES = ("singlefile.html", "monolith.html", "readability.html", "readability.txt", "pdf.pdf", "screenshot.png")
 T = TypeVar("T")
 
 

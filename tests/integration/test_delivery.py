@@ -22,7 +22,7 @@ from htbase.messages import ArchiveRequest
 from htbase.topology import topic_name
 from infra.replica import firestore_client
 from infra.storage import gcs_client
-from tests.helpers import API, HttpApi, finished, submit, task, wait_for
+from tests.helpers import API, ARCHIVE_FILES, HttpApi, finished, submit, task, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +65,7 @@ def test_a_url_is_archived_five_ways_into_gcs_postgres_and_firestore(stack, api,
     assert all(sub["attempts"] == 1 for sub in result["subtasks"].values())
 
     names = {blob.name for blob in gcs_client(stack.settings).bucket("htbase-archives").list_blobs(prefix=task_id)}
-    assert names == {
-        f"{task_id}/{n}"
-        for n in (
-            "singlefile.html",
-            "monolith.html",
-            "readability.html",
-            "readability.txt",
-            "pdf.pdf",
-            "screenshot.png",
-        )
-    }
+    assert names == {f"{task_id}/{n}" for n in ARCHIVE_FILES}
     engine = sa.create_engine(stack.env["DATABASE_URL"])
     with engine.connect() as connection:
         rows = connection.execute(

@@ -17,7 +17,7 @@ from PIL import Image
 from htbase.messages import ArchiveRequest
 from infra.outbox import archive_outgoing
 from service.embedded import EmbeddedService
-from tests.helpers import API, embedded_settings, finished, submit
+from tests.helpers import API, ARCHIVE_FILES, embedded_settings, finished, submit
 from tests.site.server import serve_test_site
 
 EXTERNAL_RESOURCE = re.compile(r"""(?:\b(?:src|srcset|poster)\s*=\s*["']?\s*|url\(\s*["']?)https?://""", re.I)
@@ -110,14 +110,7 @@ def test_all_artifacts_as_one_zip_by_task_or_item_id(client, article_task):
         response = client.get(f"{API}/archives/{archive_id}/all")
         assert response.status_code == 200 and response.mimetype == "application/zip"
         names = set(zipfile.ZipFile(io.BytesIO(response.data)).namelist())
-        assert names == {
-            "singlefile.html",
-            "monolith.html",
-            "readability.html",
-            "readability.txt",
-            "pdf.pdf",
-            "screenshot.png",
-        }
+        assert names == set(ARCHIVE_FILES)
         text = zipfile.ZipFile(io.BytesIO(response.data)).read("readability.txt").decode()
         assert "Varne Point" in text and "SPONSORED" not in text
 
@@ -151,17 +144,12 @@ def test_a_duplicate_delivery_during_a_capture_starts_no_second_capture(client, 
 
 
 def test_bad_pages_fail_with_a_clear_error_and_the_service_lives_on(tmp_path, test_site):
-    from htbase.config import Settings
-
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'htbase.db'}",
-        local_storage_path=tmp_path / "files",
-        allow_private_urls=True,
+    settings = embedded_settings(
+        tmp_path,
         capture_timeout_s=3,
         max_attempts=2,
         retry_backoff_s=0.1,
         max_capture_bytes=2 * 1024 * 1024,
-        sweep_interval_s=3600,
         archivers=("monolith", "pdf"),
     )
     cases = {
@@ -183,17 +171,13 @@ def test_bad_pages_fail_with_a_clear_error_and_the_service_lives_on(tmp_path, te
 
 def test_the_egress_guard_refuses_private_targets(tmp_path, test_site):
     """With the guard on, only the site on 127.0.0.2 is allowed; loopback, metadata and redirects there are not."""
-    from htbase.config import Settings
-
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'htbase.db'}",
-        local_storage_path=tmp_path / "files",
+    settings = embedded_settings(
+        tmp_path,
         allow_private_urls=False,
         egress_allow_cidrs=("127.0.0.2/32",),
         capture_timeout_s=10,
         max_attempts=2,
         retry_backoff_s=0.1,
-        sweep_interval_s=3600,
     )
     with serve_test_site(host="127.0.0.2") as allowed_site, EmbeddedService(settings) as service:
         client = service.api.test_client()
