@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from htbase.topology import HOUSEKEEPING, QUEUES, ROUTES
 from tests.terraform.conftest import ROOT
 
 CLOUDBUILD = ROOT / "cloudbuild.yaml"
@@ -94,15 +95,28 @@ def test_steps_run_tests_image_push_migrate_then_every_service_then_the_smoke_te
         assert step["waitFor"] == ["migrate"], step["id"]  # in parallel, once the schema is new
     assert steps[-1]["waitFor"] == rolls
     test = steps[0]["args"][-1]
-    assert "ruff check" in test and 'pytest -q -m "not browser and not emulators and not postgres"' in test
+    assert "ruff check" in test and f'pytest -q -m "{fast_tests()}"\n' in test
     assert steps[4]["args"][:3] == ["run", "jobs", "execute"] and "--wait" in steps[4]["args"]
+
+
+def fast_tests() -> str:
+    """The fast tier's marker expression, as the Makefile gives it to `make test-fast`."""
+    [expression] = re.findall(r"^FAST_TESTS := (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    return expression
 
 
 def test_every_service_rolls_to_its_image(build, root, topology):
     by_step = {step["id"]: step["args"] for step in build["steps"]}
-    services = {"api": "_LIGHT_IMAGE"}
-    for route in [*topology["routes"].values(), topology["housekeeping"]]:
-        services[route["service"]] = "_IMAGE" if route["archiver"] else "_LIGHT_IMAGE"  # as run.tf chooses
+    # Every service of the topology: each route's, housekeeping and each queue's.
+    routes = (*ROUTES, HOUSEKEEPING, *(queue.route for queue in QUEUES))
+    services = {"api": "_LIGHT_IMAGE"} | {r.service: "_IMAGE" if r.archiver else "_LIGHT_IMAGE" for r in routes}
+    # Terraform deploys the same ones (run.tf: local.workers over the generated topology).
+    deployed = [*topology["routes"].values(), topology["housekeeping"]]
+    deployed += [queue["service"] for queue in topology["queues"].values()]
+    assert {route["service"] for route in deployed} == set(services) - {"api"}
+    assert "for queue in values(var.topology.queues) : queue.service.service =>" in " ".join(
+        root.locals["workers"].split()
+    )
     rolled = {step_id.removeprefix("roll-") for step_id in by_step if step_id.startswith("roll-")}
     assert rolled == set(services)
     for service, image in services.items():
