@@ -5,9 +5,10 @@
 Every archiver service deploys the same handler; ``ARCHIVERS`` (e.g. ``pdf``)
 says which archiver that service runs, and the message names the archiver.
 Every target authenticates the push (functions/auth.py) before it builds or
-touches the runtime, except ``GET /healthz``, the liveness probe: 200 while
-the ledger answers and the service's browser works (or none is needed), else 503; and
-``GET /ready``, readiness: the ledger, the broker, storage and the browser, each with its state.
+touches the runtime, except ``GET /healthz``: 200 while the ledger answers and the
+service's browser works (or none is needed), else 503, for a check off Cloud Run (Cloud
+Run keeps paths ending in z to itself and probes these services on TCP); and
+``GET /ready``: the ledger, the broker, storage and the browser, each with its state.
 The settings are read when the module loads.
 """
 

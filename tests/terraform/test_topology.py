@@ -82,7 +82,9 @@ def test_terraform_creates_what_the_bootstrap_creates(topology, root, prefix):
 
 
 def test_every_service_runs_a_target_of_functions_main_that_matches_its_archivers(topology):
-    for route in [*topology["routes"].values(), topology["housekeeping"]]:
+    queued = [queue["service"] for queue in topology["queues"].values()]
+    assert [route["target"] for route in queued] == ["deliver_webhook"]
+    for route in [*topology["routes"].values(), topology["housekeeping"], *queued]:
         assert callable(getattr(functions.main, route["target"], None)), route["target"]
         assert route["env"]["SERVICE_ROLE"] == route["role"]
         if route["archiver"]:
