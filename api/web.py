@@ -15,7 +15,7 @@ import re
 from functools import wraps
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import nh3
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_from_directory, url_for
@@ -33,13 +33,14 @@ from infra.documents import isoformat
 from infra.ledger import ItemConflict, NewItem
 from infra.outbox import summarize_outgoing
 from infra.search import InvalidQuery
+from infra.storage import FileStore, GcsFileStore
 from infra.tags import InvalidTag
 
 bp = Blueprint("web", __name__, template_folder="templates")
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 30
 PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src {images}; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 READER_TAGS = {
@@ -101,9 +102,19 @@ def form_post(view):
     return checked
 
 
+def page_policy(store: FileStore) -> str:
+    """The page's policy: a thumbnail is a screenshot, which a GCS store's signed URL may serve (the archives
+    route redirects there), so that store's origin may serve images too."""
+    images = ["'self'", "data:"]
+    if isinstance(store, GcsFileStore):
+        endpoint = urlsplit(store.bucket.client.api_endpoint)
+        images.append(f"{endpoint.scheme}://{endpoint.netloc}")
+    return PAGE_POLICY.format(images=" ".join(images))
+
+
 @bp.after_request
 def page_headers(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+    response.headers.setdefault("Content-Security-Policy", page_policy(runtime().store))
     response.headers["Referrer-Policy"] = "same-origin"
     return keep_csrf_cookie(response)
 

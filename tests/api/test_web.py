@@ -4,15 +4,33 @@ SingleFile copy (its script reaches neither the cookie nor the API), search, tag
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import threading
+import zipfile
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
+from api.app import create_app
+from api.web import bookmarklet, reader_view
+from emulators.gcs import FakeGcsServer
+from htbase.config import Settings
+from htbase.topology import SUMMARIZE
+from htbase.urls import url_hash
+from infra.db import migrate
 from infra.keys import ApiKeys
+from infra.ledger import NewItem
+from infra.models import OutboxMessage
+from infra.runtime import Runtime
+from infra.summaries import Summaries
 from service.embedded import EmbeddedService
+from tests.api.test_signed_downloads import finished, key_signing_store
+from tests.infra.test_search import capture
 
 ARCHIVERS = ("singlefile", "readability", "screenshot")
 
@@ -116,3 +134,213 @@ def test_the_archive_in_a_browser(site, test_site, embedded_settings):
             expect(page.locator("ol.items .empty")).to_have_text("Nothing found.")
         finally:
             browser.close()
+
+
+# The page over HTTP, on the quiet service (nothing is captured; captures are made in the ledger).
+
+
+@pytest.fixture
+def browser_session(service):
+    """A browser signed in to the quiet service with an admin key: its client and its CSRF token."""
+    _, key = ApiKeys(service.runtime.engine).create("browser", "admin")
+    client = service.api.test_client()
+    client.get("/sign-in")
+    csrf = client.get_cookie("htbase_csrf").value
+    assert client.post("/sign-in", data={"key": key, "csrf_token": csrf}).status_code == 303
+    return client, csrf
+
+
+def test_the_page_runs_under_a_strict_policy(browser_session):
+    client, _ = browser_session
+    for path in ("/", "/sign-in", "/import"):
+        assert client.get(path).headers["Content-Security-Policy"] == (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ), path
+
+
+def readability_capture(runtime, url: str, article_html: str) -> str:
+    """A snapshot whose readability capture stored ``article_html``; its item."""
+    created = runtime.ledger.create_task([NewItem(url, url_hash(url))], ["readability"])
+    runtime.ledger.claim(created.task_id, "readability", "test")
+    stored = runtime.store.put(f"{created.task_id}/readability.html", article_html.encode(), "text/html")
+    runtime.ledger.complete(created.task_id, "readability", "test", stored, meta={"title": "T"}, duration_ms=1)
+    return created.children[0]["item_id"]
+
+
+def test_the_reader_view_keeps_the_articles_markup_and_nothing_that_runs(service):
+    hostile = (
+        "<html><head><script>alert('head')</script></head><body><nav>menu</nav><article>"
+        '<h2 onclick="steal()">Quokkas</h2><p style="position:fixed">They <em>live</em> on '
+        '<a href="javascript:fetch(\'/api/v2/tasks\')">an island</a> and <a href="https://ok.example/" '
+        'onmouseover="steal()" target="_top">elsewhere</a>.</p>'
+        '<img src="x" onerror="alert(document.cookie)"><script>alert(1)</script>'
+        '<iframe src="https://evil.example/"></iframe><svg onload="alert(1)"></svg>'
+        '<form action="https://evil.example/"><input name="key"></form><style>body{display:none}</style>'
+        "</article></body></html>"
+    )
+    item = readability_capture(service.runtime, "https://a.example/", hostile)
+    with service.api.test_request_context():
+        reader = reader_view(service.runtime.catalog.snapshots(item)[0])
+    assert reader == (
+        '<h2>Quokkas</h2><p>They <em>live</em> on <a rel="noopener noreferrer nofollow">an island</a> and '
+        '<a href="https://ok.example/" rel="noopener noreferrer nofollow">elsewhere</a>.</p>'
+    )
+
+
+def test_thumbnails_from_a_gcs_store_come_from_an_origin_the_page_admits(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 1024
+    with FakeGcsServer() as gcs:
+        gcs.create_bucket("thumbs")
+        runtime = Runtime(
+            Settings(
+                database_url=f"sqlite:///{tmp_path / 'htbase.db'}",
+                file_storage_provider="gcs",
+                gcs_bucket="thumbs",
+                storage_emulator_host=gcs.endpoint,
+            )
+        )
+        migrate(runtime.engine)
+        try:
+            runtime.store = key_signing_store(runtime, gcs)
+            task_id = finished(runtime, "screenshot", png, "image/png")
+            client = create_app(runtime).test_client()
+            home = client.get("/")
+            thumbnail = re.search(r'<img class="thumb" src="([^"]+)"', home.text)[1]
+            assert thumbnail == f"/api/v2/archives/{task_id}/screenshot"
+            redirected = client.get(thumbnail)
+            assert redirected.status_code == 302
+            location = urlsplit(redirected.headers["Location"])
+            policy = dict(d.strip().split(" ", 1) for d in home.headers["Content-Security-Policy"].split(";"))
+            assert policy["img-src"] == f"'self' data: {location.scheme}://{location.netloc}"
+            assert requests.get(redirected.headers["Location"], timeout=10).content == png
+        finally:
+            runtime.close()
+
+
+def test_importing_bookmarks_through_the_page_shows_each_urls_progress(browser_session, service):
+    client, csrf = browser_session
+    bookmarks = (
+        b"<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n<DT><H3>Reading</H3>\n<DL><p>\n"
+        b'<DT><A HREF="https://a.example/one">One</A>\n<DT><A HREF="https://a.example/two">Two</A>\n'
+        b'</DL><p>\n<DT><A HREF="ftp://nope.example/">Nope</A>\n</DL><p>\n'
+    )
+
+    def post(**fields):
+        return client.post(
+            "/import",
+            data={"file": (io.BytesIO(bookmarks), "bookmarks.html"), **fields},
+            content_type="multipart/form-data",
+        )
+
+    assert f'name="csrf_token" value="{csrf}"' in client.get("/import").text
+    assert post().status_code == 400  # no CSRF token: nothing imported
+    assert service.runtime.tags.counts() == []
+    answer = post(csrf_token=csrf)
+    assert answer.status_code == 303
+    progress = client.get(answer.headers["Location"])
+    assert re.fullmatch(r"/imports/[\w-]+", answer.headers["Location"]) and progress.status_code == 200
+    assert "Import of bookmarks.html" in progress.text
+    counts = dict(re.findall(r'<span data-count="(\w+)">(\d+)</span>', progress.text))
+    assert counts == {"queued": "0", "started": "2", "duplicate": "0", "invalid": "1"}
+    rows = re.findall(r"<tr><td>(\d+)</td><td>(.*?)</td><td>(.*?)</td></tr>", progress.text)
+    items = {url: item for item, url in re.findall(r'<a href="/items/([^"]+)">([^<]+)</a>', progress.text)}
+    assert [(n, outcome) for n, _, outcome in rows] == [("1", "started"), ("2", "started"), ("3", rows[2][2])]
+    assert rows[2][2].startswith("invalid: ") and sorted(items) == ["https://a.example/one", "https://a.example/two"]
+    assert service.runtime.tags.of(items["https://a.example/one"]) == ["reading"]
+    assert client.get("/imports/nope").status_code == 404
+
+
+def test_the_bookmarklet_opens_a_confirmation_that_only_a_posted_form_acts_on(browser_session, service):
+    client, csrf = browser_session
+    with service.api.test_request_context(base_url="https://htbase.example:8443/"):
+        assert bookmarklet() == (
+            "javascript:location.href='https://htbase.example:8443/save?url='+encodeURIComponent(location.href)"
+        )
+    assert 'href="javascript:location.href=&#39;http://localhost/save?url=&#39;' in client.get("/").text
+
+    hostile = 'https://b.example/"><script>alert(1)</script>'
+    confirm = client.get("/save", query_string={"url": hostile})
+    assert confirm.status_code == 200 and "<script>alert(1)" not in confirm.text
+    confirm = client.get("/save", query_string={"url": "https://b.example/read"})
+    assert 'value="https://b.example/read"' in confirm.text and f'value="{csrf}"' in confirm.text
+    assert service.runtime.catalog.page(limit=10, offset=0)[1] == 0  # a GET (another site's link) made nothing
+    assert client.post("/archive", data={"url": "https://b.example/read"}).status_code == 400
+    archived = client.post("/archive", data={"url": "https://b.example/read", "csrf_token": csrf})
+    assert archived.status_code == 303
+    [entry], _ = service.runtime.catalog.page(limit=10, offset=0)
+    assert archived.headers["Location"] == f"/items/{entry.item_id}" and entry.url == "https://b.example/read"
+    assert {a.status for a in entry.snapshot.artifacts} == {"pending"}
+
+    stranger = service.api.test_client()  # signed out: to the sign-in page, and back to the confirmation after
+    to_sign_in = stranger.get("/save", query_string={"url": "https://b.example/read"})
+    assert to_sign_in.status_code == 302
+    assert to_sign_in.headers["Location"] == "/sign-in?next=/save?url%3Dhttps://b.example/read"
+
+
+def test_failed_captures_are_listed_apart_and_retried(browser_session, service):
+    client, csrf = browser_session
+    runtime = service.runtime
+    capture(runtime.ledger, runtime.store, "https://fine.example/", title="Fine")
+    created = runtime.ledger.create_task(
+        [NewItem("https://broken.example/", url_hash("https://broken.example/"))], ["pdf"]
+    )
+    runtime.ledger.claim(created.task_id, "pdf", "test")
+    runtime.ledger.fail(created.task_id, "pdf", "test", "HTTP 503 from the site", permanent=True)
+    broken = created.children[0]["item_id"]
+
+    failed = client.get("/", query_string={"status": "failed"}).text
+    assert re.findall(r'<h2><a href="/items/([^"]+)">', failed) == [broken]
+    assert 'title="pdf: failed — HTTP 503 from the site"' in failed
+    assert f'action="/items/{broken}/recapture"' in failed
+    assert "recapture" not in client.get("/").text  # Retry is on the failed list only
+
+    retried = client.post(f"/items/{broken}/recapture", data={"csrf_token": csrf, "next": "/?status=failed"})
+    assert retried.status_code == 303 and retried.headers["Location"] == "/?status=failed"
+    snapshots = runtime.catalog.snapshots(broken)
+    assert len(snapshots) == 2 and {a.status for a in snapshots[0].artifacts} == {"pending"}
+    assert sorted(a.archiver for a in snapshots[0].artifacts) == sorted(runtime.settings.archivers)
+    assert re.findall(r'<h2><a href="/items/([^"]+)">', client.get("/?status=failed").text) == []
+
+
+def test_the_item_page_lists_every_snapshot_and_acts_on_them(browser_session, service):
+    client, csrf = browser_session
+    runtime = service.runtime
+    older = capture(runtime.ledger, runtime.store, "https://a.example/", item_id="page", body="old text on emus")
+    newer = capture(runtime.ledger, runtime.store, "https://a.example/", item_id="page", body="new text on emus")
+    Summaries(runtime.engine).save(
+        newer,
+        "k" * 64,
+        status="success",
+        model="m",
+        prompt_version="1",
+        result={"lede": "Emus.", "summary": "About emus.", "key_points": ["they run"], "tags": ["Birds", "emus"]},
+    )
+    runtime.tags.add("page", ["emus"])
+
+    page = client.get("/items/page").text
+    timeline = re.findall(r'<li( aria-current="true")?><a href="/items/page\?snapshot=([^"]+)">', page)
+    assert timeline == [(' aria-current="true"', newer), ("", older)]
+    assert f'href="/api/v2/archives/{newer}/all">Download all (zip)' in page
+    assert re.findall(r'<li class="suggested">(\w+) ', page) == ["Birds"]  # emus is already a tag
+    assert "<li>they run</li>" in page
+    zipped = client.get(f"/api/v2/archives/{newer}/all")
+    assert zipped.status_code == 200 and zipfile.ZipFile(io.BytesIO(zipped.data)).namelist()
+    assert f'href="/api/v2/archives/{older}/all"' in client.get(f"/items/page?snapshot={older}").text
+
+    assert client.post("/items/page/recapture").status_code == 400  # no CSRF token
+    assert len(runtime.catalog.snapshots("page")) == 2
+    again = client.post("/items/page/recapture", data={"csrf_token": csrf})
+    assert again.status_code == 303 and again.headers["Location"] == "/items/page"
+    newest = runtime.catalog.snapshots("page")[0]
+    assert newest.task_id not in (older, newer) and {a.status for a in newest.artifacts} == {"pending"}
+
+    cancelled = client.post(f"/tasks/{newest.task_id}/cancel", data={"csrf_token": csrf, "next": "/items/page"})
+    assert cancelled.status_code == 303 and cancelled.headers["Location"] == "/items/page"
+    assert {a.status for a in runtime.ledger.task(newest.task_id).artifacts} == {"cancelled"}
+
+    resummarized = client.post("/items/page/summarize", data={"csrf_token": csrf, "snapshot": older})
+    assert resummarized.status_code == 303 and resummarized.headers["Location"] == f"/items/page?snapshot={older}"
+    with runtime.ledger.session() as session:
+        asked = [json.loads(m.data) for m in session.query(OutboxMessage).filter(OutboxMessage.topic == SUMMARIZE)]
+    assert [(m["task_id"], m["force"]) for m in asked] == [(older, True)]
