@@ -4,15 +4,21 @@ prefixes, languages, tags, and items that leave the index when they or their sna
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete, select, text
 
+from functions.deliveries.archive import archive
+from functions.deliveries.summary import summarize
+from functions.worker import Worker
+from htbase.messages import ArchiveRequest, SummarizeRequest
 from htbase.urls import url_hash
+from infra.db import migrate
 from infra.ledger import NewItem
 from infra.models import Artifact, Item, Task
-from infra.search import InvalidQuery, Search, parse_query
+from infra.search import InvalidQuery, Search, parse_query, search_documents
 from infra.storage import LocalFileStore
 from infra.summaries import Summaries
 from infra.tags import Tags
+from tests.functions.summarizer import articles
 
 
 @pytest.fixture
@@ -222,3 +228,52 @@ def test_operators_in_a_query_are_only_words(ledger, store, search):
     for query in ("AND", "NOT near", "words:", "near(", "'or' | !", "^plain", "plain AND"):
         search.search(query)  # never a syntax error from either engine
     assert found(search, "NOT near") == ["https://a.example/"]
+
+
+@pytest.fixture
+def worker(settings):
+    worker = Worker(settings.with_(llm_providers=("extractive",)))
+    migrate(worker.engine)
+    yield worker
+    worker.close()
+
+
+def test_a_finished_summary_is_indexed(worker):
+    task_id = capture(worker.ledger, worker.store, "https://news.example/bikes", body=articles.ENGLISH)
+    worker.search.refresh_task(task_id)  # as the capture's end does: the article, no summary yet
+    assert indexed_row(worker, task_id)[:2] == ("", "")
+
+    assert summarize(worker, SummarizeRequest(task_id)).reason == "stored"
+
+    result = worker.summaries.get(worker.ledger.task(task_id).summary_key).result
+    summary, key_points, tags = indexed_row(worker, task_id)
+    assert summary == f"{result['lede']} {result['summary']}" and key_points == "\n".join(result["key_points"])
+    assert set(result["tags"]) <= set(tags.split(", "))
+    assert found(worker.search, f'"{result["key_points"][-1]}"') == ["https://news.example/bikes"]
+
+
+def indexed_row(worker, task_id: str) -> tuple[str, str, str]:
+    with worker.engine.connect() as connection:
+        row = connection.execute(
+            select(search_documents.c.summary, search_documents.c.key_points, search_documents.c.tags).where(
+                search_documents.c.task_id == task_id
+            )
+        ).one()
+    return row.summary, row.key_points, row.tags
+
+
+@pytest.mark.browser
+def test_a_finished_readability_capture_indexes_the_article(embedded_settings, test_site):
+    worker = Worker(embedded_settings.with_(archivers=("readability",)))
+    migrate(worker.engine)
+    try:
+        url = test_site.url("/hostile-article.html")
+        created = worker.ledger.create_task([NewItem(url, url_hash(url))], ["readability"])
+        item_id = created.children[0]["item_id"]
+        assert found(worker.search, "quokkas") == []
+        assert archive(worker, ArchiveRequest(created.task_id, item_id, url, "readability", {})).ack
+        [hit] = worker.search.search("quokkas").hits
+        assert (hit.item_id, hit.title) == (item_id, "The Quokkas of Rottnest Island")
+        assert found(worker.search, "zanzibarwidget") == []  # the ad block is no part of the article
+    finally:
+        worker.close()
