@@ -13,6 +13,7 @@ import argparse
 import base64
 import binascii
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
@@ -48,6 +49,8 @@ TELEMETRY_EXPORTERS = ("none", "otlp", "gcp")
 # waiting for rate-limit slots and storing itself.
 PUSH_OVERHEAD_S = 120.0
 WEBHOOK_MAX_BACKOFF_S = 6 * 3600
+# An API key's public record, as `htbase keys new` prints it: its prefix and the sha256 of the key.
+KEY_RECORD = re.compile(r"([0-9a-f]{8}):([0-9a-f]{64})")
 
 
 class ConfigError(ValueError):
@@ -103,6 +106,13 @@ class Settings:
         shown="off; on where `HOST` is not loopback and in a cloud role",
         doc="every request but health and the API's document needs a key, and the API refuses to start "
         "while none exists (keys are needed anyway once one was created)",
+    )
+    first_admin_key_record: str = setting(
+        "api keys",
+        "FIRST_ADMIN_KEY_RECORD",
+        "",
+        doc="`htbase migrate` adds this admin key unless its prefix exists: the record (`prefix:sha256`) "
+        "that `htbase keys new` prints, never the key (the cloud's first key: terraform/README.md)",
     )
     submissions_per_minute: float = setting(
         "api keys",
@@ -443,6 +453,8 @@ class Settings:
             raise ConfigError("MAX_DELIVERY_ATTEMPTS must be within 5..100 (Pub/Sub's limits)")
         if self.broker not in ("embedded", "pubsub"):
             raise ConfigError("BROKER must be 'embedded' or 'pubsub'")
+        if self.first_admin_key_record and not KEY_RECORD.fullmatch(self.first_admin_key_record):
+            raise ConfigError("FIRST_ADMIN_KEY_RECORD must be `prefix:sha256` as `htbase keys new` prints it")
         if self.log_format not in ("json", "pretty"):
             raise ConfigError("LOG_FORMAT must be 'json' or 'pretty'")
         if self.cloud_sql_ip_type not in CLOUD_SQL_IP_TYPES:

@@ -4,6 +4,10 @@ A key reads ``htb_<prefix>_<secret>``: the prefix (8 hex characters) names it in
 and logs, the secret is 256 random bits. Being that random, a key needs no slow hash:
 its sha256 is stored, and a presented key is found by its prefix and compared in
 constant time. Scopes nest: ``read`` ⊂ ``write`` ⊂ ``admin``.
+
+A key's public record, ``<prefix>:<sha256>``, is what the ledger keeps of it: ``htbase keys
+new`` makes a key and its record without a ledger, and ``htbase migrate`` adds the record
+that ``FIRST_ADMIN_KEY_RECORD`` holds, so the cloud's first key never passes through its env.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine, exists, inspect, select
+from sqlalchemy.exc import DBAPIError
 
+from htbase.config import KEY_RECORD, ConfigError
 from infra.db import new_session
 from infra.models import ApiKey, utcnow
 
@@ -45,6 +51,13 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def new_key() -> tuple[str, str]:
+    """A new key and its public record (``<prefix>:<sha256>``)."""
+    prefix = secrets.token_hex(4)
+    key = f"htb_{prefix}_{secrets.token_urlsafe(32)}"
+    return key, f"{prefix}:{_hash(key)}"
+
+
 def _info(row: ApiKey) -> KeyInfo:
     return KeyInfo(row.prefix, row.name, row.scope, row.created_at, row.revoked_at)
 
@@ -59,13 +72,28 @@ class ApiKeys:
             raise KeyRequestError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
         if not name.strip() or len(name) > 200:
             raise KeyRequestError("a key's name is 1 to 200 characters")
-        prefix = secrets.token_hex(4)
-        key = f"htb_{prefix}_{secrets.token_urlsafe(32)}"
-        row = ApiKey(prefix=prefix, name=name.strip(), scope=scope, key_hash=_hash(key), created_at=utcnow())
+        key, record = new_key()
+        info = self._add(record, name.strip(), scope)
+        if info is None:  # 32 random bits of prefix: a clash is all but impossible
+            raise KeyRequestError("a key with the new key's prefix exists: make it again")
+        return info, key
+
+    def add_record(self, record: str, name: str, scope: str) -> KeyInfo | None:
+        """Add the key that ``record`` describes, unless a key with its prefix exists (None then):
+        running it again changes nothing."""
+        if KEY_RECORD.fullmatch(record) is None:
+            raise KeyRequestError("a key's record is <prefix>:<sha256>, as `htbase keys new` prints it")
+        return self._add(record, name, scope)
+
+    def _add(self, record: str, name: str, scope: str) -> KeyInfo | None:
+        prefix, key_hash = record.split(":")
         with new_session(self.engine) as s, s.begin():
+            if s.get(ApiKey, prefix) is not None:
+                return None
+            row = ApiKey(prefix=prefix, name=name, scope=scope, key_hash=key_hash, created_at=utcnow())
             s.add(row)
             s.flush()
-            return _info(row), key
+            return _info(row)
 
     def list(self) -> list[KeyInfo]:
         with new_session(self.engine) as s:
@@ -93,6 +121,15 @@ class ApiKeys:
             return _info(row)
 
     def any_made(self) -> bool:
-        """Whether a key was ever made (revoked or not)."""
-        with self.engine.connect() as connection:  # asked on every request of an open API: no ORM session
-            return bool(connection.scalar(select(exists().select_from(ApiKey))))
+        """Whether a key was ever made (revoked or not). ``ConfigError`` if the ledger has no keys
+        table: the API was started on a schema nobody migrated."""
+        try:
+            with self.engine.connect() as connection:  # asked on every request of an open API: no ORM session
+                return bool(connection.scalar(select(exists().select_from(ApiKey))))
+        except DBAPIError:
+            if inspect(self.engine).has_table(ApiKey.__tablename__):
+                raise
+            raise ConfigError(
+                f"the ledger has no {ApiKey.__tablename__} table: its schema was never migrated. Run the "
+                "migrate job first (`htbase migrate`; on Cloud Run: `gcloud run jobs execute htbase-migrate --wait`)"
+            ) from None

@@ -1,8 +1,9 @@
 """The ``htbase`` command.
 
 The service: ``serve``, ``migrate``, and ``keys`` (create, list, revoke: straight in the
-ledger that ``DATABASE_URL`` names). A client of a running htbase (``HTBASE_URL``, with
-the key in ``HTBASE_API_KEY``): ``archive``, ``list``, ``show``, ``get``, ``import``, ``cancel``, ``delete``.
+ledger that ``DATABASE_URL`` names; new: a key and its record, without a ledger). A client
+of a running htbase (``HTBASE_URL``, with the key in ``HTBASE_API_KEY``): ``archive``, ``list``,
+``show``, ``get``, ``import``, ``cancel``, ``delete``.
 """
 
 from __future__ import annotations
@@ -110,11 +111,40 @@ def _serve_api(settings: Settings) -> int:
     return 0
 
 
-def keys(settings: Settings, args: argparse.Namespace) -> int:
-    """API keys, straight in the ledger (the schema migrated first, as ``serve`` does)."""
-    from infra.db import make_engine, migrate_database
-    from infra.keys import ApiKeys, KeyRequestError
+FIRST_ADMIN_KEY = "first admin (FIRST_ADMIN_KEY_RECORD)"
 
+
+def migrate(settings: Settings) -> int:
+    """The schema to its newest revision, then the first admin key that ``FIRST_ADMIN_KEY_RECORD``
+    describes, unless a key with its prefix exists: the migrate job runs it before every roll-out."""
+    from infra.db import make_engine, migrate_database
+    from infra.keys import ApiKeys
+
+    migrate_database(settings)
+    if not settings.first_admin_key_record:
+        return 0
+    engine = make_engine(settings)
+    try:
+        added = ApiKeys(engine).add_record(settings.first_admin_key_record, FIRST_ADMIN_KEY, "admin")
+    finally:
+        engine.dispose()
+    prefix = settings.first_admin_key_record.split(":")[0]
+    print(f"first admin key {prefix}: {'added' if added else 'already there'}", flush=True)
+    return 0
+
+
+def keys(settings: Settings, args: argparse.Namespace) -> int:
+    """API keys, straight in the ledger (the schema migrated first, as ``serve`` does); ``new`` needs none."""
+    from infra.db import make_engine, migrate_database
+    from infra.keys import ApiKeys, KeyRequestError, new_key
+
+    if args.keys_command == "new":
+        key, record = new_key()
+        print("a new admin key, shown once: keep it now (nothing stores it)")
+        print(key)
+        print("its record, for FIRST_ADMIN_KEY_RECORD (Terraform: first_admin_key_record); not secret")
+        print(record)  # the last line, for scripts
+        return 0
     if settings.run_migrations:
         migrate_database(settings)
     engine = make_engine(settings)
@@ -305,6 +335,11 @@ def _parser() -> argparse.ArgumentParser:
         help="read: GET; write: also submit; admin: also delete and manage keys",
     )
     keys_commands.add_parser("list", help="every key made (never the keys themselves)")
+    keys_commands.add_parser(
+        "new",
+        help="make a key without a ledger: print it and its record, which `htbase migrate` adds as the first "
+        "admin key from FIRST_ADMIN_KEY_RECORD",
+    )
     revoke_cmd = keys_commands.add_parser("revoke", help="refuse a key from now on")
     revoke_cmd.add_argument("prefix", help="the 8 characters after htb_")
 
@@ -343,10 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = with_project(settings)
             setup_logging(settings)
         if args.command == "migrate":
-            from infra.db import migrate_database
-
-            migrate_database(settings)
-            return 0
+            return migrate(settings)
         if args.command == "serve":
             return serve(settings.with_(port=args.port or settings.port, host=args.host or settings.host))
         if args.command == "keys":
