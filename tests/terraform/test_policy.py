@@ -326,8 +326,6 @@ def test_bucket_is_uniform_and_never_public(root):
     rules = [d["lifecycle_rule"]["for_each"] for d in bucket["dynamic"] if "lifecycle_rule" in d]
     assert rules and all("var.archive_lifecycle" in rule for rule in rules)
     assert not {kind for kind, _ in root.resources if kind.startswith("google_storage") and kind.endswith("_acl")}
-    roles = {grant["role"] for grant in root.locals["bucket_grants"].values()}
-    assert roles <= {"roles/storage.objectViewer", "roles/storage.objectCreator"}
 
 
 def test_cloud_sql_is_reached_only_through_the_connector_and_backed_up(root):
@@ -346,13 +344,68 @@ def test_cloud_sql_is_reached_only_through_the_connector_and_backed_up(root):
     assert root.resources["google_firestore_database", "replica"]["type"] == "FIRESTORE_NATIVE"
 
 
-def test_no_owner_editor_keys_or_project_wide_excess(root, push_service):
+def evaluate(root, work, names: tuple[str, ...], expression: str, tfvars: dict | None = None) -> Any:
+    """``expression`` as Terraform evaluates it over the root's locals ``names`` (which must refer to
+    variables and to each other only) and the variables: the example tfvars, then ``tfvars``."""
+    for source in (TERRAFORM / "variables.tf", TOPOLOGY):
+        shutil.copy(source, work)
+    locals_tf = "".join(f"  {name} = {hcl(root.locals[name])}\n" for name in names)
+    (work / "locals.tf").write_text("locals {\n" + locals_tf + "}\n")
+    (work / "overrides.auto.tfvars.json").write_text(json.dumps(tfvars or {}))
+    return terraform_console(work, f"jsonencode({expression})", EXAMPLE)
+
+
+def hcl(value: Any) -> str:
+    """A parsed attribute written back as an HCL expression."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f'"{name}" = {hcl(item)}' for name, item in value.items()) + "}"
+    return value[2:-1] if isinstance(value, str) and value.startswith("${") else json.dumps(value)
+
+
+RUNTIME = {"api", "archiver", "summarizer", "operations"}  # the accounts that run htbase's code
+BUILD = '${google_service_account.role["build"].member}'
+DELETER = "${google_project_iam_custom_role.object_deleter.name}"
+# Every role the module grants anyone, and why; anything owner-, editor- or admin-like is refused below.
+ROLES = {
+    "roles/artifactregistry.writer": "the build pushes images to the one repository",
+    "roles/cloudsql.client": "the connector's IAM-authorized mTLS to the instance",
+    "roles/cloudsql.instanceUser": "IAM database login",
+    "roles/cloudtasks.enqueuer": "webhook attempts on the one queue",
+    "roles/cloudtrace.agent": "spans to Cloud Trace",
+    "roles/datastore.user": "the Firestore replica",
+    "roles/iam.serviceAccountTokenCreator": "signBlob for signed URLs; the agents mint push and task tokens",
+    "roles/iam.serviceAccountUser": "enqueuers name the tasks identity; the build deploys as the runtime accounts",
+    "roles/logging.logWriter": "the build's logs (CLOUD_LOGGING_ONLY)",
+    "roles/monitoring.metricWriter": "metrics to Cloud Monitoring",
+    "roles/pubsub.publisher": "each topic its publishers; the dead-letter topic Pub/Sub's agent",
+    "roles/pubsub.subscriber": "Pub/Sub's agent acknowledges dead-lettered messages at their source",
+    "roles/run.developer": "the build updates the services and the migrate job",
+    "roles/run.invoker": "the workers' callers; the build's smoke test; the API when public",
+    "roles/secretmanager.secretAccessor": "each secret its readers",
+    "roles/storage.objectCreator": "archivers upload",
+    "roles/storage.objectViewer": "downloads, readiness, the listing before a delete",
+}
+# The basic roles (project-wide owner, editor, viewer) and any service's admin or owner roles.
+BROAD_ROLE = re.compile(r"owner|editor|admin|^roles/viewer$", re.I)
+
+
+def test_the_broad_role_check_catches_owner_editor_and_admin_roles():
+    for role in ("roles/owner", "roles/Editor", "roles/viewer", "roles/storage.admin", "roles/run.admin"):
+        assert BROAD_ROLE.search(role), role
+    assert BROAD_ROLE.search("roles/pubsub.admin") and BROAD_ROLE.search("roles/iam.securityAdmin")
+    assert not BROAD_ROLE.search("roles/storage.objectViewer")
+
+
+def test_every_role_granted_is_listed_with_its_reason_and_none_is_broad(root, push_service):
+    text = "\n".join(path.read_text() for path in TERRAFORM.rglob("*.tf"))
+    assert set(re.findall(r'"(roles/[^"]+)"', text)) == set(ROLES)
+    assert [role for role in ROLES if BROAD_ROLE.search(role)] == []
     for module in (root, push_service):
         assert not [kind for kind, _ in module.resources if kind == "google_service_account_key"]
-        for (_kind, name), body in module.resources.items():
-            role = body.get("role", "")
-            assert role not in ("roles/owner", "roles/editor", "roles/viewer") and not role.endswith("Admin"), name
-    assert set(re.findall(r'"(roles/[^"]+)"', root.locals["project_grants"])) == PROJECT_ROLES
+        assert not [kind for kind, _ in module.resources if kind.startswith("google_organization_iam")]
+    # The one custom role deletes objects and nothing else.
+    deleter = root.resources["google_project_iam_custom_role", "object_deleter"]
+    assert deleter["permissions"] == ["storage.objects.delete"]
     token_creators = {
         name
         for (kind, name), body in root.resources.items()
@@ -364,6 +417,111 @@ def test_no_owner_editor_keys_or_project_wide_excess(root, push_service):
     assert signs["member"] == '${google_service_account.role["api"].member}'
 
 
+def test_the_service_accounts_are_one_per_role(root):
+    assert set(root.locals["service_accounts"]) == {
+        *RUNTIME, "push", "scheduler", "tasks", "migrate", "build"
+    }  # fmt: skip
+    assert root.locals["runtime_accounts"] == sorted(RUNTIME, key=["api", "archiver", "summarizer", "operations"].index)
+
+
+def test_project_grants_per_account(root, tmp_path):
+    def grants(iam_auth: bool) -> dict[str, set[str]]:
+        found = evaluate(
+            root,
+            tmp_path,
+            ("runtime_accounts", "project_grants"),
+            "local.project_grants",
+            {"database_iam_auth": iam_auth},
+        )
+        table: dict[str, set[str]] = {}
+        for grant in found.values():
+            table.setdefault(grant["account"], set()).add(grant["role"].removeprefix("roles/"))
+        return table
+
+    telemetry = {"cloudtrace.agent", "monitoring.metricWriter"}
+    runtime = {"cloudsql.client", "datastore.user", *telemetry}
+    assert grants(False) == {
+        **{account: runtime for account in RUNTIME},
+        "migrate": {"cloudsql.client"},
+        "build": {"logging.logWriter"},
+    }
+    assert grants(True) == {
+        **{account: runtime | {"cloudsql.instanceUser"} for account in RUNTIME},
+        "migrate": {"cloudsql.client"},
+        "build": {"logging.logWriter"},
+    }
+
+
+def test_bucket_roles_per_account(root):
+    table: dict[str, set[str]] = {}
+    for grant in root.locals["bucket_grants"].values():
+        table.setdefault(grant["account"], set()).add(grant["role"])
+    viewer, creator = "roles/storage.objectViewer", "roles/storage.objectCreator"
+    assert table == {
+        "api": {viewer, DELETER},  # downloads; DELETE of tasks and items removes their files
+        "archiver": {creator, viewer},  # write-once uploads; a redelivery reads the earlier attempt's
+        "summarizer": {viewer},  # the article's text
+        "operations": {viewer, DELETER},  # readiness; housekeeping retries file removals
+    }
+    grant = root.resources["google_storage_bucket_iam_member", "grant"]
+    assert grant["bucket"] == "${google_storage_bucket.archives.name}"  # the one bucket, never the project
+
+
+def test_secret_readers_per_secret(root, tmp_path):
+    def readers(tfvars: dict) -> dict[str, set[str]]:
+        found = evaluate(root, tmp_path, ("runtime_accounts", "secrets"), "local.secrets", tfvars)
+        return {secret: set(body["readers"]) for secret, body in found.items()}
+
+    assert readers({"database_iam_auth": True}) == {"database-url": {"migrate"}, "webhook-secret": RUNTIME}
+    assert readers({"database_iam_auth": False, "llm_api_key": "sk-test"}) == {
+        "database-url": {"migrate", *RUNTIME},
+        "webhook-secret": RUNTIME,  # whichever process relays a task's outbox may send its webhook
+        "llm-api-key": {"summarizer"},
+    }
+    reader = root.resources["google_secret_manager_secret_iam_member", "reader"]
+    assert reader["for_each"] == "${local.secret_readers}" and reader["role"] == "roles/secretmanager.secretAccessor"
+    assert reader["secret_id"] == "${google_secret_manager_secret.secret[each.value.secret].id}"  # per secret
+
+
+def test_publishers_per_topic_and_enqueuers_per_queue(root, topology, tmp_path):
+    found = evaluate(root, tmp_path, ("dead_letter_topic", "topic_publishers"), "local.topic_publishers")
+    publishers: dict[str, set[str]] = {}
+    for grant in found.values():
+        publishers.setdefault(grant["topic"], set()).add(grant["account"])
+    work_topics = set(topology["routes"]) - {topology["dead_letter_topic"], topology["summarize_topic"]}
+    assert publishers == {
+        **{topic: {"api", "operations"} for topic in work_topics},  # new tasks; the outbox relay, expired leases
+        topology["summarize_topic"]: {"api", "operations", "archiver"},  # readability done
+    }  # and only Pub/Sub's agent publishes dead letters (test_every_subscription_...)
+    publisher = root.resources["google_pubsub_topic_iam_member", "publisher"]
+    assert publisher["topic"] == "${google_pubsub_topic.topic[each.value.topic].id}"
+
+    queues = evaluate(root, tmp_path, ("runtime_accounts", "queue_enqueuers", "queue_grants"), "local.queue_grants")
+    assert {(grant["queue"], grant["account"]) for grant in queues.values()} == {
+        ("webhooks", account) for account in RUNTIME
+    }
+    enqueuer = root.resources["google_cloud_tasks_queue_iam_member", "enqueuer"]
+    assert enqueuer["name"] == "${google_cloud_tasks_queue.queue[each.value.queue].name}"
+    assert enqueuer["role"] == "roles/cloudtasks.enqueuer"
+
+
+def test_the_build_account_holds_only_what_a_roll_out_uses(root):
+    grants = {
+        (kind, name, body["role"]) for (kind, name), body in root.resources.items() if body.get("member") == BUILD
+    }
+    assert grants == {
+        ("google_artifact_registry_repository_iam_member", "build_pushes", "roles/artifactregistry.writer"),
+        ("google_service_account_iam_member", "build_acts_as", "roles/iam.serviceAccountUser"),
+        ("google_cloud_run_v2_service_iam_member", "build_rolls", "roles/run.developer"),
+        ("google_cloud_run_v2_job_iam_member", "build_migrates", "roles/run.developer"),
+        ("google_cloud_run_v2_service_iam_member", "build_smoke_tests", "roles/run.invoker"),
+    }
+    assert root.resources["google_service_account_iam_member", "build_acts_as"]["for_each"] == (
+        "${toset(local.deployed_accounts)}"
+    )
+    assert root.locals["deployed_accounts"] == '${concat(local.runtime_accounts, ["migrate"])}'
+
+
 def service_kinds() -> dict[str, str]:
     """Each Cloud Run worker service of the topology and its kind (its account and sizing), as run.tf sorts them."""
     routes = (*ROUTES, HOUSEKEEPING, *(queue.route for queue in QUEUES))
@@ -371,13 +529,6 @@ def service_kinds() -> dict[str, str]:
         r.service: "archiver" if r.archiver else "summarizer" if r.role == "summarizer" else "operations"
         for r in routes
     }
-
-
-def hcl(value: Any) -> str:
-    """A parsed attribute written back as an HCL expression."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{name} = {hcl(item)}" for name, item in value.items()) + "}"
-    return value[2:-1] if isinstance(value, str) and value.startswith("${") else json.dumps(value)
 
 
 def test_database_pools_fit_max_connections(root, variable_values, tmp_path):
@@ -397,13 +548,8 @@ def test_database_pools_fit_max_connections(root, variable_values, tmp_path):
     assert sum(expected.values()) + reserved <= variable_values["sql"]["max_connections"]
 
     # Terraform's own sum (sql.tf) comes to the same, per kind, with the defaults.
-    for source in (TERRAFORM / "variables.tf", TOPOLOGY):
-        shutil.copy(source, tmp_path)
     names = ("workers", "light_image", "database_connections")
-    (tmp_path / "locals.tf").write_text(
-        "locals {\n" + "".join(f"  {name} = {hcl(root.locals[name])}\n" for name in names) + "}\n"
-    )
-    assert terraform_console(tmp_path, "jsonencode(local.database_connections)", EXAMPLE) == expected
+    assert evaluate(root, tmp_path, names, "local.database_connections") == expected
 
     # Terraform refuses a plan that breaks it, with the same sum.
     [precondition] = root.resources["google_sql_database_instance", "ledger"]["lifecycle"][0]["precondition"]
