@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import xml.etree.ElementTree as ET
 import zipfile
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import delete
 
+from infra.bookmarks import parse as parse_bookmarks
 from infra.models import Artifact, Item, Task
 from infra.storage import StoredObject
 from tests.api.conftest import API, error_of, quiet_service
@@ -171,8 +173,22 @@ def test_an_export_imports_into_a_fresh_instance_as_the_same_items_and_tags(
     first = indexed(runtime, "https://a.example/x?y=1&z=2", title="Page A", body="words enough for an article")
     indexed(runtime, "https://b.example/", title="Page B", body="more words enough for an article")
     client.post(f"{API}/items/{first}/tags", json={"tags": ["one", "two words"]})
+    with runtime.ledger.session() as session, session.begin():  # saved a day before its capture: not mixed up
+        session.get_one(Item, first).created_at -= timedelta(days=1)
     exported = client.get(f"{API}/export", query_string={"format": format})
     assert exported.status_code == 200 and "attachment" in exported.headers["Content-Disposition"]
+    # What the fresh instance reads: each item's title, when it was saved and (where the format has a place
+    # for it: not the browsers' HTML) when it was captured, to the second.
+    entries, _ = runtime.catalog.page(limit=10, offset=0)
+    assert {(b.url, b.title, b.added_at, b.captured_at) for b in parse_bookmarks(exported.data)} == {
+        (
+            e.url,
+            e.title,
+            e.created_at.replace(microsecond=0),
+            None if format == "html" else e.captured_at.replace(microsecond=0),
+        )
+        for e in entries
+    }
 
     fresh = quiet_service(
         embedded_settings.with_(
