@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from flask import Flask, request
 from opentelemetry import context, metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -79,47 +79,52 @@ def install(settings: Settings) -> Telemetry:
         return _installed
 
 
-def _build(settings: Settings) -> Telemetry:
-    resource = Resource.create({"service.name": service_name(settings), "service.namespace": "htbase"})
-    exporter = settings.telemetry_exporter
-    spans: SpanExporter | None = None
-    readers: list[MetricReader] = []
-    interval_ms = settings.metrics_export_interval_s * 1000
-    if exporter == "otlp":
+def exporters(settings: Settings) -> tuple[SpanExporter, MetricExporter] | None:
+    """Where ``TELEMETRY_EXPORTER`` sends spans and metrics; None: nowhere. Made without a request
+    to anyone: the cloud's clients only load their credentials."""
+    if settings.telemetry_exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         base = settings.otlp_endpoint.rstrip("/")
-        spans = OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=10)
-        readers.append(
-            PeriodicExportingMetricReader(
-                OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=10), export_interval_millis=interval_ms
-            )
+        return OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=10), OTLPMetricExporter(
+            endpoint=f"{base}/v1/metrics", timeout=10
         )
-    elif exporter == "gcp":
+    if settings.telemetry_exporter == "gcp":
         from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
         from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
+
+        project = settings.google_cloud_project or None
+        # A unique identifier: each instance writes series of its own.
+        return CloudTraceSpanExporter(project_id=project), CloudMonitoringMetricsExporter(
+            project_id=project, add_unique_identifier=True
+        )
+    return None
+
+
+def _build(settings: Settings) -> Telemetry:
+    resource = Resource.create({"service.name": service_name(settings), "service.namespace": "htbase"})
+    if settings.telemetry_exporter == "gcp":
         from opentelemetry.resourcedetector.gcp_resource_detector import GoogleCloudResourceDetector
 
-        # The Cloud Run revision and instance, so each instance writes series of its own.
+        # The Cloud Run revision and instance the series and spans come from.
         resource = GoogleCloudResourceDetector().detect().merge(resource)
-        project = settings.google_cloud_project or None
-        spans = CloudTraceSpanExporter(project_id=project)
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
+    )
+    readers: list[MetricReader] = []
+    if (chosen := exporters(settings)) is not None:
+        spans, metric_exporter = chosen
+        tracer_provider.add_span_processor(BatchSpanProcessor(spans))
         readers.append(
             PeriodicExportingMetricReader(
-                CloudMonitoringMetricsExporter(project_id=project, add_unique_identifier=True),
-                export_interval_millis=interval_ms,
+                metric_exporter, export_interval_millis=settings.metrics_export_interval_s * 1000
             )
         )
     if settings.prometheus_metrics:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
         readers.append(PrometheusMetricReader())
-    tracer_provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
-    )
-    if spans is not None:
-        tracer_provider.add_span_processor(BatchSpanProcessor(spans))
     return Telemetry(
         tracer_provider, MeterProvider(metric_readers=readers, resource=resource), settings.prometheus_metrics
     )

@@ -1,4 +1,5 @@
-"""Telemetry on the embedded defaults: one submission is one trace, and the metrics follow the captures.
+"""Telemetry on the embedded defaults: one submission is one trace, webhooks and model calls included,
+and the metrics follow the captures; the cloud's exporters are made from the settings.
 
 Spans are read from an in-memory exporter added to the process's tracer provider; metrics from
 the Prometheus text the process serves, parsed as Prometheus parses it.
@@ -6,28 +7,45 @@ the Prometheus text the process serves, parsed as Prometheus parses it.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
+from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
+from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
+from functions.summarizer.providers import OpenAICompatibleProvider
 from htbase.config import Settings
-from htbase.messages import ARCHIVERS
+from htbase.messages import ARCHIVERS, build_push_envelope
+from htbase.topology import DEAD_LETTER_PATH
 from infra.health import readiness
+from infra.ledger import NewItem
 from infra.runtime import Runtime
-from infra.telemetry import prometheus_text
+from infra.telemetry import TRACER, exporters, prometheus_text
 from service.embedded import EmbeddedService
-from tests.helpers import embedded_settings, finished, submit
+from tests.functions.summarizer.stub_llm import StubLLM, chat
+from tests.helpers import embedded_settings, finished, submit, time_passes
+from tests.keys import service_account_key
+from tests.receiver import SECRET, Receiver
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    with EmbeddedService(embedded_settings(tmp_path_factory.mktemp("telemetry"))) as service:
+    settings = embedded_settings(tmp_path_factory.mktemp("telemetry"), webhook_secret=SECRET)
+    with EmbeddedService(settings) as service:
         yield service
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +108,52 @@ def test_one_submission_is_one_trace_from_the_api_through_every_capture_to_the_s
     assert {s.name for s in found} >= {"ledger create_task", "ledger claim"}
 
 
+def traceparent_ids(header: str) -> tuple[int, int]:
+    """The trace id and the parent span id a W3C ``traceparent`` header names."""
+    _, trace_id, span_id, _ = header.split("-")
+    return int(trace_id, 16), int(span_id, 16)
+
+
+def test_a_webhook_delivery_is_a_span_of_the_submissions_trace_and_sends_it_on(service, spans, receiver, test_site):
+    client = service.api.test_client()
+    task_id = submit(client, test_site.url("/missing"), archivers=["monolith"], webhook_url=receiver.url("/hook"))
+    [hook] = receiver.wait("/hook")
+    assert service.dispatcher.wait_idle(60)  # the delivery's span ends once it has recorded the answer
+
+    found = trace_of(spans.get_finished_spans(), task_id)
+    by_id = {s.context.span_id: s for s in found}
+    [root] = [s for s in found if s.parent is None]
+    assert root.name == "POST /api/v2/archive"
+    [delivery] = [s for s in found if s.name == "deliver webhooks"]
+    assert delivery.kind is SpanKind.CONSUMER and delivery.attributes["http.response.status_code"] == 200
+    chain = ancestors(delivery, by_id)
+    assert chain[0].name == "publish webhooks" and chain[-1] is root
+    assert any(s.name == "capture monolith" for s in chain)  # the capture that ended the task wrote it
+
+    # The receiver can continue the trace: the header names the trace and the delivery's span.
+    trace_id, parent_id = traceparent_ids(hook.headers["traceparent"])
+    assert (trace_id, parent_id) == (root.context.trace_id, delivery.context.span_id)
+
+
+def test_a_model_call_is_a_client_span_whose_traceparent_reaches_the_model_server(spans):
+    stub = StubLLM()
+    try:
+        stub.script(chat("hi", prompt_tokens=11, completion_tokens=2))
+        with TRACER.start_as_current_span("summarize with openai") as summarizing:
+            OpenAICompatibleProvider(stub.url, "stub-model", timeout=5).complete([{"role": "user", "content": "hi"}], 8)
+        [call] = stub.calls
+    finally:
+        stub.close()
+
+    parent = summarizing.get_span_context()
+    [post] = [s for s in spans.get_finished_spans() if s.parent is not None and s.parent.span_id == parent.span_id]
+    assert post.kind is SpanKind.CLIENT and post.name == "POST"
+    assert post.attributes["url.full"] == f"{stub.url}/chat/completions"
+    assert post.attributes["http.response.status_code"] == 200
+    headers = {name.lower(): value for name, value in call.headers.items()}
+    assert traceparent_ids(headers["traceparent"]) == (parent.trace_id, post.context.span_id)
+
+
 def metric(name: str, **labels: str) -> float:
     """The sum of the samples called ``name`` with these labels in the process's Prometheus text."""
     text, _ = prometheus_text()
@@ -144,23 +208,52 @@ def test_captures_count_successes_permanent_failures_by_kind_and_retries(service
     assert metric("htbase_push_deliveries_total", route="/push/archive", answer="retry") >= 1
 
 
-def test_the_prometheus_text_parses_and_holds_every_instrument(service):
-    service.runtime.ledger.ping()
+# Every instrument the issue names, as Prometheus names them.
+INSTRUMENTS = {
+    "htbase_submissions",
+    "htbase_captures",
+    "htbase_capture_duration_seconds",
+    "htbase_capture_size_bytes",
+    "htbase_push_deliveries",
+    "htbase_push_redeliveries",
+    "htbase_dead_letters",
+    "htbase_outbox_depth",
+    "htbase_outbox_oldest_age_seconds",
+    "htbase_lease_takeovers",
+    "htbase_replica_pending",
+    "htbase_replica_lag_seconds",
+    "htbase_summaries",
+    "htbase_summary_tokens",
+    "htbase_summary_duration_seconds",
+    "htbase_webhook_deliveries",
+    "htbase_http_server_duration_seconds",
+}
+
+
+def test_the_prometheus_text_parses_and_holds_every_instrument(service, receiver, test_site):
+    # A counter shows once it has counted: a submission that is retried, summarized and reported by
+    # webhook, a dead letter and a lease taken over.
+    client = service.api.test_client()
+    flaky = test_site.url(f"/flaky?key={uuid.uuid4().hex}")  # 500 once, then the article
+    submit(client, flaky, archivers=["readability"], webhook_url=receiver.url("/every"))
+    receiver.wait("/every")
+    assert service.dispatcher.wait_idle(60)
+    dead = build_push_envelope(
+        b"{}",
+        {"CloudPubSubDeadLetterSourceSubscription": "projects/p/subscriptions/htbase-summarize-push"},
+        subscription="projects/p/subscriptions/htbase-dead-letter-push",
+    )
+    assert service.push_app.test_client().post(DEAD_LETTER_PATH, json=dead).status_code == 200
+    ledger = service.runtime.ledger
+    stale = ledger.create_task([NewItem(test_site.url("/article.html?stale"), "stale" * 8)], ["pdf"]).task_id
+    ledger.claim(stale, "pdf", "crashed")
+    time_passes(ledger, stale, service.settings.lease_s + 1)
+    ledger.sweep()
+
     text, content_type = prometheus_text()
     assert content_type.startswith("text/plain")
     names = {family.name for family in text_string_to_metric_families(text.decode())}
-    assert {
-        "htbase_captures",
-        "htbase_capture_duration_seconds",
-        "htbase_capture_size_bytes",
-        "htbase_submissions",
-        "htbase_push_deliveries",
-        "htbase_outbox_depth",
-        "htbase_outbox_oldest_age_seconds",
-        "htbase_replica_pending",
-        "htbase_replica_lag_seconds",
-        "htbase_http_server_duration_seconds",
-    } <= names
+    assert INSTRUMENTS - names == set()
 
 
 def test_the_api_serves_metrics_and_readiness(service):
@@ -188,3 +281,16 @@ def test_readiness_names_what_is_not_ready(tmp_path):
     assert checks["storage"] == "ok"
     assert checks["ledger"].startswith(("OperationalError", "InterfaceError")), checks
     assert checks["broker"] == "RuntimeError: no broker is configured"
+
+
+def test_the_cloud_exporters_are_made_from_the_settings_offline(tmp_path, monkeypatch):
+    # A key no Google endpoint knows: the clients load it; nothing is exported, so nothing asks Google.
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(service_account_key("telemetry@htbase-test.iam.gserviceaccount.com", "htbase-test")))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    made = exporters(Settings(telemetry_exporter="gcp", google_cloud_project="htbase-test"))
+    assert made is not None
+    spans, metrics = made
+    assert isinstance(spans, CloudTraceSpanExporter) and spans.project_id == "htbase-test"
+    assert isinstance(metrics, CloudMonitoringMetricsExporter) and metrics.project_name == "projects/htbase-test"
+    assert exporters(Settings(telemetry_exporter="none")) is None
