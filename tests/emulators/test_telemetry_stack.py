@@ -1,6 +1,7 @@
 """One trace across real process boundaries: the API, the archivers and the summarizer, each its own
 process on the emulator stack, exporting OTLP/HTTP to a receiver in this test; the context crosses
-the Pub/Sub emulator in the messages' ``traceparent`` attribute. Readiness answers with the parts.
+the Pub/Sub emulator in the messages' ``traceparent`` attribute, and the Cloud Tasks emulator in the
+task's ``traceparent`` header. Readiness answers with the parts.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ import pytest
 import requests
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
 
+from emulators.cloudtasks import CloudTasksEmulator
 from emulators.stack import Stack
+from htbase.config import Settings
+from htbase.messages import WebhookRequest
+from htbase.topology import WEBHOOK_PATH, WEBHOOKS
+from infra.cloudtasks import CloudTasksPublisher
+from infra.telemetry import message_context
+from tests.emulators.conftest import Receiver
 from tests.helpers import HttpApi, finished, submit, wait_for
 
 SERVICES = ("api", "archiver-monolith", "archiver-readability", "summarizer")
@@ -188,3 +197,30 @@ def test_readiness_reports_each_part(stack):
         assert requests.get(f"{stack.api_url}/healthz", timeout=30).status_code == 200  # liveness stays cheap
     finally:
         stack.start("pubsub")
+
+
+def test_the_trace_context_crosses_cloud_tasks_as_a_header():
+    target = Receiver()  # where the queue's tasks go: the webhooks service's route
+    try:
+        with CloudTasksEmulator() as emulator:
+            settings = Settings(
+                cloud_tasks_emulator_host=emulator.host,
+                google_cloud_project="htbase-local",
+                webhook_delivery_url=target.url("/"),
+            )
+            publisher = CloudTasksPublisher(settings)
+            queue = publisher.queue_path(WEBHOOKS)
+            publisher.client.create_queue(parent=queue.rsplit("/queues/", 1)[0], queue={"name": queue})
+            # A webhook attempt written inside a submission's trace, as the ledger writes its outbox row.
+            with TracerProvider().get_tracer("test").start_as_current_span("submission") as submission:
+                attributes = message_context()
+            try:
+                publisher.publish(WEBHOOKS, WebhookRequest("delivery-1").to_json(), attributes).result(timeout=30)
+            finally:
+                publisher.close()
+            [task] = target.wait_for(lambda r: r.path == WEBHOOK_PATH, timeout_s=30)
+    finally:
+        target.close()
+    assert task.headers["x-cloudtasks-queuename"]  # it came through Cloud Tasks
+    _, trace_id, _, _ = task.headers["traceparent"].split("-")
+    assert int(trace_id, 16) == submission.get_span_context().trace_id

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import requests
+from opentelemetry.sdk.trace import TracerProvider
 
 from emulators.stack import Stack
 from htbase.topology import WEBHOOKS
@@ -61,8 +62,11 @@ def webhook(stack, task_id: str) -> dict:
 
 
 def test_a_webhook_goes_through_cloud_tasks_to_our_service_signed(stack, runtime, receiver):
-    task_id = ended_task(runtime, receiver.url("/hook"), "tasks")
+    with TracerProvider().get_tracer("test").start_as_current_span("submission") as submission:
+        task_id = ended_task(runtime, receiver.url("/hook"), "tasks")
     [hook] = receiver.wait("/hook")
+    # The webhook continues the trace the task ended in, across Cloud Tasks and our service.
+    assert hook.headers["traceparent"].split("-")[1] == format(submission.get_span_context().trace_id, "032x")
     body = verified(hook, stack.env["WEBHOOK_SECRET"])
     assert body["task_id"] == task_id and body["event"] == "task.completed" and body["status"] == "success"
     delivered = wait_for(lambda: (found := webhook(stack, task_id))["status"] == "delivered" and found)
