@@ -50,7 +50,7 @@ TELEMETRY_EXPORTERS = ("none", "otlp", "gcp")
 PUSH_OVERHEAD_S = 120.0
 WEBHOOK_MAX_BACKOFF_S = 6 * 3600
 # An API key's public record, as `htbase keys new` prints it: its prefix and the sha256 of the key.
-KEY_RECORD = re.compile(r"([0-9a-f]{8}):([0-9a-f]{64})")
+KEY_RECORD = re.compile(r"[0-9a-f]{8}:[0-9a-f]{64}")
 
 
 class ConfigError(ValueError):

@@ -223,7 +223,8 @@ resource "google_cloud_run_v2_service" "api" {
     ignore_changes = [template[0].containers[0].image, client, client_version]
   }
 
-  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.reader, google_project_iam_member.grant]
+  # The migrate job's first run: the schema and the first key exist before any service starts.
+  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.reader, google_project_iam_member.grant, google_cloud_run_v2_job.migrate]
 }
 
 resource "google_cloud_run_v2_service_iam_member" "api_public" {
@@ -252,5 +253,6 @@ module "worker" {
   vpc_subnetwork      = var.vpc_subnetwork
   deletion_protection = var.deletion_protection
 
-  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.reader, google_project_iam_member.grant]
+  # The migrate job's first run: the schema and the first key exist before any service starts.
+  depends_on = [google_project_service.apis, google_secret_manager_secret_iam_member.reader, google_project_iam_member.grant, google_cloud_run_v2_job.migrate]
 }

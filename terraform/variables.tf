@@ -460,6 +460,17 @@ variable "monolith_sha256" {
   }
 }
 
+variable "first_admin_key_record" {
+  description = "The public record (prefix:sha256, not the key) that `htbase keys new` prints beside a new key: the migrate job adds it as an admin key unless its prefix exists. The API refuses to start while no key exists, so set it for the first apply (README.md)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.first_admin_key_record == "" || can(regex("^[0-9a-f]{8}:[0-9a-f]{64}$", var.first_admin_key_record))
+    error_message = "first_admin_key_record must be the record `htbase keys new` prints: 8 hex digits, a colon, 64 hex digits (never the htb_... key itself)."
+  }
+}
+
 variable "notification_channels" {
   description = "Cloud Monitoring notification channels (projects/PROJECT/notificationChannels/ID) that every alert pages; empty: alerts open incidents that notify no one."
   type        = list(string)

@@ -10,6 +10,7 @@ What this proves is that the configuration Terraform writes is one the code acce
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -140,9 +141,10 @@ def stand_in(attribute: str, key: str) -> str:
     return f'"${{var.prefix}}{key}"'
 
 
-def render(work: Path) -> dict:
-    """Every service's env as Terraform writes it: {api, migrate, workers: {name: {env, secrets, target}},
-    secret_values: {secret id: value}}, where ``secrets`` maps an env name to a secret id."""
+def render(work: Path, tfvars: dict[str, str]) -> dict:
+    """Every service's env as Terraform writes it, with ``tfvars`` beside the example's: {api, migrate,
+    workers: {name: {env, secrets, target}}, secret_values: {secret id: value}}, where ``secrets`` maps
+    an env name to a secret id."""
     blocks = [
         block
         for path in sorted(TERRAFORM.glob("*.tf"))
@@ -154,6 +156,7 @@ def render(work: Path) -> dict:
         shutil.copy(TERRAFORM / source, work)
     (work / "locals.tf").write_text(rewritten)
     (work / "resources.tf").write_text(stand_ins)
+    (work / "operator.auto.tfvars.json").write_text(json.dumps(tfvars))
     return terraform_console(work, service_envs(), TERRAFORM / "terraform.tfvars.example")
 
 
@@ -167,43 +170,51 @@ def on_emulators(rendered: dict, service: str, emulators: dict[str, str]) -> dic
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict:
-    return render(tmp_path_factory.mktemp("terraform"))
+def first_key() -> tuple[str, str]:
+    """The operator's first step: `htbase keys new` makes the first key and its record, offline."""
+    made = subprocess.run([HTBASE, "keys", "new"], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    lines = made.stdout.splitlines()
+    return lines[1], lines[-1]
 
 
-def test_terraform_renders_an_env_for_every_service_the_stack_runs(rendered):
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, first_key) -> dict:
+    """The env of a deployment applied with the first key's record (first_admin_key_record)."""
+    return render(tmp_path_factory.mktemp("terraform"), {"first_admin_key_record": first_key[1]})
+
+
+def test_terraform_renders_an_env_for_every_service_the_stack_runs(rendered, first_key):
     assert {name: worker["target"] for name, worker in rendered["workers"].items()} == {
         r.service: r.target for r in (*ROUTES, HOUSEKEEPING, *(queue.route for queue in QUEUES))
     }
     assert rendered["api"]["env"]["SERVICE_ROLE"] == "api"
     for name, worker in rendered["workers"].items():
         assert set(worker["env"]) >= {"SERVICE_ROLE", "PUSH_AUDIENCE", "INSTANCE_CONNECTION_NAME"}, name
+        assert "FIRST_ADMIN_KEY_RECORD" not in worker["env"], name
+    # Only the migrate job gets the first key, and only its record.
+    assert rendered["migrate"]["env"]["FIRST_ADMIN_KEY_RECORD"] == first_key[1]
+    assert "FIRST_ADMIN_KEY_RECORD" not in rendered["api"]["env"]
+    assert first_key[0] not in json.dumps(rendered)
 
 
 @pytest.fixture(scope="module")
-def ledger(postgres, rendered) -> str:
+def ledger(postgres, rendered, first_key) -> str:
     """The throwaway Postgres for Cloud SQL, migrated as the `migrate` job does it: `htbase migrate`
-    with the job's env (all the services start with RUN_MIGRATIONS=false)."""
+    with the job's env (all the services start with RUN_MIGRATIONS=false), which adds the first key."""
     with postgres.fresh_database("cloud_") as url:
         env = {"PATH": os.environ["PATH"], **on_emulators(rendered, "migrate", {"DATABASE_URL": url})}
-        migrated = subprocess.run([HTBASE, "migrate"], env=env, capture_output=True, text=True, timeout=120)
-        assert migrated.returncode == 0, migrated.stderr
+        for outcome in ("added", "already there"):  # the first apply's run, then a roll-out's
+            migrated = subprocess.run([HTBASE, "migrate"], env=env, capture_output=True, text=True, timeout=120)
+            assert migrated.returncode == 0, migrated.stderr
+            assert f"first admin key {first_key[1].split(':')[0]}: {outcome}" in migrated.stdout
         yield url
 
 
 @pytest.fixture(scope="module")
-def api_key(ledger, rendered) -> str:
-    """The key an operator makes after the first apply (the API requires keys: API_KEYS_REQUIRED)."""
-    env = {"PATH": os.environ["PATH"], **on_emulators(rendered, "migrate", {"DATABASE_URL": ledger})}
-    made = subprocess.run(
-        [HTBASE, "keys", "create", "--name", "cloud-shaped", "--scope", "write"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert made.returncode == 0, made.stderr
-    return made.stdout.strip().splitlines()[-1]
+def api_key(ledger, first_key) -> str:
+    """The key the operator kept: the API requires keys (API_KEYS_REQUIRED) and finds this one."""
+    return first_key[0]
 
 
 class KeyedApi(HttpApi):

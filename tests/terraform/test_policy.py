@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
-from htbase.config import PUSH_OVERHEAD_S, Settings
+from htbase.config import KEY_RECORD, PUSH_OVERHEAD_S, Settings
 from htbase.messages import ARCHIVERS
 from htbase.topology import HOUSEKEEPING, QUEUES, ROUTES
 from service.api import ApiService
@@ -307,16 +307,32 @@ def test_cloud_build_owns_the_images(root, push_service):
         for kind in CONTAINER_RESOURCES:
             for name, body in module.of_type(kind).items():
                 ignored = body["lifecycle"][0]["ignore_changes"]
-                image = (
-                    "${template[0].template[0].containers[0].image}"
-                    if kind.endswith("job")
-                    else "${template[0].containers[0].image}"
-                )
-                assert set(ignored) == {image, "client", "client_version"}, f"{kind}.{name}"
+                if kind.endswith("job"):  # and the token of its first run (test_services_start_after_...)
+                    expected = {"${template[0].template[0].containers[0].image}", "run_execution_token"}
+                else:
+                    expected = {"${template[0].containers[0].image}"}
+                assert set(ignored) == expected | {"client", "client_version"}, f"{kind}.{name}"
     # The browser image serves the archivers; every other role runs the light one.
     assert 'image = route.archiver != "" ? var.image : local.light_image' in re.sub(r"\s+", " ", root.locals["workers"])
     migrate = root.resources["google_cloud_run_v2_job", "migrate"]["template"][0]["template"][0]["containers"][0]
     assert migrate["image"] == "${local.light_image}" and migrate["command"] == ["htbase", "migrate"]
+
+
+def test_services_start_after_the_migrate_jobs_first_run_made_the_schema_and_the_first_key(root, variable_values):
+    job = root.resources["google_cloud_run_v2_job", "migrate"]
+    assert job["provider"] == "google-beta"  # run_execution_token is beta in the pinned 6.x providers
+    assert job["name"] == "${var.prefix}migrate"
+    assert 16 + len("migrate") + len(job["run_execution_token"]) < 63  # the API's limit; prefix: at most 16
+    assert "${google_secret_manager_secret_version.initial}" in job["depends_on"]
+    migrate = "${google_cloud_run_v2_job.migrate}"
+    assert migrate in root.resources["google_cloud_run_v2_service", "api"]["depends_on"]
+    assert migrate in root.modules["worker"]["depends_on"]
+    # The first key arrives as its record (a hash), never as a key.
+    assert root.locals["migrate_env"]["FIRST_ADMIN_KEY_RECORD"] == "${var.first_admin_key_record}"
+    assert "FIRST_ADMIN_KEY_RECORD" not in env_names({k: v for k, v in root.locals.items() if k != "migrate_env"})
+    assert variable_values["first_admin_key_record"] == ""
+    [validation] = root.variables["first_admin_key_record"]["validation"]
+    assert f"^{KEY_RECORD.pattern}$" in validation["condition"]  # the record Settings accepts
 
 
 def test_bucket_is_uniform_and_never_public(root):
