@@ -84,7 +84,7 @@ def test_the_recorder_sees_every_setting():
     [
         ("emulators", EMULATORS),
         ("vps", EMULATORS | PUSH_SERVICES | {"api", "bootstrap"}),
-        ("monitoring", {"otel-collector", "jaeger", "prometheus"}),
+        ("monitoring", {"otel-collector", "jaeger", "prometheus", "alertmanager"}),
     ],
 )
 def test_each_profile_validates_offline_and_runs_its_services(profile, expected):
