@@ -132,6 +132,10 @@ def page_context() -> dict[str, Any]:
 @bp.errorhandler(ApiError)
 def to_sign_in(exc: ApiError):
     if exc.status == 401:
+        if request.method == "GET" and request.headers.get("Sec-Fetch-Site") == "cross-site":
+            # Another site's link (the bookmarklet is one): the browser kept the SameSite=Strict key cookie
+            # back. The same address, opened again from this page, is same-site and carries it.
+            return render_template("continue.html", target=request.full_path)
         return redirect(url_for("web.sign_in_page", next=request.full_path))
     return render_template("message.html", title="Not allowed", message=exc.message), exc.status
 

@@ -1,13 +1,16 @@
 """The web page in Chromium, against the all-in-one service capturing a page of the local test site for real:
-sign in, archive from the box and watch the badges turn done without a reload, read the item, open the
-SingleFile copy (its script reaches neither the cookie nor the API), search, tag, delete."""
+sign in, archive from the box and watch the badges (item page and home page) turn done without a reload, read
+the item, open the SingleFile copy (its script reaches neither a readable cookie nor the API), search, tag,
+import bookmarks, run the bookmarklet on another site, delete. Then the page over HTTP, on the quiet service."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
 import threading
+import uuid
 import zipfile
 from urllib.parse import urlsplit
 
@@ -33,6 +36,7 @@ from tests.api.test_signed_downloads import finished, key_signing_store
 from tests.infra.test_search import capture
 
 ARCHIVERS = ("singlefile", "readability", "screenshot")
+CANARY = "canary-only-htbase-may-read"
 
 
 @pytest.fixture
@@ -64,19 +68,29 @@ def test_the_archive_in_a_browser(site, test_site, embedded_settings):
             cookie = next(c for c in context.cookies() if c["name"] == "htbase_key")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
-            # Archive from the box: the item page's badges turn done with no reload.
-            page.fill("#url", test_site.url("/hostile-article.html"))
+            # Archive from the box (a page the test site holds back until told): the badges of the item page,
+            # and of the home page in another tab, are not done at first and turn done with no reload.
+            gate = uuid.uuid4().hex
+            archived = test_site.url(f"/gate?key={gate}&page=hostile-article.html")
+            page.fill("#url", archived)
             page.click("form.archive button")
-            expect(page.locator(".badges[data-task-id] .badge").first).to_be_visible()
-            item_url = page.url
+            home = context.new_page()
+            home.goto(base + "/")
             loads: list[str] = []
-            page.on("load", lambda: loads.append(page.url))
-            badges = page.locator("section[aria-labelledby=formats] .badge")
-            expect(badges).to_have_count(len(ARCHIVERS))
-            expect(page.locator("section[aria-labelledby=formats] .badge.s-success")).to_have_count(
-                len(ARCHIVERS), timeout=180_000
-            )
+            for watched in (page, home):
+                watched.on("load", lambda loaded: loads.append(loaded.url))
+                badges = watched.locator(".badges[data-task-id]").first
+                expect(badges.locator(".badge")).to_have_count(len(ARCHIVERS))
+                assert badges.get_attribute("data-live") is not None
+                assert badges.locator(".badge.s-success").count() == 0
+            item_url = page.url
+            test_site.open_gate(gate)
+            for watched in (page, home):
+                badges = watched.locator(".badges[data-task-id]").first
+                expect(badges.locator(".badge.s-success")).to_have_count(len(ARCHIVERS), timeout=180_000)
+                expect(watched.locator(".badges[data-live]")).to_have_count(0)
             assert loads == [] and page.url == item_url
+            home.close()
 
             # Open the item from the home page and read the reader view (the article, not the ad).
             page.goto(base + "/")
@@ -86,17 +100,20 @@ def test_the_archive_in_a_browser(site, test_site, embedded_settings):
             expect(reader).not_to_contain_text("zanzibarwidget")
             assert page.locator(".reader script").count() == 0
 
-            # The SingleFile copy: opened from htbase, its script runs nowhere near htbase's origin.
+            # The SingleFile copy: opened from htbase, its script runs nowhere near htbase's origin. A cookie
+            # htbase's own pages can read (htbase's are HttpOnly) shows what the copy's script would see.
+            context.add_cookies([{"name": "canary", "value": CANARY, "url": base}])
+            assert CANARY in page.evaluate("() => document.cookie")
             with context.expect_page() as opened:
                 page.click("text=SingleFile copy")
             copy = opened.value
             copy.wait_for_load_state()
             # What the page's script wrote while it was captured may be there; nothing it did here is.
             assert base not in copy.locator("#verdict").inner_text() and key not in copy.content()
+            assert CANARY not in copy.content()
             assert '"tasks"' not in copy.locator("#api").inner_text()
-            assert copy.evaluate("() => { try { return document.cookie } catch (e) { return 'refused' } }") in (
-                "refused",
-                "",
+            assert copy.evaluate("() => { try { return document.cookie } catch (e) { return 'refused' } }") == (
+                "refused"
             )
             answered = copy.evaluate(
                 "() => fetch('/api/v2/tasks', {credentials: 'include'}).then(r => r.status).catch(() => 'refused')"
@@ -124,8 +141,45 @@ def test_the_archive_in_a_browser(site, test_site, embedded_settings):
             expect(page.locator("h1")).to_contain_text("Tagged “marsupials”")
             expect(page.locator("ol.items h2")).to_have_text(["The Quokkas of Rottnest Island"])
 
+            # Import bookmarks through the page: the one already archived is a duplicate, and the progress
+            # page says so, with a link to it.
+            page.goto(base + "/import")
+            page.set_input_files(
+                "#file",
+                {
+                    "name": "bookmarks.html",
+                    "mimeType": "text/html",
+                    "buffer": (
+                        "<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n<DT><H3>Animals</H3>\n<DL><p>\n"
+                        f'<DT><A HREF="{html.escape(archived)}">Quokkas</A>\n'
+                        '<DT><A HREF="mailto:a@b.example">Mail</A>\n'
+                        "</DL><p>\n</DL><p>\n"
+                    ).encode(),
+                },
+            )
+            page.click("form[action='/import'] button")
+            expect(page.locator("h1")).to_have_text("Import of bookmarks.html")
+            expect(page.locator(".progress")).to_contain_text("2 URLs")
+            for outcome, count in {"queued": "0", "started": "0", "duplicate": "1", "invalid": "1"}.items():
+                expect(page.locator(f"[data-count={outcome}]")).to_have_text(count)
+            expect(page.locator("table.entries tbody td:nth-child(3)")).to_have_text(
+                ["duplicate", re.compile("^invalid")]
+            )
+            page.click("table.entries a")
+            expect(page.locator("article.item-page > h1")).to_have_text("The Quokkas of Rottnest Island")
+
+            # The bookmarklet, run on another site's page, opens a confirmation holding that page's URL.
+            item_url = page.url
+            page.goto(base + "/")
+            script = page.locator("text=Archive with htbase").get_attribute("href").removeprefix("javascript:")
+            elsewhere = test_site.url("/article.html").replace("127.0.0.1", "localhost")  # another site
+            page.goto(elsewhere)
+            page.evaluate(script)  # what the bookmarks bar does: the link's script, run in the page
+            expect(page.locator("main h1")).to_have_text("Archive this page?")
+            expect(page.locator("#url")).to_have_value(elsewhere)
+            page.goto(item_url)
+
             # Delete it, after a confirmation.
-            page.click("ol.items h2 a")
             page.click("text=Delete…")
             page.click("text=Delete for good")
             expect(page.locator("ol.items .empty")).to_contain_text("Nothing archived yet")
@@ -276,6 +330,13 @@ def test_the_bookmarklet_opens_a_confirmation_that_only_a_posted_form_acts_on(br
     to_sign_in = stranger.get("/save", query_string={"url": "https://b.example/read"})
     assert to_sign_in.status_code == 302
     assert to_sign_in.headers["Location"] == "/sign-in?next=/save?url%3Dhttps://b.example/read"
+    # Run on another site's page, the bookmarklet's request comes without the SameSite=Strict key cookie:
+    # the page opens the same address again from htbase's own origin, where the browser sends it.
+    from_elsewhere = stranger.get(
+        "/save", query_string={"url": "https://b.example/read"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert from_elsewhere.status_code == 200
+    assert '<meta http-equiv="refresh" content="0; url=/save?url=https://b.example/read">' in from_elsewhere.text
 
 
 def test_failed_captures_are_listed_apart_and_retried(browser_session, service):
