@@ -1,5 +1,6 @@
 """Health (open to all, as load balancers and probes call it): liveness, whether this API's ledger
-answers; readiness, whether every part a request needs answers now (infra/health.py)."""
+answers; readiness, whether every part a request needs answers now (infra/health.py), the browser
+too where this process captures (the all-in-one process)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ class Readiness(BaseModel):
 @bp.get(f"{API}/ready", responses={200: Readiness, 503: Readiness})
 @public
 def ready() -> Response:
-    """200 when the ledger, the broker's publish path and file storage all answer, else 503 saying which not."""
+    """200 when the ledger, the broker's publish path and file storage all answer, and the browser works
+    where this process captures, else 503 saying which not."""
     checks = readiness(runtime())
     ok = all(state == "ok" for state in checks.values())
     response = jsonify({"status": "ok" if ok else "unready", "checks": checks})

@@ -67,12 +67,7 @@ def _health(runtime: Worker) -> Response:
 
 def _ready(runtime: Worker) -> Response:
     """Readiness: the ledger, the broker, storage and the browser (infra/health.py), each with its state."""
-
-    def browser() -> None:
-        if not runtime.browser_alive():
-            raise RuntimeError("Chromium died and could not be started again")
-
-    checks = readiness(runtime, {"browser": browser})
+    checks = readiness(runtime)
     ok = all(state == "ok" for state in checks.values())
     response = jsonify({"status": "ok" if ok else "unready", "checks": checks})
     response.status_code = 200 if ok else 503

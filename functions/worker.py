@@ -8,6 +8,7 @@ the archivers themselves and the summarizer.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,13 @@ class Worker(Runtime):
         with self._lock:
             browser = self._browser
         return browser is None or browser.healthy()
+
+    def readiness_checks(self) -> dict[str, Callable[[], object]]:
+        return {"browser": self._check_browser}
+
+    def _check_browser(self) -> None:
+        if not self.browser_alive():
+            raise RuntimeError("Chromium died and could not be started again")
 
     def health(self) -> dict[str, bool]:
         """What a liveness probe checks: the ledger answers, and the browser works."""

@@ -2,14 +2,15 @@
 
 Liveness stays cheap (``/healthz``, ``/api/v2/health``: the process answers and the
 ledger pings). Readiness asks every part a request needs: the ledger, the broker's
-publish path, file storage, and for an archiver its browser. Each check runs at
+publish path, file storage, and what the runtime adds (``Runtime.readiness_checks``):
+for a process that captures, the all-in-one one included, its browser. Each check runs at
 once beside the others and has ``CHECK_TIMEOUT_S`` to answer; a part that fails
 or does not answer in time is reported with the reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, TimeoutError
 
 from infra.runtime import Runtime
@@ -26,13 +27,13 @@ def _broker(runtime: Runtime) -> None:
     runtime.publisher.ready()
 
 
-def readiness(runtime: Runtime, extra: Mapping[str, Check] | None = None) -> dict[str, str]:
+def readiness(runtime: Runtime) -> dict[str, str]:
     """Each part's state: "ok", or why it is not ready."""
     checks: dict[str, Check] = {
         "ledger": runtime.ledger.ping,
         "broker": lambda: _broker(runtime),
         "storage": lambda: runtime.store.exists(PROBE_KEY),
-        **(extra or {}),
+        **runtime.readiness_checks(),
     }
     pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="readiness")
     futures = {name: pool.submit(check) for name, check in checks.items()}

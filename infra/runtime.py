@@ -87,6 +87,11 @@ class Runtime:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._closers: list[Callable[[], None]] = []
 
+    def readiness_checks(self) -> dict[str, Callable[[], object]]:
+        """Parts this process's work needs beyond the ledger, the broker and storage (infra/health.py):
+        none here; a runtime that captures adds its browser."""
+        return {}
+
     def on_close(self, close: Callable[[], None]) -> None:
         """Run ``close`` when the runtime closes, before whatever was registered earlier."""
         self._closers.insert(0, close)
