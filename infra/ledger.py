@@ -196,11 +196,16 @@ class Ledger:
     ) -> CreatedTask:
         """Write the task(s), their pending artifacts and the outbox in one transaction."""
         task = (items, list(archivers), dict(options or {}), request_id, webhook_url, batch)
-        try:
-            created = self._create_task(*task)
-        except IntegrityError:
-            # Two requests created the same new item_id at once and this one lost the race:
-            # written again, it finds the winner's item (and adds to it, or conflicts with it).
+        # A request that loses a race to create a new item (another made it at the same moment) is
+        # written again and finds that item. Each loss is to a commit that made one of its items, so
+        # a request of n items loses at most n times.
+        for _ in range(len(items)):
+            try:
+                created = self._create_task(*task)
+                break
+            except IntegrityError:
+                continue
+        else:
             created = self._create_task(*task)
         SUBMISSIONS.add(1, {"kind": created.kind})
         return created
@@ -218,8 +223,12 @@ class Ledger:
         children: list[dict[str, str]] = []
         with self.session() as session, session.begin():
             parent_id = snapshots.add_batch(options, request_id, webhook_url) if batch else None
+            # Items are written in one order whatever the request's, so concurrent requests that make
+            # the same new items wait for one another instead of deadlocking (Postgres).
+            in_order = sorted(items, key=lambda new: new.item_id or new.url_hash)
+            written = {new: self._upsert_item(session, new, snapshots.now) for new in in_order}
             for new in items:
-                item_id, url = self._upsert_item(session, new, snapshots.now)
+                item_id, url = written[new]
                 task_id = snapshots.add(
                     item_id,
                     url,

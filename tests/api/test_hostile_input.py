@@ -7,7 +7,9 @@ import threading
 
 import pytest
 import requests
+from sqlalchemy import select
 
+from infra.ledger import ITEMS
 from tests.api.conftest import API, error_of
 
 URL = "https://example.org/page"
@@ -234,3 +236,28 @@ def test_concurrent_submissions_of_one_new_item_id_for_two_urls_get_202_or_409(s
     assert set(answers) == {202, 409}
     tasks, total = service.runtime.ledger.list_tasks(limit=20, offset=0)
     assert total == answers.count(202) and len({t.item.url for t in tasks}) == 1
+
+
+def test_concurrent_batches_sharing_new_item_ids_all_succeed_on_each_database(service_on_each_database):
+    """Each batch names the same four new items, in its own order: a submission may lose the race for
+    one item, then for another, and still gets 202, never 503."""
+    service, answers = service_on_each_database, []
+    names = ["north", "east", "south", "west"]
+    start = threading.Barrier(12)
+
+    def submit(n: int) -> None:
+        client = service.api.test_client()
+        order = names[n % 4 :] + names[: n % 4]
+        items = [{"url": f"{URL}/{name}", "item_id": name} for name in order]
+        start.wait()
+        answers.append(client.post(f"{API}/archive/batch", json={"items": items, "archivers": ["pdf"]}).status_code)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [202] * 12
+    with service.runtime.engine.connect() as connection:
+        items = dict(connection.execute(select(ITEMS.c.item_id, ITEMS.c.url)).all())
+    assert items == {name: f"{URL}/{name}" for name in names}
