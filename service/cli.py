@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -221,31 +223,75 @@ def _fetchable(client: Client, task: dict) -> list[str]:
     return ["fetch:", *lines] if lines else []
 
 
+def events(client: Client, task_id: str, deadline: float) -> Iterator[dict]:
+    """The task's documents from its server-sent events, until the terminal one (or ``{}``: the task was
+    deleted). A stream that closes before that (the server ends each after a while) is opened again after
+    the ``retry`` it asked for, with ``Last-Event-ID``, as a browser's EventSource does."""
+    last_id, retry_s = "", 2.0
+    while time.monotonic() < deadline:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        with client.call("GET", f"{API}/tasks/{task_id}/events", headers=headers, stream=True) as response:
+            for event in _sse(response):
+                if "retry" in event and event["retry"].isdigit():
+                    retry_s = int(event["retry"]) / 1000
+                last_id = event.get("id", last_id)
+                if event.get("event") == "task.deleted":
+                    yield {}
+                    return
+                if "data" in event:
+                    yield json.loads(event["data"])
+                    if event.get("event") == "task.completed":
+                        return
+                if time.monotonic() >= deadline:
+                    return
+        time.sleep(retry_s)
+
+
+def _sse(response: requests.Response) -> Iterator[dict[str, str]]:
+    """The fields of each event of a ``text/event-stream``, ``data`` lines joined; a comment is a field-less
+    event, so that a keep-alive lets the caller look at the clock."""
+    event: dict[str, str] = {}
+    try:
+        for raw in response.iter_lines():
+            line = raw.decode()  # an event stream is UTF-8 whatever its header says
+            if not line:
+                yield event
+                event = {}
+            elif line.startswith(":"):
+                yield {}  # a keep-alive
+            else:
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                event[name] = f"{event[name]}\n{value}" if name == "data" and "data" in event else value
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        return  # the stream broke: the caller opens it again
+
+
 def archive(client: Client, url: str, archivers: list[str] | None, wait: bool, timeout: float) -> int:
     body: dict = {"url": url}
     if archivers:
         body["archivers"] = archivers
     accepted = client.json("POST", f"{API}/archive", json=body)
-    print(f"accepted: task {accepted['task_id']}")
+    print(f"accepted: task {accepted['task_id']} (item {accepted['item_id']})")
     if not wait:
         return 0
     drawn: list[str] = []
-    live, deadline = sys.stdout.isatty(), time.monotonic() + timeout
-    while True:
-        task = client.json("GET", accepted["status_url"])
+    live, task = sys.stdout.isatty(), accepted
+    for task in events(client, accepted["task_id"], time.monotonic() + timeout):
+        if not task:
+            print(f"task {accepted['task_id']} was deleted", file=sys.stderr)
+            return 1
         lines = _render(task)
         if lines != drawn:
             if live and drawn:
                 sys.stdout.write(f"\x1b[{len(drawn)}F\x1b[J")  # redraw in place on a terminal
             print("\n".join(lines), flush=True)
             drawn = lines
-        if task["status"] in TERMINAL:
-            print("\n".join(_fetchable(client, task)), flush=True)
-            return 0 if task["status"] == "success" else 1
-        if time.monotonic() > deadline:
-            print(f"still {task['status']} after {timeout:.0f}s", file=sys.stderr)
-            return 1
-        time.sleep(0.3)
+    if task["status"] in TERMINAL:
+        print("\n".join(_fetchable(client, task)), flush=True)
+        return 0 if task["status"] == "success" else 1
+    print(f"still {task['status']} after {timeout:.0f}s", file=sys.stderr)
+    return 1
 
 
 def list_tasks(client: Client, limit: int) -> int:
@@ -289,9 +335,11 @@ def cancel(client: Client, task_id: str) -> int:
     return 0
 
 
-def delete(client: Client, task_id: str) -> int:
-    client.call("DELETE", f"{API}/tasks/{task_id}")
-    print(f"deleted task {task_id}")
+def delete(client: Client, archive_id: str, item: bool) -> int:
+    """A task (a batch with its tasks) or, with ``--item``, an item with every snapshot."""
+    what = "item" if item else "task"
+    client.call("DELETE", f"{API}/{what}s/{archive_id}")
+    print(f"deleted {what} {archive_id}")
     return 0
 
 
@@ -366,7 +414,9 @@ def _parser() -> argparse.ArgumentParser:
     import_cmd.add_argument("--recapture", action="store_true", help="capture URLs already archived once more")
     import_cmd.add_argument("--wait", action="store_true", help="show progress until every capture ended")
     commands.add_parser("cancel", parents=[client], help="cancel a task's pending captures").add_argument("id")
-    commands.add_parser("delete", parents=[client], help="delete a task and its files (admin)").add_argument("id")
+    delete_cmd = commands.add_parser("delete", parents=[client], help="delete a task or an item and its files (admin)")
+    delete_cmd.add_argument("id", help="a task id, or with --item an item id")
+    delete_cmd.add_argument("--item", action="store_true", help="delete the item ID: every snapshot of it")
     return parser
 
 
@@ -395,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             return get(client, args.id, args.format, args.output)
         if args.command == "import":
             return import_file(client, args.file, args.recapture, args.wait)
-        return cancel(client, args.id) if args.command == "cancel" else delete(client, args.id)
+        return cancel(client, args.id) if args.command == "cancel" else delete(client, args.id, args.item)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

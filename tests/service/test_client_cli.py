@@ -1,5 +1,6 @@
 """The `htbase` command as a client and as the keeper of keys: keys made, listed and revoked in the ledger;
-list, show, get, cancel and delete against a served htbase with auth on; --wait says where everything is."""
+list, show, get, cancel and delete (a task, an item) against a served htbase with auth on; --wait follows
+the task's events, across the streams the server ends, and says where everything is."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
+from api import progress
 from emulators import free_port
 from emulators.process import http_answers
 from infra.keys import ApiKeys
@@ -78,20 +82,49 @@ def test_on_loopback_with_no_key_htbase_serves_openly_and_says_so(tmp_path):
         server.wait(timeout=30)
 
 
+@dataclass
+class Served:
+    env: dict[str, str]  # what the `htbase` command is run with
+    service: EmbeddedService
+    followed: list[str | None]  # each request for a task's events: the Last-Event-ID it sent
+
+    def task(self, task_id: str) -> dict:
+        headers = {"Authorization": f"Bearer {self.env['HTBASE_API_KEY']}"}
+        return requests.get(f"{self.env['HTBASE_URL']}/api/v2/tasks/{task_id}", headers=headers, timeout=10).json()
+
+
 @pytest.fixture
 def served_htbase(embedded_settings):
-    """A whole htbase (monolith and readability captures, the offline summarizer) on a real server, with a key."""
-    with EmbeddedService(embedded_settings.with_(archivers=("monolith", "readability"))) as service:
+    """A whole htbase (monolith and readability captures, one at a time; the offline summarizer) on a real
+    server, with a key, noting the requests for events."""
+    settings = embedded_settings.with_(archivers=("monolith", "readability"), worker_concurrency=1)
+    with EmbeddedService(settings) as service:
         key = ApiKeys(service.runtime.engine).create("cli", "admin")[1]
-        with served(service.api) as url:
-            yield {"HTBASE_URL": url, "HTBASE_API_KEY": key, "DATABASE_URL": "sqlite:////nonexistent/never.db"}
+        followed: list[str | None] = []
+
+        def noting(environ, start_response):
+            if environ["PATH_INFO"].endswith("/events"):
+                followed.append(environ.get("HTTP_LAST_EVENT_ID"))
+            return service.api(environ, start_response)
+
+        with served(noting) as url:
+            env = {"HTBASE_URL": url, "HTBASE_API_KEY": key, "DATABASE_URL": "sqlite:////nonexistent/never.db"}
+            yield Served(env, service, followed)
+
+
+def accepted(output: str) -> tuple[str, str]:
+    """The task and the item that `htbase archive` says it made."""
+    found = re.search(r"accepted: task (\S+) \(item (\S+)\)", output)
+    assert found, output
+    return found[1], found[2]
 
 
 def test_the_client_commands_with_a_key(served_htbase, test_site, tmp_path):
-    env, url = served_htbase, served_htbase["HTBASE_URL"]
+    env, url = served_htbase.env, served_htbase.env["HTBASE_URL"]
     done = htbase("archive", test_site.url("/article.html"), "--wait", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    task_id = re.search(r"accepted: task (\S+)", done.stdout)[1]
+    task_id, item_id = accepted(done.stdout)
+    assert served_htbase.followed == [None]  # --wait follows the events, which ended with the task
     fetch = done.stdout.split("fetch:", 1)[1]
     for where in (
         f"{url}/api/v2/archives/{task_id}/monolith",
@@ -119,14 +152,49 @@ def test_the_client_commands_with_a_key(served_htbase, test_site, tmp_path):
     keyless = htbase("list", env={"HTBASE_URL": url})
     assert keyless.returncode == 2 and "refused (401)" in keyless.stderr
 
+    deleted = htbase("delete", "--item", item_id, env=env)
+    assert deleted.returncode == 0 and f"deleted item {item_id}" in deleted.stdout, deleted.stderr
+    assert "refused (404)" in htbase("show", task_id, env=env).stderr  # its snapshot went with it
+    again = htbase("delete", "--item", item_id, env=env)
+    assert again.returncode == 2 and "refused (404)" in again.stderr
 
-def test_cancel_and_delete(served_htbase, test_site):
-    env = served_htbase
-    accepted = htbase("archive", test_site.url("/delay?s=10"), "--archivers", "monolith", env=env)
-    task_id = re.search(r"accepted: task (\S+)", accepted.stdout)[1]
+
+def test_wait_follows_the_events_across_streams_the_server_ends(served_htbase, test_site, monkeypatch):
+    monkeypatch.setattr(progress, "STREAM_S", 1.0)  # the server ends each stream after 1 s, not 120 s
+    done = htbase("archive", test_site.url("/delay?s=4"), "--archivers", "monolith", "--wait", env=served_htbase.env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    task_id, _ = accepted(done.stdout)
+    assert re.search(r"^  monolith\s+success ", done.stdout, re.M) and "fetch:" in done.stdout
+    assert served_htbase.task(task_id)["status"] == "success"
+    first, *reconnects = served_htbase.followed
+    assert first is None and reconnects, served_htbase.followed
+    assert all(re.fullmatch(r"[0-9a-f]{32}", last_id or "") for last_id in reconnects)  # the last id it had
+
+
+def test_cancel_during_a_capture_then_delete(served_htbase, test_site):
+    env = served_htbase.env
+    made = htbase("archive", test_site.url("/delay?s=8"), env=env)  # monolith and readability, one at a time
+    task_id, item_id = accepted(made.stdout)
+
+    def processing() -> list[str]:
+        return [name for name, sub in served_htbase.task(task_id)["subtasks"].items() if sub["status"] == "processing"]
+
+    running = wait_for(processing, 60, "a capture to start")
     cancelled = htbase("cancel", task_id, env=env)
-    assert cancelled.returncode == 0 and f"task {task_id}:" in cancelled.stdout, cancelled.stderr
+    assert cancelled.returncode == 0 and f"task {task_id}: processing" in cancelled.stdout, cancelled.stderr
+
+    # The running capture finishes and is kept; the other one never starts.
+    ended = wait_for(lambda: (task := served_htbase.task(task_id))["status"] != "processing" and task, 60)
+    waiting = {"monolith", "readability"} - set(running)
+    assert ended["status"] == "partial"
+    assert {name: sub["status"] for name, sub in ended["subtasks"].items()} == {
+        **{name: "success" for name in running},
+        **{name: "cancelled" for name in waiting},
+    }
+    assert [ended["subtasks"][name]["attempts"] for name in waiting] == [0]
+
     deleted = htbase("delete", task_id, env=env)
     assert deleted.returncode == 0 and f"deleted task {task_id}" in deleted.stdout, deleted.stderr
     gone = htbase("show", task_id, env=env)
     assert gone.returncode == 2 and "refused (404)" in gone.stderr
+    assert "refused (404)" in htbase("delete", "--item", item_id, env=env).stderr  # left with no snapshot, it went
