@@ -46,7 +46,9 @@ class Capture:
 class Archiver(Protocol):
     name: str
 
-    def capture(self, url: str, options: dict[str, Any]) -> Capture: ...
+    def capture(self, url: str, options: dict[str, Any], task_id: str = "") -> Capture:
+        """``task_id``: the task it is for, so that the captures of one task may share a page load."""
+        ...
 
 
 # --- checks every archiver shares -------------------------------------------------

@@ -23,8 +23,9 @@ the ledger. ``PageArchiver`` is the base of the archivers that render the page.
 
 One archive request asks for several captures of one URL at once, and where one
 process serves several archivers (the all-in-one process, a VPS) the pdf,
-screenshot and readability captures would each load the same page. Instead they
-share one load (``share=True``, a ``SharedPage``): the first opens a fresh context
+screenshot and readability captures would each load the same page. Instead the
+captures of one task share one load (``Browser.capture(task=...)``, a ``SharedPage``; never
+another task's, whose cookies would then be in this one's context): the first opens a fresh context
 and loads the page, the others that arrive meanwhile wait for it, and each
 renders on it in turn; the context closes when the last is done. Each still
 gets its own result or its own error, and a load that fails fails them all.
@@ -368,7 +369,7 @@ class SharedPage:
     """One page load that concurrent captures of the same URL, with the same
     options, render in turn: loaded once, in one fresh context, closed when the
     last of them is done. It lives on the browser's loop; ``Browser.capture``
-    with ``share=True`` makes and joins them."""
+    with a ``task`` makes and joins them."""
 
     def __init__(self, browser: Browser, url: str, timeout: float, max_bytes: int, wait_until: WaitUntil):
         loop = asyncio.get_running_loop()
@@ -449,7 +450,8 @@ class Browser:
         self._playwright: Playwright | None = None
         self._browser: PlaywrightBrowser | None = None
         self._devtools_url = ""
-        self._shared: dict[tuple[str, float, int, WaitUntil], SharedPage] = {}  # the loads captures can join
+        # The loads captures can join, by task, URL, timeout, size limit and wait_until.
+        self._shared: dict[tuple[str | None, str, float, int, WaitUntil], SharedPage] = {}
 
     # ---- running coroutines on the loop thread
 
@@ -611,7 +613,7 @@ class Browser:
         """How many captures are on a shared load of ``url`` now (waiting or rendering)."""
 
         async def count() -> int:
-            return sum(shared.users for (shared_url, *_), shared in self._shared.items() if shared_url == url)
+            return sum(shared.users for (_, shared_url, *_), shared in self._shared.items() if shared_url == url)
 
         return self.run(count(), HEALTH_TIMEOUT_S)
 
@@ -638,15 +640,16 @@ class Browser:
         timeout: float,
         max_bytes: int,
         wait_until: WaitUntil = "load",
-        share: bool = False,
+        task: str | None = None,
     ) -> T:
         """Load ``url`` (up to its load event and a moment to settle, or only its
         main document's answer with ``wait_until="commit"``) and hand the page
         to ``render``, all within ``timeout`` seconds. More than ``max_bytes``
         received fails the capture.
 
-        With ``share``, a load of the same URL with the same options that
-        another capture started and still uses is joined instead (``SharedPage``):
+        With ``task`` (the one the capture is for), a load of the same URL with
+        the same options that another capture of that task started and still
+        uses is joined instead (``SharedPage``):
         ``render`` then gets that page, after the renders before it, and must
         leave it as it found it. The waiting counts against ``timeout``."""
         check_url(url)
@@ -663,7 +666,7 @@ class Browser:
                         return await loaded.watch.guard(load_and_render(loaded))
 
         async def shared_job() -> T:
-            key = (url, timeout, max_bytes, wait_until)
+            key = (task, url, timeout, max_bytes, wait_until)
             shared = self._shared.get(key)
             if shared is None:
                 shared = self._shared[key] = SharedPage(self, url, timeout, max_bytes, wait_until)
@@ -684,7 +687,7 @@ class Browser:
                     await shared.release()
 
         # The loop enforces the timeout; the extra seconds cover launching Chromium and the set-up.
-        return self.run(shared_job() if share else job(), timeout + LAUNCH_TIMEOUT_S)
+        return self.run(job() if task is None else shared_job(), timeout + LAUNCH_TIMEOUT_S)
 
     def close(self) -> None:
         """Stop Chromium, Playwright and the loop thread. A later call starts them again."""
@@ -712,7 +715,7 @@ class PageArchiver:
     """An archiver that renders a page loaded in the shared browser: subclasses
     set ``name`` and implement ``render``, and may wait for less than the load
     event (``wait_until``). Their renders share a page loaded once for all the
-    concurrent captures of a URL (``Browser.capture(share=True)``), so a render
+    concurrent captures of a URL for one task (``Browser.capture(task=...)``), so a render
     must leave the page as it found it; one that cannot sets ``share_page`` false."""
 
     name: str
@@ -723,14 +726,14 @@ class PageArchiver:
         self.settings = settings
         self.browser = browser
 
-    def capture(self, url: str, options: dict[str, Any]) -> Capture:
+    def capture(self, url: str, options: dict[str, Any], task_id: str = "") -> Capture:
         return self.browser.capture(
             url,
             self.render,
             timeout=capture_timeout(self.settings, options),
             max_bytes=self.settings.max_capture_bytes,
             wait_until=self.wait_until,
-            share=self.share_page,
+            task=task_id if self.share_page else None,
         )
 
     async def render(self, loaded: LoadedPage) -> Capture:

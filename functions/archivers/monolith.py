@@ -51,7 +51,7 @@ class MonolithArchiver:
                 self._own_proxy.stop()
                 self._own_proxy = self._proxy_url = None
 
-    def capture(self, url: str, options: dict[str, Any]) -> Capture:
+    def capture(self, url: str, options: dict[str, Any], task_id: str = "") -> Capture:
         url = check_url(url)
         timeout = capture_timeout(self.settings, options)
         limit = self.settings.max_capture_bytes

@@ -69,7 +69,7 @@ def _capture(runtime: Worker, request: ArchiveRequest, attempts: int, fields: di
     with ledger.holding(request.task_id, request.archiver, runtime.worker_id):
         try:
             runtime.egress_policy.check_url(request.url)
-            capture = runtime.archiver(request.archiver).capture(request.url, request.options)
+            capture = runtime.archiver(request.archiver).capture(request.url, request.options, request.task_id)
             stored = runtime.store.put(
                 storage_key(request.task_id, request.archiver, capture.extension), capture.data, capture.content_type
             )

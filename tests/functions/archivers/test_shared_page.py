@@ -1,5 +1,6 @@
-"""Concurrent page captures of one URL share one load (``Browser.capture(share=True)``):
-one document request, each artifact still right, each capture its own result or error.
+"""Concurrent page captures of one URL for one task share one load (``Browser.capture(task=...)``):
+one document request, each artifact still right, each capture its own result or error. Another
+task's captures load it apart.
 
 The test site's gate holds the page's answer until every capture has joined the
 load (``Browser.sharing``), so the joining does not depend on timing."""
@@ -15,6 +16,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from functions.archivers.base import Capture, CaptureTimeout, PermanentCaptureError, TransientCaptureError
+from tests.functions.archivers.test_hostile import served
 from tests.helpers import wait_for
 
 SHARING = ("pdf", "screenshot", "readability")  # in the order they join, so the order they render in
@@ -108,3 +110,17 @@ def test_a_capture_after_the_shared_page_closed_loads_the_page_again(browser, ma
     assert make_archiver("pdf").capture(url, {}).data.startswith(b"%PDF")
     assert make_archiver("screenshot").capture(url, {}).metadata["width"] == 1280
     assert document_requests(test_site, path) == 2
+
+
+def test_captures_of_one_url_for_two_tasks_load_it_apart_and_share_no_cookie(make_archiver, test_site):
+    """Task a's pdf loads a page that sets cookies and keeps loading; task b's screenshot of that URL
+    meanwhile loads it again, in its own context: it sends none of a's cookies."""
+    secret = uuid.uuid4().hex
+    path = f"/cookie/set?value={secret}&hold=5"
+    url = test_site.url(path)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(make_archiver("pdf").capture, url, {}, "task-a")
+        wait_for(lambda: served(test_site, f"/delay?s=5&cookie={secret}"), 30, "task a's page holding its cookies")
+        second = make_archiver("screenshot").capture(url, {}, "task-b")
+        assert first.result().data.startswith(b"%PDF") and second.metadata["width"] == 1280
+    assert [header for sent_to, header in test_site.cookies if sent_to == path] == ["", ""]
