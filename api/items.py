@@ -139,7 +139,7 @@ def schedule(path: ItemPath, body: ScheduleRequest) -> Response:
 
 
 @bp.delete("/items/<item_id>/schedule", responses={200: ItemPath, 404: ErrorBody})
-@requires("write")  # stops future captures, deletes nothing
+@requires("write")  # undoes a scheduling, deletes no capture: as making one
 def unschedule(path: ItemPath) -> Response:
     """Stop re-capturing the item."""
     if not runtime().items.unschedule(path.item_id):

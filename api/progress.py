@@ -5,10 +5,12 @@ it) with the last one: no broker, no state in the process, so any API process ca
 client, under gunicorn's threads as in the embedded server.
 
 **Events.** Every connection starts with the current document, then sends one event per change,
-and ends with the terminal one (``event: task.completed``). Each event's ``id`` is a hash of its
-document: a client that reconnects with ``Last-Event-ID`` is sent the current state first, so it
-never misses the end, and can tell whether it already had it. A stream that has run
-``STREAM_S`` ends (a request may not run forever); ``EventSource`` reconnects by itself.
+and ends with the terminal one (``event: task.completed``), or with ``event: task.deleted`` if the
+task goes. Each event's ``id`` is a hash of its document. The server does not read
+``Last-Event-ID``: a reconnect, like any connection, is sent the current state first, so it never
+misses the end, and the client can tell by the id whether it already had it. A stream still open
+``STREAM_S`` after it began, the task not ended, is closed (a request may not run forever);
+``EventSource`` and ``htbase archive --wait`` reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ KEEPALIVE_S = 15.0  # a comment line, so that proxies keep an idle stream open
 EVENTS: Responses = {
     200: {
         "description": "`text/event-stream`: `event: task` per change of the task document (`data`), "
-        "`event: task.completed` for the last; `id` is the document's hash",
+        "`event: task.completed` for the last (`event: task.deleted` if the task goes); `id` is the document's "
+        f"hash. Closed after {STREAM_S:.0f} s without the end: reconnect; every connection starts with the current "
+        "document",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
     404: ErrorBody,

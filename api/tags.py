@@ -7,6 +7,7 @@ from typing import Annotated
 from flask import Response, jsonify
 from pydantic import BaseModel, Field, StrictStr
 
+from api.auth import requires
 from api.context import runtime
 from api.errors import ApiError
 from api.openapi import blueprint
@@ -72,6 +73,7 @@ def add_tags(path: ItemPath, body: TagsBody) -> Response:
 
 
 @bp.delete("/items/<item_id>/tags/<tag>", responses={200: ItemTags, 404: ErrorBody})
+@requires("write")  # undoes a tagging, deletes no capture: as adding one
 def remove_tag(path: ItemTagPath) -> Response:
     """Take a tag off an item; answers the tags it keeps."""
     item_id = _item(path.item_id)
