@@ -1,5 +1,6 @@
 """Shared by the archiver tests: settings that let Chromium reach the local test
-site, and one Browser (one Chromium) for the whole session."""
+site, one Browser (one Chromium) for the whole session, and the check that an
+ordinary capture works (after a hostile page, say)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from functions.archivers.base import Archiver
 from functions.archivers.browser import Browser
 from functions.archivers.pdf import PdfArchiver
 from functions.archivers.readability import ReadabilityArchiver
@@ -19,6 +21,7 @@ from htbase.config import Settings
 
 ARCHIVER_CLASSES = {cls.name: cls for cls in (PdfArchiver, ScreenshotArchiver, ReadabilityArchiver, SingleFileArchiver)}
 BROWSER_ARCHIVERS = tuple(ARCHIVER_CLASSES)
+ARTICLE_TITLE = "Lighthouse Keepers Return to Varne Point After Forty Years"
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +67,13 @@ def kill_driver(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     while pid in playwright_drivers():  # a zombie has no command line left
         pass
+
+
+def served(test_site, path: str) -> bool:
+    """Whether the test site has been asked for ``path`` (with its query)."""
+    return any(request[1] == path for request in test_site.requests)
+
+
+def captures_normally(archiver: Archiver, test_site) -> None:
+    """An ordinary page captures, as after any hostile one it must, on the same long-lived browser."""
+    assert archiver.capture(test_site.url("/article.html"), {}).metadata["title"] == ARTICLE_TITLE

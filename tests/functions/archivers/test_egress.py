@@ -14,7 +14,7 @@ from functions.archivers.base import PermanentCaptureError
 from functions.archivers.browser import Browser
 from infra.egress.policy import EgressPolicy
 from infra.egress.proxy import EgressProxy
-from tests.functions.archivers.conftest import ARCHIVER_CLASSES, BROWSER_ARCHIVERS
+from tests.functions.archivers.conftest import ARCHIVER_CLASSES, BROWSER_ARCHIVERS, captures_normally
 from tests.functions.archivers.saved_pages import cli_copy, embedded_png_sizes
 from tests.site.server import TestSite, serve_test_site
 
@@ -55,6 +55,7 @@ def test_a_page_that_sends_itself_to_a_forbidden_host_fails_with_the_refusal(
     ):
         guarded(name).capture(test_site.url(f"/{route}?url={target}"), {})
     assert forbidden_site.requests == []
+    captures_normally(guarded(name), test_site)
 
 
 @pytest.mark.parametrize("name", ["pdf", "singlefile"])

@@ -16,7 +16,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from functions.archivers.base import Capture, CaptureTimeout, PermanentCaptureError, TransientCaptureError
-from tests.functions.archivers.test_hostile import served
+from tests.functions.archivers.conftest import served
 from tests.helpers import wait_for
 
 SHARING = ("pdf", "screenshot", "readability")  # in the order they join, so the order they render in
