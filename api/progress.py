@@ -41,7 +41,25 @@ EVENTS: Responses = {
         "`event: task.completed` for the last (`event: task.deleted` if the task goes); `id` is the document's "
         f"hash. Closed after {STREAM_S:.0f} s without the end: reconnect; every connection starts with the current "
         "document",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # Before OpenAPI 3.2's itemSchema, an event stream's schema is that of each event.
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"enum": ["task", "task.completed", "task.deleted"]},
+                        "id": {"type": "string", "description": "a hash of the document"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/TaskDocument"},
+                            "description": "the task document; `{}` for `task.deleted`",
+                        },
+                    },
+                }
+            }
+        },
     },
     404: ErrorBody,
 }

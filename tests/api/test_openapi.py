@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -61,6 +62,8 @@ def test_the_document_says_who_may_call_what(client):
     assert paths[f"{API}/tasks"]["get"]["security"] == [{"bearer": ["read"]}, {"apiKey": ["read"]}]
     assert paths[f"{API}/keys/{{prefix}}"]["delete"]["security"] == [{"bearer": ["admin"]}, {"apiKey": ["admin"]}]
     assert paths["/healthz"]["get"]["security"] == []
+    untag = paths[f"{API}/items/{{item_id}}/tags/{{tag}}"]["delete"]  # undoing a write, deleting no capture
+    assert untag["security"] == [{"bearer": ["write"]}, {"apiKey": ["write"]}]
     # The schemas the handlers validate with: the enum of archivers, the id pattern, the batch's bound.
     body = paths[f"{API}/archive/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/BatchRequest"}
@@ -98,33 +101,77 @@ def test_the_docs_page_works_offline_under_a_strict_policy(served_api, service):
 
 @pytest.fixture
 def live_api(service_on_each_database):
-    """The API on a real server, on SQLite and on Postgres, with an admin key (auth is on)."""
-    key = ApiKeys(service_on_each_database.runtime.engine).create("fuzz", "admin")[1]
-    with served(service_on_each_database.api) as url:
-        yield url, {"Authorization": f"Bearer {key}"}
+    """The API on a real server, on SQLite and on Postgres, with an admin key (auth is on), and something for
+    each id in a path to name: a finished task with its PDF stored and a summary, its item, an import."""
+    service = service_on_each_database
+    headers = {"Authorization": f"Bearer {ApiKeys(service.runtime.engine).create('fuzz', 'admin')[1]}"}
+    client, ledger, store = service.api.test_client(), service.runtime.ledger, service.runtime.store
+    task = client.post(
+        f"{API}/archive", json={"url": "https://example.org/seeded", "archivers": ["pdf"]}, headers=headers
+    ).get_json()
+    ledger.claim(task["task_id"], "pdf", "test")
+    stored = store.put(f"{task['task_id']}/pdf.pdf", b"%PDF-1.4 seeded", "application/pdf")
+    assert ledger.complete(task["task_id"], "pdf", "test", stored, meta={"title": "Seeded"}, duration_ms=1) is not None
+    service.runtime.summaries.save(
+        task["task_id"], "seeded", status="success", model="extractive", prompt_version="1", result={"lede": "A page."}
+    )
+    imported = client.post(
+        f"{API}/import", data={"file": (io.BytesIO(b"https://example.org/imported\n"), "urls.txt")}, headers=headers
+    ).get_json()
+    ids = {
+        "task_id": task["task_id"],
+        "item_id": task["item_id"],
+        "archive_id": task["task_id"],
+        "archiver": "pdf",
+        "import_id": imported["import_id"],
+    }
+    with served(service.api) as url:
+        yield url, headers, ids
 
 
 def test_the_live_api_keeps_to_its_document(live_api):
-    """Schemathesis generates requests from the document for every operation; each answer is no 5xx and
-    matches the status codes, content types, headers and schemas documented for it."""
-    url, headers = live_api
+    """Every GET of something by its id answers 200 as documented for what was made; then schemathesis
+    generates requests from the document for every operation, and each answer is no 5xx and matches the
+    status codes, content types, headers and schemas documented for it."""
+    url, headers, ids = live_api
     schema = schemathesis.openapi.from_url(f"{url}{API}/openapi.json")
     schema.config.base_url = url
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 13
+    documented = requests.get(f"{url}{API}/openapi.json", timeout=10).json()["paths"]
+    assert len(operations) == sum(len(methods) for methods in documented.values())
 
+    by_id = [op for op in operations if op.method == "get" and "{" in op.path]
+    assert {op.path for op in by_id} == {
+        f"{API}/tasks/{{task_id}}",
+        f"{API}/tasks/{{task_id}}/events",
+        f"{API}/items/{{item_id}}",
+        f"{API}/archives/{{archive_id}}/all",
+        f"{API}/archives/{{archive_id}}/{{archiver}}",
+        f"{API}/summaries/{{archive_id}}",
+        f"{API}/imports/{{import_id}}",
+    }
+    for operation in by_id:
+        names = [parameter.name for parameter in operation.path_parameters]
+        case = operation.Case(path_parameters={name: ids[name] for name in names})
+        response = case.call_and_validate(headers=headers, checks=[not_a_server_error, *CONFORMANCE])
+        assert response.status_code == 200, (operation.path, response.text[:300])
+
+    exercised: set[tuple[str, str]] = set()
     for operation in operations:
         checks = CONFORMANCE if operation.path in PROBES else [not_a_server_error, *CONFORMANCE]
-        keeps_to_it(operation, headers, checks)()
+        keeps_to_it(operation, headers, checks, exercised)()
+    assert len(exercised) == len(operations)
 
 
-def keeps_to_it(operation, headers: dict[str, str], checks: list):
-    """A hypothesis test of one operation: requests made from its document, each answer checked."""
+def keeps_to_it(operation, headers: dict[str, str], checks: list, exercised: set[tuple[str, str]]):
+    """A hypothesis test of one operation: requests made from its document, each answer checked (and the
+    operation noted in ``exercised``)."""
     cases = operation.as_strategy()
 
     @given(case=cases.map(waits_briefly) if operation.path in WAITING else cases)
     @hypothesis_settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def run(case):
         case.call_and_validate(headers=headers, checks=checks)
+        exercised.add((case.method, case.path))
 
     return run
