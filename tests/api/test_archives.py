@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Route, expect, sync_playwright
 
 from api.archives import ARCHIVE_POLICY, CHUNK_BYTES
 from infra.ledger import NewItem
@@ -176,8 +177,9 @@ def test_a_list_of_tasks_counts_a_batchs_children_instead_of_showing_them(client
 
 
 def test_a_hostile_archive_opened_from_the_api_runs_no_script(served_api, archived, test_site, service):
-    """In Chromium: the page's script, javascript: links, form and onerror handler never run on the
-    API's origin, so they read no cookie and no task list; its inline style still applies."""
+    """In Chromium: the page's script, javascript: links (an SVG <set> makes one), form and onerror
+    handler never run on the API's origin, so they read no cookie and no task list; its inline style
+    still applies."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=service.settings.chromium_path)
         try:
@@ -196,6 +198,7 @@ def test_a_hostile_archive_opened_from_the_api_runs_no_script(served_api, archiv
             for target, refusal in (
                 ("#js-link", "JavaScript URL"),
                 ("#svg-link", "JavaScript URL"),
+                ("#svg-set", "JavaScript URL"),
                 ("#js-button", "form submission"),
             ):
                 with page.expect_console_message(lambda message, refusal=refusal: refusal in message.text):
@@ -203,5 +206,60 @@ def test_a_hostile_archive_opened_from_the_api_runs_no_script(served_api, archiv
                 expect(page.locator("#verdict")).to_have_text("no script ran")
             expect(page.locator("#api")).to_have_text("no answer from the API")
             assert page.url == f"{served_api}{API}/archives/{archived}/singlefile"
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def captured(service, test_site) -> str:
+    """A task holding real captures of the hostile page, by SingleFile and readability (a worker's)."""
+    url = test_site.url("/stored-xss.html")
+    task_id = service.runtime.ledger.create_task(
+        [NewItem(url, "y" * 64, "captured")], ["singlefile", "readability"]
+    ).task_id
+    for name in ("singlefile", "readability"):
+        capture = service.runtime.archiver(name).capture(url, {})
+        finish(service, task_id, name, capture.data, capture.content_type, capture.extension, capture.extras)
+    return task_id
+
+
+# What each capture keeps of the page's javascript: URLs (SingleFile drops the script and the
+# onerror handler; readability keeps the link in its prose), and Chromium's refusal of each under the sandbox.
+KEPT = {
+    "singlefile": {"#svg-link": "JavaScript URL", "#svg-set": "JavaScript URL", "#js-button": "form submission"},
+    "readability": {'a[href^="javascript:"]': "JavaScript URL"},
+}
+
+
+def fulfilled_with(body: bytes) -> Callable[[Route], None]:
+    return lambda route: route.fulfill(body=body, content_type="text/html")
+
+
+def test_real_captures_of_a_hostile_page_opened_from_the_api_run_no_script(served_api, captured, test_site, service):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=service.settings.chromium_path)
+        try:
+            context = browser.new_context()
+            for origin in (served_api, test_site.url("/")):
+                context.add_cookies([{"name": "session", "value": "s3cret", "url": origin}])
+            page = context.new_page()
+            outside = test_site.url("/captured.html")  # the capture on a site's own origin, no policy
+            for archiver, targets in KEPT.items():
+                served = f"{served_api}{API}/archives/{captured}/{archiver}"
+                body = context.request.get(served).body()
+                page.route(outside, fulfilled_with(body))
+                for target, refusal in targets.items():
+                    # Control: outside the sandbox, what the capture kept still runs.
+                    page.goto(outside)
+                    page.click(target)
+                    expect(page.locator("#verdict")).to_contain_text("cookie: session=s3cret")
+
+                    page.goto(served)
+                    verdict = page.locator("#verdict").text_content()
+                    with page.expect_console_message(lambda message, refusal=refusal: refusal in message.text):
+                        page.click(target)
+                    expect(page.locator("#verdict")).to_have_text(verdict or "")
+                    assert "s3cret" not in page.content() and page.url == served
+                page.unroute(outside)
         finally:
             browser.close()
