@@ -192,6 +192,8 @@ class PageWatch:
     """What a capture's pages do that can fail it, as it happens: the bytes they
     receive (decoded; the page's session counts its own frames, a cross-site
     frame runs in its own process and is counted from its first navigation on),
+    counted afresh from each main-frame navigation (SingleFile loads the page a
+    second time in the tab: the limit is each load's, not the two together's),
     and every document their main frame loads. ``guard`` runs the capture's work
     and fails it on the first such failure."""
 
@@ -206,6 +208,7 @@ class PageWatch:
 
     async def watch(self, page: Page) -> None:
         """Follow ``page`` (call before it loads anything)."""
+        page.on("request", self._on_request)
         page.on("response", self._on_response)
         page.on("requestfailed", self._on_request_failed)
         page.on("framenavigated", self._on_frame_navigated)
@@ -270,6 +273,10 @@ class PageWatch:
             return request.is_navigation_request() and request.frame.parent_frame is None
         except PlaywrightError:  # a navigation whose frame is gone already
             return False
+
+    def _on_request(self, request: Request) -> None:
+        if self._main_document(request):
+            self.received = 0  # a new page load: the last one's document is gone with its bytes
 
     def _on_response(self, response: Response) -> None:
         if not self._main_document(response.request):

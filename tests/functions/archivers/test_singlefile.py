@@ -12,6 +12,7 @@ from PIL import Image
 from functions.archivers.base import TransientCaptureError
 from functions.archivers.singlefile import SingleFileArchiver
 from tests.functions.archivers.saved_pages import cli_copy, embedded_png_sizes, resource_urls
+from tests.site.server import huge_page
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,11 @@ def test_output_missing_every_time_is_transient(archiver_settings, browser, test
     archiver = SingleFileArchiver(archiver_settings.with_(singlefile_path=cli), browser)
     with pytest.raises(TransientCaptureError, match="wrote no page .* after 3 attempts: Execution context not found"):
         archiver.capture(test_site.url("/article.html"), {})
+
+
+def test_a_page_just_under_the_size_limit_is_saved_though_singlefile_loads_it_again(make_archiver, test_site):
+    # The capture's tab loads the page first (its answer is judged at once), then SingleFile loads
+    # it again: the limit holds for each load, not for the two together.
+    limit = len(huge_page()) * 11 // 10
+    capture = make_archiver("singlefile", max_capture_bytes=limit).capture(test_site.url("/huge"), {})
+    assert capture.metadata["title"] == "Huge page" and len(capture.data) > len(huge_page()) // 2
