@@ -168,6 +168,17 @@ def test_long_running_services_have_health_checks_restart_policies_and_wait_for_
     assert services["gcs"]["volumes"] == ["gcsdata:/storage:rw"]
 
 
+def test_each_archiver_is_held_to_its_memory_without_swap(services):
+    limits = {name: (spec.get("mem_limit"), spec.get("memswap_limit")) for name, spec in services.items()}
+    assert {name: limits[name] for name in (f"archiver-{archiver}" for archiver in ARCHIVERS)} == {
+        "archiver-singlefile": ("3g", "3g"),  # Chromium, and SingleFile's Node heap (1 GB)
+        "archiver-monolith": ("1g", "1g"),  # no browser
+        "archiver-readability": ("2g", "2g"),
+        "archiver-pdf": ("2g", "2g"),
+        "archiver-screenshot": ("2g", "2g"),
+    }
+
+
 def test_the_compose_file_passes_yamllint():
     files = [str(COMPOSE), *map(str, sorted((ROOT / "emulators" / "monitoring").glob("*.y*ml")))]
     result = subprocess.run(
