@@ -139,16 +139,23 @@ def test_one_submission_is_one_trace_across_the_services(stack, receiver, test_s
         if not mine:
             return None
         found = [s for s in receiver.spans if s.trace_id == mine[0].trace_id]
-        # Each service exports on its own schedule: wait for the summary and both successful captures.
+        # Each service exports on its own schedule (every 5 s, whichever span ended first): wait for the
+        # summary and both successful captures, and for every parent they name, the API's request's
+        # included (its export may well come last).
         captured = {
             s.attributes.get("archiver")
             for s in found
             if s.name.startswith("capture ") and s.attributes.get("outcome") == "success"
         }
-        ended = any(s.name == "summarize" for s in found) and captured == {"monolith", "readability"}
+        ids = {s.span_id for s in found}
+        ended = (
+            any(s.name == "summarize" for s in found)
+            and captured == {"monolith", "readability"}
+            and all(not s.parent_id or s.parent_id in ids for s in found)
+        )
         return found if ended else None
 
-    found = wait_for(whole_trace, 60, "the captures' and the summary's spans to reach the receiver")
+    found = wait_for(whole_trace, 60, "the request's, the captures' and the summary's spans to reach the receiver")
     by_id = {s.span_id: s for s in found}
     assert {s.service for s in found} == {f"htbase-{name}" for name in SERVICES}
     [root] = [s for s in found if not s.parent_id]
