@@ -61,6 +61,8 @@ def create_app(runtime: Runtime) -> OpenAPI:
         "htbase.api", info=INFO, doc_ui=False, validation_error_status=400, validation_error_callback=validation_error
     )
     app.request_class = JsonBodyRequest
+    # An id holding an encoded slash (/tasks/%2F0) is an unknown id, a 404: not a 308 to another route.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     api_keys = ApiKeys(runtime.engine)
