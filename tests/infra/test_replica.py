@@ -157,8 +157,10 @@ def test_outage_queues_without_failing_and_the_retry_writes_the_latest_state(led
 
     # The client's channel reconnects on its own backoff: a retry before it does fails, as one while
     # Firestore was down did, and the next retry writes.
-    written = wait_for(lambda: replica_sync.retry_pending()["written"], 60, "a retry to reach Firestore again")
-    assert written == 2
+    retried = wait_for(
+        lambda: (result := replica_sync.retry_pending())["written"] and result, 60, "a retry to reach Firestore again"
+    )
+    assert retried == {"written": 2, "failed": 0}
     document = read(task_id)
     assert document["status"] == "success"
     assert {name: sub["status"] for name, sub in document["subtasks"].items()} == {
