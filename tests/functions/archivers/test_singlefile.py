@@ -84,7 +84,7 @@ def test_output_missing_every_time_is_transient(archiver_settings, browser, test
 def test_a_page_just_under_the_size_limit_is_saved_though_singlefile_loads_it_again(make_archiver, test_site):
     # The capture's tab loads the page first (its answer is judged at once), then SingleFile loads
     # it again: the limit holds for each load, not for the two together.
-    # SingleFile takes its time over 8 MB of HTML: a loaded machine's CI ran past the archivers' usual 30 s.
+    # SingleFile takes its time over 8 MB of HTML: a full run on a loaded machine ran past the usual 30 s.
     limit = len(huge_page()) * 11 // 10
     archiver = make_archiver("singlefile", max_capture_bytes=limit, capture_timeout_s=120.0)
     capture = archiver.capture(test_site.url("/huge"), {})
